@@ -1,0 +1,49 @@
+# deploystack — `make` lists the targets.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO := blueprints/default/deploystack.yaml
+PYTEST := $(BIN)/python -m pytest
+
+.PHONY: help venv engine demo down test unit e2e lint bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(BIN)/deploystack: pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $@
+
+venv: $(BIN)/deploystack ## make .venv with deploystack and the test tools
+
+engine: ## make sure a Docker engine answers (installs docker.io and starts dockerd if needed; root)
+	@scripts/engine.sh start
+
+demo: venv engine ## build the images and bring up the default blueprint
+	$(BIN)/deploystack up -f $(DEMO)
+	@echo "demo: https://127.0.0.1:8443/ (self-signed certificate); stop it with make down"
+
+down: venv ## stop the demo stack (volumes kept), and an engine that make started
+	$(BIN)/deploystack down -f $(DEMO)
+	@scripts/engine.sh stop
+
+test: venv ## unit tests, then end-to-end tests on a real engine (started and stopped if needed)
+	@scripts/engine.sh start
+	@status=0; $(PYTEST) tests/unit && $(PYTEST) tests/e2e || status=$$?; \
+	  scripts/engine.sh stop; exit $$status
+
+unit: venv ## unit tests only (no Docker)
+	$(PYTEST) tests/unit
+
+lint: venv ## ruff and mypy
+	$(BIN)/ruff check deploystack tests
+	$(BIN)/mypy deploystack
+
+bench: venv engine ## benchmarks (not in CI): tables printed, JSON in bench-results/
+	$(PYTEST) tests/bench -s
+
+clean: ## remove the venv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

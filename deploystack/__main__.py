@@ -1,0 +1,3 @@
+from deploystack.cli import main
+
+main()

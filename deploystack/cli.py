@@ -1,0 +1,161 @@
+"""The typer app: parse, call operations, print. No Docker calls and no decisions here."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from deploystack import console, operations
+from deploystack.errors import DeployError, SpecError
+from deploystack.operations import Target
+
+app = typer.Typer(
+    name="deploystack",
+    help="One YAML spec in, a production-shaped Django stack out.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,  # specs and .env hold passwords
+)
+
+SpecOpt = Annotated[Path | None, typer.Option("--file", "-f", help="the spec (default ./deploystack.yaml)")]
+OutOpt = Annotated[Path | None, typer.Option("--output", "-o", help="output folder (default: stack/ by the spec)")]
+CaOpt = Annotated[Path | None, typer.Option("--ca-bundle", help="CA bundle for pip in builds (default: the host's)")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="show build output")]
+
+
+@app.command()
+def init(
+    file: SpecOpt = None,
+    force: Annotated[bool, typer.Option(help="overwrite an existing spec")] = False,
+) -> None:
+    """Write a commented starter spec."""
+    path = file or operations.DEFAULT_SPEC
+    operations.write_starter(path, force)
+    console.say(f"wrote {path}: edit it, then deploystack validate && deploystack up")
+
+
+@app.command()
+def validate(file: SpecOpt = None) -> None:
+    """Check the spec; print ok, or every problem as `field.path (line N): message`."""
+    operations.stack_of(Target.of(file, None))
+    console.say("ok")
+
+
+@app.command()
+def schema() -> None:
+    """Print the spec's JSON Schema (for editors)."""
+    from deploystack.spec.models import Stack
+
+    console.say(json.dumps(Stack.model_json_schema(), indent=2))
+
+
+@app.command()
+def generate(
+    file: SpecOpt = None,
+    output: OutOpt = None,
+    ca_bundle: CaOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would change, write nothing")] = False,
+) -> None:
+    """Write the compose project: compose.yaml, .env, config files, build contexts."""
+    target = Target.of(file, output)
+    changes = operations.generate(target, ca_bundle, dry_run)
+    verb = "would be" if dry_run else ""
+    for label, names in (("created", changes.created), ("changed", changes.changed), ("removed", changes.removed)):
+        for name in names:
+            console.say(f"{label:8} {name}")
+    console.say(
+        f"{target.output}: {len(changes.created)} {verb} created, {len(changes.changed)} {verb} changed, "
+        f"{len(changes.removed)} {verb} removed, {len(changes.identical)} identical".replace("  ", " ")
+    )
+
+
+@app.command()
+def build(
+    file: SpecOpt = None, output: OutOpt = None, ca_bundle: CaOpt = None, verbose: VerboseOpt = False,
+    force: Annotated[bool, typer.Option(help="rebuild even when the image is up to date")] = False,
+) -> None:
+    """Build every image the stack needs (skipping those whose build context is unchanged)."""
+    built = operations.build(Target.of(file, output), console.Progress(verbose), ca_bundle, force)
+    console.say(f"built {len(built)} image(s)" if built else "all images up to date")
+
+
+@app.command()
+def up(file: SpecOpt = None, output: OutOpt = None, ca_bundle: CaOpt = None, verbose: VerboseOpt = False) -> None:
+    """Generate if stale, build if needed, then bring the stack to the spec and wait until healthy."""
+    target = Target.of(file, output)
+    outcome = operations.up(target, console.Progress(verbose), ca_bundle)
+    stack = operations.stack_of(target)
+    lbc = stack.lbc
+    console.say("stack is up" + ("" if outcome.changed else " (nothing changed)"))
+    https = "" if lbc.ports.https == 443 else f":{lbc.ports.https}"
+    console.say(f"open https://{lbc.bind if lbc.bind != '0.0.0.0' else 'localhost'}{https}/")
+
+
+@app.command()
+def down(
+    file: SpecOpt = None, output: OutOpt = None, verbose: VerboseOpt = False,
+    volumes: Annotated[bool, typer.Option("--volumes", help="also remove the data volumes")] = False,
+) -> None:
+    """Remove the stack's containers and networks (volumes kept unless --volumes)."""
+    operations.down(Target.of(file, output), console.Progress(verbose), volumes)
+    console.say("stack is down" + (" and its volumes removed" if volumes else "; volumes kept"))
+
+
+@app.command()
+def ps(
+    file: SpecOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Services, replicas, state and health."""
+    from deploystack.engine import client, status
+
+    project = operations.project_name(Target.of(file, None))
+    rows = status.ps(client.connect(), project)
+    if as_json:
+        console.as_json([row.as_dict() for row in rows])
+        return
+    console.table(f"project {project}", ["service", "container", "state", "health", "ports"],
+                  [(r.service, r.name, r.state, r.health, r.ports) for r in rows])
+
+
+@app.command()
+def logs(
+    service: Annotated[str | None, typer.Argument(help="one service (default: all)")] = None,
+    file: SpecOpt = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep following")] = False,
+    tail: Annotated[int, typer.Option(help="lines of history per container")] = 100,
+) -> None:
+    """Show logs, each line prefixed with its container's name."""
+    from deploystack.engine import client, status
+
+    project = operations.project_name(Target.of(file, None))
+    width = 0
+
+    def emit(name: str, line: str) -> None:
+        nonlocal width
+        width = max(width, len(name))
+        console.say(f"{name:<{width}} | {line}")
+
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends `logs -f`: not an error
+        status.logs(client.connect(), project, service, follow, tail, emit)
+
+
+def main() -> None:
+    """Entry point: every DeployError becomes its message and exit code, never a traceback."""
+    try:
+        app(standalone_mode=True)
+    except SpecError as exc:
+        console.err.out(f"{exc.file}: invalid spec")
+        console.problems([str(p) for p in exc.problems])
+        sys.exit(exc.exit_code)
+    except DeployError as exc:
+        console.error(str(exc))
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        console.error("interrupted")
+        sys.exit(130)

@@ -1,0 +1,1 @@
+"""Every Docker SDK call lives in this package (ruff bans `docker` imports elsewhere)."""

@@ -1,0 +1,266 @@
+"""Converge a rendered project onto the engine: networks, volumes, then containers in dependency order.
+
+A service starts once everything it depends on is healthy (or, for a one-shot job, has exited 0);
+services whose dependencies are ready start together, so independent backing services come up in
+parallel. Running containers whose config hash is unchanged are left alone: `up` twice does nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import docker
+import docker.errors
+from docker.models.containers import Container
+from docker.types import EndpointConfig, Mount
+
+from deploystack import labels
+from deploystack.engine import converge
+from deploystack.engine.client import engine_errors
+from deploystack.engine.containers import CONFIG_MOUNT, ContainerSpec, config_files_hash, wanted_specs
+from deploystack.engine.health import Readiness, wait_ready
+from deploystack.engine.report import Reporter
+from deploystack.errors import EngineError
+from deploystack.plan.model import ProjectPlan, Service
+from deploystack.render.project import Rendered
+
+APPLIED_HASH_FILE = "/run/deploystack-config-hash"  # inside a reloadable container: config it has loaded
+
+
+def network_name(project: str, name: str) -> str:
+    return f"{project}_{name}"
+
+
+def volume_name(project: str, name: str) -> str:
+    return f"{project}_{name}"
+
+
+def project_containers(client: docker.DockerClient, project: str) -> list[Container]:
+    with engine_errors("listing containers"):
+        return list(client.containers.list(all=True, filters={"label": f"{labels.PROJECT}={project}"}))
+
+
+def observed(container: Container) -> converge.Observed:
+    lab = container.labels
+    state = container.attrs.get("State", {})
+    return converge.Observed(
+        id=container.id or "", service=lab.get(labels.SERVICE, ""), number=int(lab.get(labels.NUMBER, "1")),
+        name=container.name or "", config_hash=lab.get(labels.CONFIG_HASH, ""),
+        status=state.get("Status", container.status), exit_code=int(state.get("ExitCode", 0)),
+    )
+
+
+@dataclass
+class Outcome:
+    """What `up` did, for the summary and for tests."""
+
+    steps: list[converge.Step] = field(default_factory=list)
+    reloaded: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.reloaded) or any(s.action != converge.Action.NOOP for s in self.steps)
+
+
+class Converger:
+    def __init__(self, client: docker.DockerClient, rendered: Rendered, report: Reporter) -> None:
+        self.client = client
+        self.rendered = rendered
+        self.plan: ProjectPlan = rendered.plan
+        self.report = report
+        self.outcome = Outcome()
+        self.app_changes = False  # an app replica was added, replaced or removed: the LBC reloads
+        self.created: set[str] = set()  # containers made in this run load their config at start
+
+    # -- the whole project --------------------------------------------------------------------------
+
+    def up(self) -> Outcome:
+        self._networks()
+        self._volumes()
+        existing = [observed(c) for c in project_containers(self.client, self.plan.project)]
+        for step in converge.orphans({s.name for s in self.plan.services}, existing):
+            self._remove(step)
+        pending = list(self.plan.services)
+        ready: set[str] = set()
+        waiting: dict[str, list[Readiness]] = {}
+        while pending or waiting:
+            for service in [s for s in pending if all(d in ready for d in s.depends_on)]:
+                pending.remove(service)
+                mine = [o for o in existing if o.service == service.name]
+                waiting[service.name] = self._converge_service(service, mine)
+            for name, checks in list(waiting.items()):
+                if all(check.poll() for check in checks):  # raises StackError on failure or timeout
+                    del waiting[name]
+                    ready.add(name)
+                    self._after_ready(self.plan.service(name))
+            if waiting:
+                time.sleep(0.5)
+        return self.outcome
+
+    def _networks(self) -> None:
+        for net in self.plan.networks:
+            name = network_name(self.plan.project, net.name)
+            with engine_errors(f"creating network {name}"):
+                found = self.client.networks.list(names=[name])
+                match = [n for n in found if n.name == name]
+                if match:
+                    if bool(match[0].attrs.get("Internal")) != net.internal:
+                        raise EngineError(f"network {name} exists with other settings: run deploystack down first")
+                    continue
+                self.report.step(f"network {name}")
+                self.client.networks.create(name, driver="bridge", internal=net.internal, labels={
+                    labels.PROJECT: self.plan.project, labels.NETWORK: net.name})
+
+    def _volumes(self) -> None:
+        for volume in self.plan.volumes:
+            name = volume_name(self.plan.project, volume)
+            with engine_errors(f"creating volume {name}"):
+                try:
+                    self.client.volumes.get(name)
+                except docker.errors.NotFound:
+                    self.client.volumes.create(name, labels={
+                        labels.PROJECT: self.plan.project, labels.VOLUME: volume})
+
+    # -- one service --------------------------------------------------------------------------------
+
+    def _converge_service(self, service: Service, mine: list[converge.Observed]) -> list[Readiness]:
+        specs = {s.number: s for s in wanted_specs(self.rendered, service)}
+        wanted = [converge.Wanted(service.name, s.number, s.name, s.config_hash, service.one_shot)
+                  for s in specs.values()]
+        steps = converge.plan_service(wanted, mine)
+        self.outcome.steps += steps
+        checks: list[Readiness] = []
+        for step in steps:
+            spec = specs.get(step.number)
+            if step.action == converge.Action.REMOVE:
+                self._remove(step)
+            elif spec is None:
+                continue
+            elif step.action == converge.Action.NOOP:
+                checks.append(wait_ready(self.client, spec.name, service, self.report))
+            elif step.action == converge.Action.START:
+                self.report.step(f"starting {spec.name}")
+                with engine_errors(f"starting {spec.name}"):
+                    self.client.containers.get(spec.name).start()
+                checks.append(wait_ready(self.client, spec.name, service, self.report))
+            elif step.action == converge.Action.RECREATE and service.scalable:
+                # One replica at a time, each healthy before the next goes: the others keep serving.
+                self._remove(step)
+                self._create(spec)
+                check = wait_ready(self.client, spec.name, service, self.report)
+                check.wait()
+                self._reload_lbc_if_running()
+            else:
+                if step.action == converge.Action.RECREATE:
+                    self._remove(step)
+                self._create(spec)
+                checks.append(wait_ready(self.client, spec.name, service, self.report))
+            if service.scalable and step.action != converge.Action.NOOP:
+                self.app_changes = True
+        return checks
+
+    def _after_ready(self, service: Service) -> None:
+        self.report.step(f"{service.name} ready")
+        if service.reload is not None:
+            self._reload_if_stale(service)
+
+    def _create(self, spec: ContainerSpec) -> None:
+        service = spec.service
+        project = self.plan.project
+        self.report.step(f"creating {spec.name}")
+        mounts = [
+            Mount(target=m.target, type="bind" if m.bind else "volume", read_only=m.read_only,
+                  source=str((self.rendered.output / m.source).resolve()) if m.bind
+                  else volume_name(project, m.source))
+            for m in service.mounts
+        ]
+        if service.config_dir:
+            mounts.append(Mount(target=CONFIG_MOUNT, source=str(self.rendered.output / service.config_dir),
+                                type="bind", read_only=True))
+        hc = service.healthcheck
+        healthcheck = None if hc is None else {
+            "test": ["CMD", *hc.test], "interval": hc.interval_s * 10**9, "timeout": hc.timeout_s * 10**9,
+            "retries": hc.retries, "start_period": hc.start_period_s * 10**9,
+        }
+        first, *others = service.networks
+        aliases = [service.name, *service.aliases]
+        with engine_errors(f"creating {spec.name}"):
+            container = self.client.containers.create(
+                spec.image,
+                command=list(service.command) if service.command else None,
+                name=spec.name,
+                environment=spec.environment,
+                labels=spec.labels,
+                healthcheck=healthcheck,
+                mounts=mounts,
+                ports={f"{p.container_port}/tcp": (p.host_ip, p.host_port) for p in service.ports},
+                restart_policy={"Name": "no"} if service.one_shot else {"Name": "unless-stopped"},
+                cap_add=list(service.cap_add) or None,
+                network=network_name(project, first),
+                networking_config={network_name(project, first): EndpointConfig(
+                    version=self.client.api._version, aliases=aliases)},
+                detach=True,
+            )
+            for net in others:
+                self.client.networks.get(network_name(project, net)).connect(container, aliases=aliases)
+            container.start()
+        self.created.add(spec.name)
+
+    def _remove(self, step: converge.Step) -> None:
+        have = step.observed
+        if have is None:
+            return
+        grace = next((s.stop_grace_s for s in self.plan.services if s.name == step.service), 10)
+        self.report.step(f"removing {have.name}" if step.action == converge.Action.REMOVE
+                         else f"replacing {have.name} (configuration changed)")
+        with engine_errors(f"removing {have.name}"):
+            try:
+                container = self.client.containers.get(have.id)
+                if container.status == "running":
+                    container.stop(timeout=grace)
+                container.remove(force=True)
+            except docker.errors.NotFound:
+                pass
+        if step.action == converge.Action.REMOVE and step.service in {s.name for s in self.plan.services}:
+            self.app_changes = True
+
+    # -- reloading the LBC --------------------------------------------------------------------------
+
+    def _reload_lbc_if_running(self) -> None:
+        for service in self.plan.services:
+            if service.reload is not None and service.role == "lbc":
+                self._reload(service, force=True)
+
+    def _reload_if_stale(self, service: Service) -> None:
+        self._reload(service, force=self.app_changes)
+
+    def _reload(self, service: Service, force: bool) -> None:
+        """Run the service's reload command when its config changed since it last loaded it.
+
+        The hash of the files a container has loaded is kept inside it (APPLIED_HASH_FILE), so this
+        needs no state on the host and a fresh container, which loads its files at start, counts too.
+        """
+        assert service.reload is not None
+        want = config_files_hash(self.rendered, service)
+        name = self.plan.container_name(service)
+        with engine_errors(f"reloading {name}"):
+            try:
+                container = self.client.containers.get(name)
+            except docker.errors.NotFound:
+                return
+            if container.status != "running":
+                return
+            code, out = container.exec_run(["cat", APPLIED_HASH_FILE])
+            have = out.decode().strip() if code == 0 else ""
+            fresh = name in self.created
+            if not fresh and have == want and not force:
+                return
+            if not fresh:
+                code, out = container.exec_run(list(service.reload))
+                if code != 0:
+                    raise EngineError(f"reloading {name} failed, the old configuration stays in use:\n"
+                                      + out.decode(errors="replace").strip())
+                self.report.step(f"reloaded {name}")
+                self.outcome.reloaded.append(name)
+            container.exec_run(["sh", "-c", f"echo {want} > {APPLIED_HASH_FILE}"])

@@ -1,0 +1,42 @@
+"""The Docker SDK behind one door: connecting, and turning its exceptions into DeployErrors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from deploystack.errors import EngineError
+
+ENGINE_HINT = (
+    "is a Docker engine running? Start one (`dockerd &`, or `make engine` in deploystack's checkout) "
+    "or point DOCKER_HOST at it"
+)
+
+
+def connect() -> docker.DockerClient:
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        raise EngineError(f"cannot reach the Docker engine ({_short(exc)}): {ENGINE_HINT}") from None
+    return client
+
+
+@contextmanager
+def engine_errors(doing: str) -> Iterator[None]:
+    """Map docker-py and requests failures to EngineError, naming what we were doing."""
+    try:
+        yield
+    except docker.errors.APIError as exc:
+        raise EngineError(f"{doing}: the engine refused: {exc.explanation or exc}") from None
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        raise EngineError(f"{doing}: {_short(exc)}; {ENGINE_HINT}") from None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,0 +1,78 @@
+"""Pure convergence planning: wanted containers vs observed ones -> actions. No Docker here.
+
+Like Compose v1's convergence_plan: each wanted container is created, recreated (its config hash
+changed), started (stopped but current) or left alone; containers nobody wants are removed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Action(StrEnum):
+    CREATE = "create"
+    RECREATE = "recreate"
+    START = "start"
+    NOOP = "noop"
+    REMOVE = "remove"
+
+
+@dataclass(frozen=True)
+class Wanted:
+    service: str
+    number: int
+    name: str
+    config_hash: str
+    one_shot: bool = False
+
+
+@dataclass(frozen=True)
+class Observed:
+    id: str
+    service: str
+    number: int
+    name: str
+    config_hash: str
+    status: str  # docker's State.Status: running, exited, created, ...
+    exit_code: int = 0
+
+
+@dataclass(frozen=True)
+class Step:
+    action: Action
+    service: str
+    number: int
+    name: str
+    wanted: Wanted | None
+    observed: Observed | None
+
+
+def plan_service(wanted: list[Wanted], observed: list[Observed]) -> list[Step]:
+    """Steps for one service; removals (replicas beyond the wanted count) come last."""
+    by_number = {o.number: o for o in observed}
+    steps: list[Step] = []
+    for want in wanted:
+        have = by_number.pop(want.number, None)
+        if have is None:
+            action = Action.CREATE
+        elif have.config_hash != want.config_hash or have.name != want.name:
+            action = Action.RECREATE
+        elif want.one_shot:
+            # A finished job with the current config is done; a failed one runs again.
+            action = Action.NOOP if have.status == "exited" and have.exit_code == 0 else Action.RECREATE
+        elif have.status != "running":
+            action = Action.START
+        else:
+            action = Action.NOOP
+        steps.append(Step(action, want.service, want.number, want.name, want, have))
+    for number in sorted(by_number):
+        have = by_number[number]
+        steps.append(Step(Action.REMOVE, have.service, number, have.name, None, have))
+    return steps
+
+
+def orphans(wanted_services: set[str], observed: list[Observed]) -> list[Step]:
+    """Containers of services the plan no longer has (an app removed from the spec)."""
+    return [Step(Action.REMOVE, o.service, o.number, o.name, None, o)
+            for o in observed if o.service not in wanted_services]

@@ -1,0 +1,102 @@
+"""Reading and tearing down a project's containers: ps, logs, down."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+
+import docker
+import docker.errors
+
+from deploystack import labels
+from deploystack.engine.apply import project_containers
+from deploystack.engine.client import engine_errors
+from deploystack.engine.report import Reporter
+from deploystack.errors import UsageError
+
+
+@dataclass(frozen=True)
+class ContainerRow:
+    service: str
+    name: str
+    number: int
+    state: str
+    health: str
+    ports: str
+    image: str
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def ps(client: docker.DockerClient, project: str) -> list[ContainerRow]:
+    rows = []
+    for c in project_containers(client, project):
+        state = c.attrs.get("State", {})
+        published = []
+        for port, binds in (c.attrs.get("NetworkSettings", {}).get("Ports") or {}).items():
+            for bind in binds or []:
+                published.append(f"{bind['HostIp']}:{bind['HostPort']}->{port}")
+        rows.append(ContainerRow(
+            service=c.labels.get(labels.SERVICE, "?"), name=c.name or "", number=int(c.labels.get(labels.NUMBER, "1")),
+            state=state.get("Status", c.status), health=(state.get("Health") or {}).get("Status", "-"),
+            ports=", ".join(published), image=(c.attrs.get("Config") or {}).get("Image", ""),
+        ))
+    return sorted(rows, key=lambda r: (r.service, r.number))
+
+
+def down(client: docker.DockerClient, project: str, volumes: bool, report: Reporter) -> None:
+    selector = {"label": f"{labels.PROJECT}={project}"}
+    for container in project_containers(client, project):
+        report.step(f"removing {container.name}")
+        with engine_errors(f"removing {container.name}"):
+            if container.status == "running":
+                container.stop(timeout=20)
+            container.remove(force=True)
+    with engine_errors("removing networks"):
+        for network in client.networks.list(filters=selector):
+            report.step(f"removing network {network.name}")
+            network.remove()
+    if volumes:
+        with engine_errors("removing volumes"):
+            for volume in client.volumes.list(filters=selector):
+                report.step(f"removing volume {volume.name}")
+                volume.remove(force=True)
+
+
+def logs(client: docker.DockerClient, project: str, service: str | None, follow: bool, tail: int,
+         emit: Callable[[str, str], None]) -> None:
+    """Send each log line to `emit(container_name, line)`; with follow, until interrupted."""
+    containers = [c for c in project_containers(client, project)
+                  if service is None or c.labels.get(labels.SERVICE) == service]
+    if not containers:
+        raise UsageError(f"no containers for {service or 'project ' + project} (is the stack up?)")
+    lines: queue.Queue[tuple[str, str] | None] = queue.Queue()
+
+    def pump(container: docker.models.containers.Container) -> None:
+        try:
+            stream: Iterator[bytes] = container.logs(stream=True, follow=follow, tail=tail)
+            buffer = b""
+            for chunk in stream:
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    lines.put((container.name or "", line.decode(errors="replace")))
+            if buffer:
+                lines.put((container.name or "", buffer.decode(errors="replace")))
+        except docker.errors.DockerException:
+            pass
+        finally:
+            lines.put(None)
+
+    for container in containers:
+        threading.Thread(target=pump, args=(container,), daemon=True).start()
+    finished = 0
+    while finished < len(containers):
+        item = lines.get()
+        if item is None:
+            finished += 1
+        else:
+            emit(*item)

@@ -1,0 +1,17 @@
+"""Every container/network/volume label name in one place (Compose's and our own)."""
+
+PROJECT = "com.docker.compose.project"
+SERVICE = "com.docker.compose.service"
+NUMBER = "com.docker.compose.container-number"
+ONEOFF = "com.docker.compose.oneoff"
+COMPOSE_HASH = "com.docker.compose.config-hash"
+WORKING_DIR = "com.docker.compose.project.working_dir"
+CONFIG_FILES = "com.docker.compose.project.config_files"
+NETWORK = "com.docker.compose.network"
+VOLUME = "com.docker.compose.volume"
+COMPOSE_VERSION = "com.docker.compose.version"
+
+# Our own drift label: Compose recreates containers whose Compose hash differs from its own, so
+# drift detection must not depend on that one (DESIGN.md, "The source of truth").
+CONFIG_HASH = "io.deploystack.config-hash"
+ROLE = "io.deploystack.role"

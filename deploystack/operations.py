@@ -1,0 +1,140 @@
+"""What each command does, wired once: spec -> render -> write -> engine. No terminal code here."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from deploystack.errors import LockedError, UsageError
+from deploystack.render import writer
+from deploystack.render.project import Rendered, read_ca_bundle, render_project
+from deploystack.spec import Stack, load_stack
+
+if TYPE_CHECKING:
+    from deploystack.engine.apply import Outcome
+    from deploystack.engine.report import Reporter
+
+DEFAULT_SPEC = Path("deploystack.yaml")
+STATE_DIR = ".deploystack"
+
+
+@dataclass(frozen=True)
+class Target:
+    """The spec file and the output directory a command works on."""
+
+    spec: Path
+    output: Path
+
+    @classmethod
+    def of(cls, spec: Path | None, output: Path | None) -> Target:
+        spec = spec or DEFAULT_SPEC
+        return cls(spec, output or spec.resolve().parent / "stack")
+
+
+def render(target: Target, ca_bundle: Path | None = None) -> Rendered:
+    stack = load_stack(target.spec)
+    return render_project(stack, target.spec, target.output, read_ca_bundle(ca_bundle))
+
+
+def generate(target: Target, ca_bundle: Path | None = None, dry_run: bool = False) -> writer.Changes:
+    """Render everything in memory, then write what differs (nothing at all with dry_run)."""
+    rendered = render(target, ca_bundle)
+    changes = writer.compare(rendered.files, rendered.output)
+    if not dry_run:
+        with project_lock(target.output):
+            writer.write(rendered.files, rendered.output, changes)
+    return changes
+
+
+@contextmanager
+def project_lock(output: Path) -> Iterator[None]:
+    """One deploystack run at a time per output directory; a second one fails at once, clearly."""
+    state = output / STATE_DIR
+    state.mkdir(parents=True, exist_ok=True)
+    with open(state / "lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise LockedError(f"{output} is busy: deploystack run by {holder} holds its lock; "
+                              "wait for it to finish") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+
+
+def build(target: Target, report: Reporter, ca_bundle: Path | None = None, force: bool = False) -> list[str]:
+    from deploystack.engine import client, images
+
+    docker_client = client.connect()
+    rendered = _generated(target, ca_bundle)
+    with project_lock(target.output):
+        images.ensure_base_image(docker_client, report)
+        return images.build_images(docker_client, rendered, report, force=force)
+
+
+def up(target: Target, report: Reporter, ca_bundle: Path | None = None) -> Outcome:
+    """Generate if stale, build what is missing, converge; registry-only images are checked first."""
+    from deploystack.engine import apply, client, images
+
+    docker_client = client.connect()
+    rendered = _generated(target, ca_bundle, report)
+    with project_lock(target.output):
+        images.require_registry_images(docker_client, rendered, report)
+        images.ensure_base_image(docker_client, report)
+        images.build_images(docker_client, rendered, report)
+        return apply.Converger(docker_client, rendered, report).up()
+
+
+def _generated(target: Target, ca_bundle: Path | None, report: Reporter | None = None) -> Rendered:
+    """The rendered project, written to the output first when it differs (generate if stale)."""
+    rendered = render(target, ca_bundle)
+    changes = writer.compare(rendered.files, rendered.output)
+    if changes.any:
+        if report is not None:
+            report.step(f"generating {target.output} ({len(changes.created)} new, "
+                        f"{len(changes.changed)} changed, {len(changes.removed)} removed files)")
+        with project_lock(target.output):
+            writer.write(rendered.files, rendered.output, changes)
+    return rendered
+
+
+def project_name(target: Target) -> str:
+    return load_stack(target.spec).project
+
+
+def down(target: Target, report: Reporter, volumes: bool) -> None:
+    from deploystack.engine import client, status
+
+    project = project_name(target)
+    docker_client = client.connect()
+    with project_lock(target.output):
+        status.down(docker_client, project, volumes, report)
+
+
+def starter_spec() -> str:
+    from deploystack.resources import blueprints_root
+
+    return (blueprints_root() / "starter.yaml").read_text(encoding="utf-8")
+
+
+def write_starter(path: Path, force: bool) -> None:
+    if path.exists() and not force:
+        raise UsageError(f"{path} exists; use --force to overwrite it")
+    path.write_text(starter_spec(), encoding="utf-8")
+
+
+def stack_of(target: Target) -> Stack:
+    return load_stack(target.spec)

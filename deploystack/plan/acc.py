@@ -1,0 +1,53 @@
+"""ACC: Redis, Memcached, RabbitMQ and Elasticsearch, each optional."""
+
+from __future__ import annotations
+
+from deploystack.plan.model import Build, HealthCheck, Mount, Service
+from deploystack.plan.secrets import ref
+from deploystack.spec.models import Stack
+
+
+def _build(role: str) -> Build:
+    return Build(role=role, repo=f"deploystack/{role}", context=f"build/{role}")
+
+
+def plan_acc(stack: Stack) -> tuple[list[Service], list[str]]:
+    acc = stack.acc
+    services: list[Service] = []
+    if acc.redis.enabled:
+        services.append(Service(
+            name="redis", role="acc", build=_build("redis"),
+            environment=(("REDIS_PASSWORD", ref("REDIS_PASSWORD")),
+                         ("REDIS_MAXMEMORY", acc.redis.maxmemory),
+                         ("REDIS_APPENDONLY", "yes" if acc.redis.appendonly else "no")),
+            mounts=(Mount("redis-data", "/data"),),
+            healthcheck=HealthCheck(test=("redis-health",), start_period_s=30),
+        ))
+    if acc.memcached.enabled:
+        services.append(Service(
+            name="memcached", role="acc", build=_build("memcached"),
+            environment=(("MEMCACHED_MEMORY_MB", str(acc.memcached.memory_mb)),),
+            healthcheck=HealthCheck(test=("memcached-health",), start_period_s=30),
+        ))
+    if acc.rabbitmq.enabled:
+        services.append(Service(
+            name="rabbitmq", role="acc", build=_build("rabbitmq"),
+            environment=(("RABBITMQ_USER", acc.rabbitmq.user),
+                         ("RABBITMQ_PASSWORD", ref("RABBITMQ_PASSWORD")),
+                         ("RABBITMQ_VHOST", acc.rabbitmq.vhost)),
+            mounts=(Mount("rabbitmq-data", "/var/lib/rabbitmq"),),
+            healthcheck=HealthCheck(test=("rabbitmq-health",), interval_s=10, timeout_s=15,
+                                    start_period_s=120),
+            stop_grace_s=30,
+        ))
+    if acc.elasticsearch.enabled:
+        # Registry-only: `up` refuses early when this image is neither present nor pullable.
+        services.append(Service(
+            name="elasticsearch", role="acc", build=None, image=acc.elasticsearch.image,
+            environment=(("discovery.type", "single-node"), ("xpack.security.enabled", "false"),
+                         ("ES_JAVA_OPTS", "-Xms512m -Xmx512m")),
+            mounts=(Mount("elasticsearch-data", "/usr/share/elasticsearch/data"),),
+            healthcheck=HealthCheck(test=("curl", "-fsS", "http://127.0.0.1:9200/_cluster/health"),
+                                    interval_s=10, start_period_s=120),
+        ))
+    return services, [m.source for s in services for m in s.mounts if not m.bind]

@@ -1,0 +1,97 @@
+"""APC: one service per Django app (nginx + gunicorn/uWSGI in each replica), plus its migration job."""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+
+from deploystack.plan.dbc import PRIMARY, replica_names
+from deploystack.plan.mmc import s3_endpoint
+from deploystack.plan.model import Build, HealthCheck, Service
+from deploystack.plan.secrets import escape, ref
+from deploystack.spec.models import App, Stack
+
+APP_PORT = 8000
+
+
+def migrate_job(app_name: str) -> str:
+    return f"{app_name}-migrate"
+
+
+def backing_services(stack: Stack) -> tuple[str, ...]:
+    """Services every app needs healthy before it starts."""
+    acc = stack.acc
+    names = [PRIMARY, *replica_names(stack)]
+    names += [n for n, on in (("redis", acc.redis.enabled), ("memcached", acc.memcached.enabled),
+                              ("rabbitmq", acc.rabbitmq.enabled)) if on]
+    if stack.mmc.enabled:
+        names.append("media")
+    return tuple(names)
+
+
+def app_environment(stack: Stack, name: str, app: App) -> tuple[tuple[str, str], ...]:
+    acc, dbc = stack.acc, stack.dbc
+    env: dict[str, str] = {
+        "DEPLOYSTACK_PROJECT": stack.project,
+        "DEPLOYSTACK_APP": name,
+        "DJANGO_SETTINGS_MODULE": app.settings_module,
+        "APP_WSGI": app.wsgi,
+        "APP_SERVER": app.server,
+        "APP_WORKERS": str(app.workers),
+        "DJANGO_SECRET_KEY": ref("DJANGO_SECRET_KEY"),
+        "DJANGO_ALLOWED_HOSTS": ",".join(dict.fromkeys([stack.domain, "localhost", "127.0.0.1", name])),
+        "DJANGO_DEBUG": "0",
+        "DB_HOST": PRIMARY,
+        "DB_PORT": "5432",
+        "DB_NAME": dbc.database,
+        "DB_USER": dbc.user,
+        "DB_PASSWORD": ref("POSTGRES_PASSWORD"),
+        "DB_REPLICAS": ",".join(replica_names(stack)),
+    }
+    redis_url = "redis://:" + ref("REDIS_PASSWORD") + "@redis:6379/0"
+    if acc.redis.enabled:
+        env["REDIS_URL"] = redis_url
+    if acc.memcached.enabled:
+        env["MEMCACHED_LOCATION"] = "memcached:11211"
+    if acc.rabbitmq.enabled:
+        env["CELERY_BROKER_URL"] = (
+            f"amqp://{acc.rabbitmq.user}:" + ref("RABBITMQ_PASSWORD") + f"@rabbitmq:5672/{acc.rabbitmq.vhost}"
+        )
+    elif acc.redis.enabled:
+        env["CELERY_BROKER_URL"] = redis_url
+    if stack.mmc.enabled:
+        env |= {
+            "S3_ENDPOINT_URL": s3_endpoint(stack),
+            "S3_ACCESS_KEY": ref("S3_ACCESS_KEY"),
+            "S3_SECRET_KEY": ref("S3_SECRET_KEY"),
+            "S3_BUCKET": stack.mmc.buckets[0],
+        }
+    for other in stack.apc.apps:
+        if other != name:
+            env[f"APC_{other.upper().replace('-', '_')}_URL"] = f"http://{other}:{APP_PORT}"
+    env |= {key: escape(value) for key, value in app.env.items()}  # the user's word is last
+    return tuple(env.items())
+
+
+def plan_apc(stack: Stack) -> list[Service]:
+    services: list[Service] = []
+    backing = backing_services(stack)
+    for name, app in stack.apc.apps.items():
+        build = Build(
+            role="apc", repo=f"{stack.project}/{name}", context=f"build/apps/{name}",
+            args=(("DJANGO_SETTINGS_MODULE", app.settings_module),),
+            app_source=PurePosixPath(app.source),
+        )
+        env = app_environment(stack, name, app)
+        depends = backing
+        if app.migrate:
+            services.append(Service(
+                name=migrate_job(name), role="apc-job", build=build, environment=env,
+                command=("migrate",), depends_on=backing, one_shot=True,
+            ))
+            depends = (*backing, migrate_job(name))
+        services.append(Service(
+            name=name, role="apc", build=build, replicas=app.replicas, environment=env,
+            healthcheck=HealthCheck(test=("apc-health",), interval_s=3, start_period_s=90),
+            depends_on=depends, command=("serve",), stop_grace_s=25,
+        ))
+    return services

@@ -1,0 +1,33 @@
+"""CDC: adnanh/webhook that turns a signed push into `deploystack deploy`, reached only via LBC."""
+
+from __future__ import annotations
+
+from deploystack.plan.model import Build, ConfigFile, HealthCheck, Mount, Service
+from deploystack.plan.secrets import ref
+from deploystack.spec.models import Stack
+
+PORT = 9000
+
+
+def plan_cdc(stack: Stack, project_dir: str) -> tuple[list[Service], list[ConfigFile]]:
+    """`project_dir`: the spec's folder, relative to the output directory (mounted at /project)."""
+    if not stack.cdc.enabled:
+        return [], []
+    config = "config/cdc"
+    service = Service(
+        name="cdc", role="cdc",
+        build=Build(role="cdc", repo="deploystack/cdc", context="build/cdc", with_package=True),
+        environment=(("CDC_WEBHOOK_SECRET", ref("CDC_WEBHOOK_SECRET")),
+                     ("CDC_BRANCH", stack.cdc.branch),
+                     ("DEPLOYSTACK_PROJECT", stack.project)),
+        # egress: fetching git sources needs the outside world, which `private` does not give.
+        networks=("private", "egress"),
+        # The Docker socket is root on the host: see docs/ARCHITECTURE.md, "CDC and the socket".
+        mounts=(Mount("/var/run/docker.sock", "/var/run/docker.sock", bind=True),
+                Mount(project_dir, "/project", bind=True)),
+        healthcheck=HealthCheck(test=("cdc-health",), start_period_s=30),
+        config_dir=config,
+    )
+    hooks = ConfigFile(f"{config}/hooks.json", "cdc/templates/hooks.json.j2",
+                       {"project": stack.project, "branch": stack.cdc.branch})
+    return [service], [hooks]

@@ -1,0 +1,39 @@
+"""MMC: the S3-compatible media store (SeaweedFS built here, or MinIO from a registry)."""
+
+from __future__ import annotations
+
+from deploystack.plan.model import Build, HealthCheck, Mount, Service
+from deploystack.plan.secrets import ref
+from deploystack.spec.models import Stack
+
+S3_PORT = 8333
+MINIO_PORT = 9000
+
+
+def s3_endpoint(stack: Stack) -> str:
+    return f"http://media:{S3_PORT if stack.mmc.backend == 'seaweedfs' else MINIO_PORT}"
+
+
+def plan_mmc(stack: Stack) -> tuple[list[Service], list[str]]:
+    mmc = stack.mmc
+    if not mmc.enabled:
+        return [], []
+    keys = (("S3_ACCESS_KEY", ref("S3_ACCESS_KEY")), ("S3_SECRET_KEY", ref("S3_SECRET_KEY")))
+    if mmc.backend == "seaweedfs":
+        service = Service(
+            name="media", role="mmc",
+            build=Build(role="media", repo="deploystack/media", context="build/media"),
+            environment=(*keys, ("S3_BUCKETS", ",".join(mmc.buckets))),
+            mounts=(Mount("media-data", "/data"),),
+            healthcheck=HealthCheck(test=("media-health",), start_period_s=60),
+        )
+    else:
+        service = Service(
+            name="media", role="mmc", build=None, image=mmc.minio_image,
+            environment=(("MINIO_ROOT_USER", ref("S3_ACCESS_KEY")),
+                         ("MINIO_ROOT_PASSWORD", ref("S3_SECRET_KEY"))),
+            command=("server", "/data"),
+            mounts=(Mount("media-data", "/data"),),
+            healthcheck=HealthCheck(test=("curl", "-fsS", f"http://127.0.0.1:{MINIO_PORT}/minio/health/ready")),
+        )
+    return [service], ["media-data"]

@@ -1,0 +1,108 @@
+"""ProjectPlan: the whole stack as plain data, computed from a Stack with no I/O.
+
+Both the compose.yaml writer and the Docker engine read a ProjectPlan, so what `docker compose up`
+would run and what `deploystack up` runs come from one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+
+@dataclass(frozen=True)
+class Build:
+    """How to make a service's image: a copy of compose/<role>/ (plus an app's source) built as `repo`."""
+
+    role: str  # folder under compose/
+    repo: str  # image name without tag; the tag is the build context's content hash
+    context: str  # the build context's folder inside the output directory
+    args: tuple[tuple[str, str], ...] = ()
+    app_source: PurePosixPath | None = None  # relative to the spec's folder, copied in as app/
+    with_package: bool = False  # copy deploystack itself in as deploystack-src/ (CDC runs it)
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: str  # a volume name, or a path relative to the output directory for binds
+    target: str
+    bind: bool = False
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class Port:
+    host_ip: str
+    host_port: int
+    container_port: int
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    test: tuple[str, ...]  # exec form, without Compose's leading "CMD"
+    interval_s: int = 5
+    timeout_s: int = 5
+    retries: int = 5
+    start_period_s: int = 60
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    role: str  # lbc, apc, acc, mmc, dbc, cdc
+    build: Build | None
+    image: str | None = None  # for registry-only images (Elasticsearch, MinIO); else from build
+    replicas: int = 1
+    environment: tuple[tuple[str, str], ...] = ()  # values may hold ${SECRET} references
+    networks: tuple[str, ...] = ("private",)
+    aliases: tuple[str, ...] = ()
+    ports: tuple[Port, ...] = ()
+    mounts: tuple[Mount, ...] = ()
+    healthcheck: HealthCheck | None = None
+    depends_on: tuple[str, ...] = ()
+    command: tuple[str, ...] | None = None
+    one_shot: bool = False  # runs to completion (migrations); dependents wait for exit code 0
+    cap_add: tuple[str, ...] = ()
+    config_dir: str | None = None  # folder of rendered files mounted at /etc/deploystack
+    reload: tuple[str, ...] | None = None  # command that applies a config change without a restart
+    stop_grace_s: int = 20
+
+    @property
+    def scalable(self) -> bool:
+        """Replicated services get numbered containers and no fixed container name."""
+        return self.role == "apc"
+
+
+@dataclass(frozen=True)
+class Network:
+    name: str
+    internal: bool
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    """A config file rendered from compose/<template> with `context` to <path> in the output."""
+
+    path: str
+    template: str
+    context: dict[str, object] = field(hash=False)
+
+
+@dataclass(frozen=True)
+class ProjectPlan:
+    project: str
+    services: tuple[Service, ...]
+    networks: tuple[Network, ...]
+    volumes: tuple[str, ...]
+    configs: tuple[ConfigFile, ...] = ()
+    secrets: tuple[str, ...] = ()  # names of the generated secrets kept in .env
+
+    def service(self, name: str) -> Service:
+        for service in self.services:
+            if service.name == name:
+                return service
+        raise KeyError(name)
+
+    def container_name(self, service: Service, number: int = 1) -> str:
+        """Compose v2's container name for replica `number` of `service`."""
+        return f"{self.project}-{service.name}-{number}"

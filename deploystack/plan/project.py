@@ -1,0 +1,62 @@
+"""Stack -> ProjectPlan: every role's services, networks, volumes and config files, in start order."""
+
+from __future__ import annotations
+
+from deploystack.errors import DeployError
+from deploystack.plan.acc import plan_acc
+from deploystack.plan.apc import plan_apc
+from deploystack.plan.cdc import PORT as CDC_PORT
+from deploystack.plan.cdc import plan_cdc
+from deploystack.plan.dbc import plan_dbc
+from deploystack.plan.lbc import plan_lbc
+from deploystack.plan.mmc import plan_mmc
+from deploystack.plan.model import Network, ProjectPlan, Service
+from deploystack.plan.secrets import secret_names
+from deploystack.spec.models import Stack
+
+
+class CycleError(DeployError):
+    """Services depend on each other in a loop: a bug in a planner, never a user's input."""
+
+
+def build_plan(stack: Stack, project_dir: str = "..") -> ProjectPlan:
+    """`project_dir`: the spec's folder relative to the output directory (Compose resolves from there)."""
+    db_services, db_volumes, db_configs = plan_dbc(stack)
+    acc_services, acc_volumes = plan_acc(stack)
+    mmc_services, mmc_volumes = plan_mmc(stack)
+    cdc_services, cdc_configs = plan_cdc(stack, project_dir)
+    lbc, lbc_volumes, lbc_conf = plan_lbc(stack, f"cdc:{CDC_PORT}" if cdc_services else None)
+    services = [*db_services, *acc_services, *mmc_services, *plan_apc(stack), *cdc_services, lbc]
+    networks = [Network("public", internal=False), Network("private", internal=True)]
+    if cdc_services:
+        networks.append(Network("egress", internal=False))
+    return ProjectPlan(
+        project=stack.project,
+        services=tuple(start_order(services)),
+        networks=tuple(networks),
+        volumes=tuple(db_volumes + acc_volumes + mmc_volumes + lbc_volumes),
+        configs=(*db_configs, *cdc_configs, lbc_conf),
+        secrets=secret_names(stack),
+    )
+
+
+def start_order(services: list[Service]) -> list[Service]:
+    """Dependencies first, otherwise in the given order (a stable topological sort)."""
+    by_name = {s.name: s for s in services}
+    done: dict[str, Service] = {}
+    visiting: set[str] = set()
+
+    def visit(service: Service) -> None:
+        if service.name in done:
+            return
+        if service.name in visiting:
+            raise CycleError(f"services depend on each other in a loop through {service.name!r}")
+        visiting.add(service.name)
+        for dep in service.depends_on:
+            visit(by_name[dep])
+        visiting.discard(service.name)
+        done[service.name] = service
+
+    for service in services:
+        visit(service)
+    return list(done.values())

@@ -1,0 +1,32 @@
+"""Names of the generated secrets, and how a plan refers to them.
+
+Values live only in the output's .env (mode 0600); compose.yaml and the plan hold `${NAME}` references,
+which Compose interpolates from .env and the engine resolves the same way.
+"""
+
+from __future__ import annotations
+
+from deploystack.spec.models import Stack
+
+
+def secret_names(stack: Stack) -> tuple[str, ...]:
+    names = ["DJANGO_SECRET_KEY", "POSTGRES_PASSWORD", "REPLICATION_PASSWORD"]
+    if stack.acc.redis.enabled:
+        names.append("REDIS_PASSWORD")
+    if stack.acc.rabbitmq.enabled:
+        names.append("RABBITMQ_PASSWORD")
+    if stack.mmc.enabled:
+        names += ["S3_ACCESS_KEY", "S3_SECRET_KEY"]
+    if stack.cdc.enabled:
+        names.append("CDC_WEBHOOK_SECRET")
+    return tuple(names)
+
+
+def ref(name: str) -> str:
+    """A reference to secret `name` in Compose's interpolation syntax."""
+    return "${" + name + "}"
+
+
+def escape(value: str) -> str:
+    """A literal value as Compose must see it: `$` doubled so it is not interpolated."""
+    return value.replace("$", "$$")

@@ -1,0 +1,1 @@
+"""ProjectPlan -> files: compose.yaml from data, configs from jinja2, build contexts; atomic writes."""

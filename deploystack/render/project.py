@@ -1,0 +1,80 @@
+"""Stack -> every file of the output directory, in memory; nothing is written here."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from deploystack.errors import UsageError
+from deploystack.plan import ProjectPlan, build_plan
+from deploystack.render.compose import compose_data, dump_yaml
+from deploystack.render.contexts import FileData, content_hash, context_files
+from deploystack.render.envfile import complete_secrets, env_text, read_env
+from deploystack.render.templates import render_template
+from deploystack.spec.models import Stack
+
+COMPOSE_FILE = "compose.yaml"
+ENV_FILE = ".env"
+DEFAULT_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+
+
+@dataclass(frozen=True)
+class BuildJob:
+    image: str  # repo:tag
+    context: str  # relative to the output directory
+    args: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Rendered:
+    plan: ProjectPlan
+    output: Path
+    files: dict[str, FileData]  # path relative to output -> content
+    images: dict[str, str]  # service name -> image reference
+    builds: tuple[BuildJob, ...]  # one per distinct build context
+    secrets: dict[str, str]
+
+
+def read_ca_bundle(path: Path | None) -> bytes:
+    """The CA bundle handed to pip in builds: the one named, else the host's, else none."""
+    if path is not None:
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise UsageError(f"--ca-bundle {path}: {exc.strerror}") from None
+    return DEFAULT_CA_BUNDLE.read_bytes() if DEFAULT_CA_BUNDLE.is_file() else b""
+
+
+def render_project(stack: Stack, spec_path: Path, output: Path, ca_bundle: bytes) -> Rendered:
+    spec_dir = spec_path.resolve().parent
+    output = output.resolve()
+    plan = build_plan(stack, project_dir=os.path.relpath(spec_dir, output))
+    files: dict[str, FileData] = {}
+    for config in plan.configs:
+        files[config.path] = FileData(render_template(config.template, config.context).encode())
+
+    images: dict[str, str] = {}
+    builds: dict[str, BuildJob] = {}
+    for service in plan.services:
+        if service.build is None:
+            images[service.name] = service.image or ""
+            continue
+        build = service.build
+        if build.context not in builds:
+            context = context_files(build, spec_dir, ca_bundle)
+            image = f"{build.repo}:{content_hash(context | _args_file(dict(build.args)))}"
+            builds[build.context] = BuildJob(image, build.context, dict(build.args))
+            files |= {f"{build.context}/{name}": data for name, data in context.items()}
+        images[service.name] = builds[build.context].image
+
+    secrets = complete_secrets(plan.secrets, read_env(output / ENV_FILE))
+    files[ENV_FILE] = FileData(env_text(secrets).encode(), 0o600)
+    files[COMPOSE_FILE] = FileData(dump_yaml(compose_data(plan, images)).encode())
+    return Rendered(plan, output, files, images, tuple(builds.values()), secrets)
+
+
+def _args_file(args: dict[str, str]) -> dict[str, FileData]:
+    """Build args change the image as much as files do, so they count in the tag."""
+    text = "".join(f"{k}={v}\n" for k, v in sorted(args.items()))
+    return {".build-args": FileData(text.encode())}

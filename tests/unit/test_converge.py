@@ -1,0 +1,45 @@
+"""Convergence planning: what `up` does to each container, computed without Docker."""
+
+from __future__ import annotations
+
+from deploystack.engine.converge import Action, Observed, Wanted, orphans, plan_service
+
+
+def wanted(n: int, h: str = "h1", one_shot: bool = False) -> list[Wanted]:
+    return [Wanted("web", i, f"p-web-{i}", h, one_shot) for i in range(1, n + 1)]
+
+
+def seen(n: int, h: str = "h1", status: str = "running", exit_code: int = 0) -> list[Observed]:
+    return [Observed(f"id{i}", "web", i, f"p-web-{i}", h, status, exit_code) for i in range(1, n + 1)]
+
+
+def actions(steps: list) -> list[tuple[str, int]]:  # type: ignore[type-arg]
+    return [(s.action.value, s.number) for s in steps]
+
+
+def test_nothing_changed_is_all_noop() -> None:
+    assert actions(plan_service(wanted(2), seen(2))) == [("noop", 1), ("noop", 2)]
+
+
+def test_changed_hash_recreates() -> None:
+    assert actions(plan_service(wanted(2, "h2"), seen(2))) == [("recreate", 1), ("recreate", 2)]
+
+
+def test_scale_up_and_down() -> None:
+    assert actions(plan_service(wanted(3), seen(1))) == [("noop", 1), ("create", 2), ("create", 3)]
+    assert actions(plan_service(wanted(1), seen(3))) == [("noop", 1), ("remove", 2), ("remove", 3)]
+
+
+def test_stopped_container_is_started() -> None:
+    assert actions(plan_service(wanted(1), seen(1, status="exited"))) == [("start", 1)]
+
+
+def test_one_shot_job_done_once() -> None:
+    assert actions(plan_service(wanted(1, one_shot=True), seen(1, status="exited"))) == [("noop", 1)]
+    failed = seen(1, status="exited", exit_code=1)
+    assert actions(plan_service(wanted(1, one_shot=True), failed)) == [("recreate", 1)]
+
+
+def test_orphans_of_removed_services() -> None:
+    steps = orphans({"api"}, seen(2))
+    assert [(s.action, s.name) for s in steps] == [(Action.REMOVE, "p-web-1"), (Action.REMOVE, "p-web-2")]

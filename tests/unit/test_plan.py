@@ -1,0 +1,97 @@
+"""Planning is pure: a Stack gives the same ProjectPlan every time, with the topology DESIGN.md fixes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from deploystack.plan import build_plan
+from deploystack.plan.model import Service
+from deploystack.plan.project import CycleError, start_order
+from deploystack.spec import Stack, load_stack
+from tests.conftest import BLUEPRINTS
+
+
+@pytest.fixture(scope="module")
+def demo() -> Stack:
+    return load_stack(BLUEPRINTS / "default" / "deploystack.yaml")
+
+
+def test_services_of_the_default_blueprint(demo: Stack) -> None:
+    names = [s.name for s in build_plan(demo).services]
+    assert set(names) == {
+        "db-primary", "db-replica-1", "redis", "memcached", "rabbitmq", "media",
+        "backend-migrate", "backend", "frontend-migrate", "frontend", "bff-migrate", "bff", "cdc", "lbc",
+    }
+    # dependencies first: the LBC last, each app after its migration job, replicas after the primary
+    assert names[-1] == "lbc"
+    assert names.index("backend-migrate") < names.index("backend")
+    assert names.index("db-primary") < names.index("db-replica-1")
+
+
+def test_only_the_lbc_publishes_ports_and_joins_public(demo: Stack) -> None:
+    plan = build_plan(demo)
+    published = {s.name: s.ports for s in plan.services if s.ports}
+    assert list(published) == ["lbc"]
+    assert [(p.host_ip, p.host_port, p.container_port) for p in published["lbc"]] == [
+        ("127.0.0.1", 8080, 80), ("127.0.0.1", 8443, 443)]
+    on_public = [s.name for s in plan.services if "public" in s.networks]
+    assert on_public == ["lbc"]
+    assert {n.name: n.internal for n in plan.networks} == {"public": False, "private": True, "egress": False}
+    assert [s.name for s in plan.services if "egress" in s.networks] == ["cdc"]
+
+
+def test_upstreams_list_every_replica_and_routes_longest_first(demo: Stack) -> None:
+    plan = build_plan(demo)
+    (nginx,) = [c for c in plan.configs if c.path == "config/lbc/nginx.conf"]
+    assert nginx.context["upstreams"] == [
+        {"name": "backend", "servers": ["demo-backend-1:8000", "demo-backend-2:8000"]},
+        {"name": "frontend", "servers": ["demo-frontend-1:8000", "demo-frontend-2:8000"]},
+        {"name": "bff", "servers": ["demo-bff-1:8000"]},
+    ]
+    assert [r["prefix"] for r in nginx.context["routes"]] == ["/api/", "/bff/", "/"]  # type: ignore[union-attr]
+
+
+def test_app_environment_refers_to_secrets_and_peers(demo: Stack) -> None:
+    env = dict(build_plan(demo).service("bff").environment)
+    assert env["DB_PASSWORD"] == "${POSTGRES_PASSWORD}"
+    assert env["DB_REPLICAS"] == "db-replica-1"
+    assert env["APC_BACKEND_URL"] == "http://backend:8000"
+    assert env["CELERY_BROKER_URL"] == "amqp://app:${RABBITMQ_PASSWORD}@rabbitmq:5672/app"
+    assert env["DJANGO_SETTINGS_MODULE"] == "bff.settings"
+
+
+def test_user_env_is_last_and_escaped(tmp_path: Path) -> None:
+    from tests.conftest import write_spec
+
+    spec = write_spec(tmp_path, """\
+project: shop
+apc:
+  apps:
+    backend:
+      source: apps/backend
+      wsgi: backend.wsgi:application
+      env: {DJANGO_DEBUG: "1", PRICE: "$5"}
+""")
+    env = dict(build_plan(load_stack(spec)).service("backend").environment)
+    assert env["DJANGO_DEBUG"] == "1"
+    assert env["PRICE"] == "$$5"
+
+
+def test_replica_count_and_slots(tmp_path: Path) -> None:
+    from tests.conftest import write_spec
+
+    spec = write_spec(tmp_path, "project: shop\napc:\n  apps:\n    backend:\n      source: apps/backend\n"
+                                "      wsgi: backend.wsgi:application\n      migrate: false\ndbc:\n  replicas: 3\n")
+    plan = build_plan(load_stack(spec))
+    assert dict(plan.service("db-primary").environment)["REPLICA_SLOTS"] == "replica_1,replica_2,replica_3"
+    assert dict(plan.service("db-replica-3").environment)["REPLICA_SLOT"] == "replica_3"
+    assert "backend-migrate" not in [s.name for s in plan.services]
+
+
+def test_a_dependency_cycle_is_its_own_error() -> None:
+    a = Service(name="a", role="acc", build=None, depends_on=("b",))
+    b = Service(name="b", role="acc", build=None, depends_on=("a",))
+    with pytest.raises(CycleError, match="loop"):
+        start_order([a, b])

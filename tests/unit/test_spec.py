@@ -1,0 +1,122 @@
+"""The spec: short specs are valid; every bad spec gets exact, located messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from deploystack.errors import SpecError
+from deploystack.spec import load_stack
+from tests.conftest import BLUEPRINTS, write_spec
+
+MINIMAL = """\
+project: shop
+apc:
+  apps:
+    backend:
+      source: apps/backend
+      wsgi: backend.wsgi:application
+"""
+
+
+def problems_of(folder: Path, text: str, apps: tuple[str, ...] = ("backend",)) -> list[str]:
+    with pytest.raises(SpecError) as caught:
+        load_stack(write_spec(folder, text, apps))
+    return [str(p) for p in caught.value.problems]
+
+
+def test_minimal_spec_gets_defaults(spec_dir: Path) -> None:
+    stack = load_stack(write_spec(spec_dir, MINIMAL))
+    app = stack.apc.apps["backend"]
+    assert (app.replicas, app.server, app.settings_module) == (1, "gunicorn", "backend.settings")
+    assert stack.lbc.bind == "127.0.0.1"
+    assert stack.dbc.replicas == 1
+    assert stack.acc.redis.enabled and not stack.acc.elasticsearch.enabled
+    assert not stack.cdc.enabled
+
+
+def test_default_blueprint_is_valid() -> None:
+    stack = load_stack(BLUEPRINTS / "default" / "deploystack.yaml")
+    assert set(stack.apc.apps) == {"backend", "frontend", "bff"}
+
+
+def test_bool_shorthand_for_toggles(spec_dir: Path) -> None:
+    stack = load_stack(write_spec(spec_dir, MINIMAL + "acc:\n  redis: false\n  memcached: true\n"))
+    assert not stack.acc.redis.enabled and stack.acc.memcached.enabled
+
+
+BAD = [
+    pytest.param(MINIMAL.replace("shop", "Shop!"),
+                 ["project (line 1): must be lowercase letters, digits, '-' and '_', starting with a letter "
+                  "or digit (Compose's rule for project names)"], id="project-name"),
+    pytest.param(MINIMAL + "      replicas: 0\n",
+                 ["apc.apps.backend.replicas (line 7): must be ≥ 1 (got 0)"], id="replicas-below-1"),
+    pytest.param(MINIMAL + "      replicas: two\n",
+                 ["apc.apps.backend.replicas (line 7): must be a whole number (got 'two')"], id="wrong-type"),
+    pytest.param(MINIMAL + "      replcas: 2\n",
+                 ["apc.apps.backend.replcas (line 7): unknown key (did you mean 'replicas'?)"], id="did-you-mean"),
+    pytest.param(MINIMAL + "lbcc: {}\n",
+                 ["lbcc (line 7): unknown key (did you mean 'lbc'?)"], id="unknown-top-level"),
+    pytest.param(MINIMAL + "      server: daphne\n",
+                 ["apc.apps.backend.server (line 7): must be one of 'gunicorn' or 'uwsgi' (got 'daphne')"],
+                 id="literal"),
+    pytest.param(MINIMAL + "dbc:\n  replicas: -1\n",
+                 ["dbc.replicas (line 8): must be ≥ 0 (got -1)"], id="db-replicas"),
+    pytest.param("project: shop\n", ["apc (line 1): required"], id="missing-apc"),
+    pytest.param(MINIMAL + "      routes: [api/]\n",
+                 ["apc.apps.backend.routes (line 7): route 'api/' must start and end with '/'"], id="route-form"),
+    pytest.param(MINIMAL.replace("backend.wsgi:application", "backend.wsgi"),
+                 ["apc.apps.backend.wsgi (line 6): has the wrong form (got 'backend.wsgi'): expected to match "
+                  r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"], id="wsgi-form"),
+    pytest.param(MINIMAL.replace("apps/backend", "apps/nowhere"),
+                 [], id="missing-source"),  # message holds the tmp path: checked below
+    pytest.param(MINIMAL + "      replicas: 0\ndbc:\n  replicas: x\nfoo: 1\n",
+                 ["apc.apps.backend.replicas (line 7): must be ≥ 1 (got 0)",
+                  "dbc.replicas (line 9): must be a whole number (got 'x')",
+                  "foo (line 10): unknown key"], id="all-at-once"),
+    pytest.param("project: shop\nproject: other\n",
+                 ["project (line 2): duplicate key: it is already set above in the same mapping"], id="duplicate-key"),
+    pytest.param(MINIMAL + "      replicas: 2\n      replicas: 3\n",
+                 ["apc.apps.backend.replicas (line 8): duplicate key: it is already set above in the same mapping"],
+                 id="nested-duplicate-key"),
+    pytest.param("project: [shop\n",
+                 ["(top level) (line 2): YAML syntax error: expected ',' or ']', but got '<stream end>'"],
+                 id="syntax"),
+    pytest.param("", ["(top level): the spec is empty (deploystack init writes a starter)"], id="empty"),
+    pytest.param("- a\n- b\n", ["(top level) (line 1): the spec must be a mapping of keys (project, apc, ...)"],
+                 id="not-a-mapping"),
+    pytest.param(MINIMAL.replace("backend:", "lbc:"),
+                 ["apc.apps (line 3): app name 'lbc' is taken by deploystack"], id="reserved-app-name"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), BAD)
+def test_bad_specs_report_field_line_and_message(spec_dir: Path, text: str, expected: list[str]) -> None:
+    found = problems_of(spec_dir, text)
+    if expected:
+        assert found == expected
+    else:
+        assert found == [f"apc.apps.backend.source (line 5): no Django project at {spec_dir}/apps/nowhere "
+                         "(manage.py not found)"]
+
+
+def test_overlapping_routes_between_apps(spec_dir: Path) -> None:
+    text = MINIMAL + """\
+      routes: [/api/, /]
+    shop:
+      source: apps/shop
+      wsgi: shop.wsgi:application
+      routes: [/shop/, /api/]
+"""
+    assert problems_of(spec_dir, text, apps=("backend", "shop")) == [
+        "apc.apps.shop.routes[1] (line 11): route '/api/' is already routed to app 'backend'"
+    ]
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(SpecError) as caught:
+        load_stack(tmp_path / "nope.yaml")
+    assert [str(p) for p in caught.value.problems] == [
+        f"(top level): spec file {tmp_path}/nope.yaml not found (deploystack init writes one)"
+    ]
