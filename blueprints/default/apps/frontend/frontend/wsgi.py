@@ -1,0 +1,9 @@
+"""WSGI entry point: `frontend.wsgi:application` (APP_WSGI)."""
+
+import os
+
+from django.core.wsgi import get_wsgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "frontend.settings")
+
+application = get_wsgi_application()

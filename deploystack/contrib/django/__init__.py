@@ -1,0 +1,31 @@
+"""Django glue for apps deployed by deploystack.
+
+Wire it into a project's settings.py in two lines::
+
+    from deploystack.contrib.django import settings_from_env
+    globals().update(settings_from_env(BASE_DIR))
+
+settings_from_env returns no MIDDLEWARE (the project owns that list); wrap it instead::
+
+    MIDDLEWARE = with_health([..., READ_YOUR_WRITES_MIDDLEWARE, ...])
+
+This module imports nothing but Django, so importing it from settings.py is safe.
+"""
+
+from .conf import (
+    HEALTH_PATH,
+    MIDDLEWARE_FIRST,
+    READ_YOUR_WRITES_MIDDLEWARE,
+    ROUTER,
+    settings_from_env,
+    with_health,
+)
+
+__all__ = [
+    "HEALTH_PATH",
+    "MIDDLEWARE_FIRST",
+    "READ_YOUR_WRITES_MIDDLEWARE",
+    "ROUTER",
+    "settings_from_env",
+    "with_health",
+]

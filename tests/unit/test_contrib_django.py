@@ -1,0 +1,337 @@
+"""deploystack.contrib.django: settings from the APC environment, router, middleware.
+
+Runs where Django is installed (the APC image's packages); skipped elsewhere. No Docker:
+the replicas are sqlite files, and a "dead" replica is one whose folder does not exist.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+django = pytest.importorskip("django")
+
+from django.conf import settings  # noqa: E402
+
+_DB_DIR = Path(tempfile.mkdtemp(prefix="deploystack-contrib-"))
+if not settings.configured:
+    settings.configure(
+        DATABASES={
+            "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": _DB_DIR / "primary.db"},
+            "replica_1": {"ENGINE": "django.db.backends.sqlite3", "NAME": _DB_DIR / "r1.db"},
+            "replica_2": {"ENGINE": "django.db.backends.sqlite3", "NAME": _DB_DIR / "r2.db"},
+            "dead": {
+                "ENGINE": "django.db.backends.sqlite3",
+                "NAME": _DB_DIR / "missing" / "r3.db",
+            },
+        },
+        ALLOWED_HOSTS=["app.example.com"],
+    )
+    django.setup()
+if "replica_1" not in settings.DATABASES:
+    pytest.skip("Django was configured by another test module", allow_module_level=True)
+
+from django.db import OperationalError, connections, transaction  # noqa: E402
+from django.http import HttpRequest, HttpResponse  # noqa: E402
+from django.test import RequestFactory  # noqa: E402
+
+from deploystack.contrib.django import (  # noqa: E402
+    MIDDLEWARE_FIRST,
+    READ_YOUR_WRITES_MIDDLEWARE,
+    ROUTER,
+    settings_from_env,
+    with_health,
+)
+from deploystack.contrib.django.middleware import (  # noqa: E402
+    HealthCheckMiddleware,
+    ReadYourWritesMiddleware,
+)
+from deploystack.contrib.django.router import (  # noqa: E402
+    PrimaryReplicaRouter,
+    pin_to_primary,
+    start_request,
+    used_alias,
+)
+
+POSTGRES_ENV = {
+    "DJANGO_SECRET_KEY": "s3cret",
+    "DJANGO_DEBUG": "0",
+    "DJANGO_ALLOWED_HOSTS": "example.com, backend ,",
+    "DB_HOST": "db-primary",
+    "DB_PORT": "5432",
+    "DB_NAME": "app",
+    "DB_USER": "app",
+    "DB_PASSWORD": "pw",
+    "DB_REPLICAS": "db-replica-1,db-replica-2",
+}
+
+
+class Model:
+    """The router never looks at the model: any class does."""
+
+
+@pytest.fixture(autouse=True)
+def _fresh_request() -> Iterator[None]:
+    start_request()
+    yield
+    start_request()
+
+
+# settings_from_env ----------------------------------------------------------------------
+
+
+def test_no_environment_gives_sqlite_and_locmem(tmp_path: Path) -> None:
+    result = settings_from_env(tmp_path, environ={})
+
+    assert result["SECRET_KEY"].startswith("django-insecure-")
+    assert result["DEBUG"] is False
+    assert result["DATABASES"] == {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": tmp_path / "db.sqlite3"}}
+    assert result["DATABASE_ROUTERS"] == []
+    assert result["CACHES"]["default"]["BACKEND"].endswith("LocMemCache")
+    assert result["STATIC_URL"] == "/static/"
+    assert result["STATIC_ROOT"] == tmp_path / "staticfiles"
+    assert result["SECURE_PROXY_SSL_HEADER"] == ("HTTP_X_FORWARDED_PROTO", "https")
+    assert result["USE_X_FORWARDED_HOST"] is False
+    assert result["DEPLOYSTACK_HEALTH_PATH"] == "/healthz"
+    assert "MIDDLEWARE" not in result
+
+
+def test_empty_values_count_as_unset(tmp_path: Path) -> None:
+    result = settings_from_env(tmp_path, environ={"DB_HOST": "", "DJANGO_SECRET_KEY": " "})
+
+    assert result["DATABASES"]["default"]["ENGINE"] == "django.db.backends.sqlite3"
+    assert result["SECRET_KEY"].startswith("django-insecure-")
+
+
+def test_postgres_primary_and_replicas(tmp_path: Path) -> None:
+    result = settings_from_env(tmp_path, environ=POSTGRES_ENV)
+
+    databases = result["DATABASES"]
+    assert list(databases) == ["default", "replica_1", "replica_2"]
+    primary = databases["default"]
+    assert primary["ENGINE"] == "django.db.backends.postgresql"
+    assert (primary["HOST"], primary["PORT"], primary["NAME"]) == ("db-primary", "5432", "app")
+    assert (primary["USER"], primary["PASSWORD"]) == ("app", "pw")
+    assert primary["CONN_MAX_AGE"] == 60
+    assert primary["CONN_HEALTH_CHECKS"] is True
+    assert databases["replica_2"]["HOST"] == "db-replica-2"
+    assert databases["replica_2"]["USER"] == "app"
+    assert databases["replica_2"]["TEST"] == {"MIRROR": "default"}
+    assert result["DATABASE_ROUTERS"] == [ROUTER]
+    assert result["SECRET_KEY"] == "s3cret"
+    assert result["ALLOWED_HOSTS"] == ["example.com", "backend"]
+
+
+def test_no_replicas_means_no_router(tmp_path: Path) -> None:
+    result = settings_from_env(tmp_path, environ={**POSTGRES_ENV, "DB_REPLICAS": ""})
+
+    assert list(result["DATABASES"]) == ["default"]
+    assert result["DATABASE_ROUTERS"] == []
+
+
+def test_replica_may_name_its_port(tmp_path: Path) -> None:
+    env = {**POSTGRES_ENV, "DB_REPLICAS": "db-replica-1:5433"}
+
+    replica = settings_from_env(tmp_path, environ=env)["DATABASES"]["replica_1"]
+
+    assert (replica["HOST"], replica["PORT"]) == ("db-replica-1", "5433")
+
+
+@pytest.mark.parametrize(("value", "expected"), [("1", True), ("true", True), ("0", False)])
+def test_debug(tmp_path: Path, value: str, expected: bool) -> None:
+    assert settings_from_env(tmp_path, environ={"DJANGO_DEBUG": value})["DEBUG"] is expected
+
+
+CACHE_ENV = {"REDIS_URL": "redis://:pw@redis:6379/0", "MEMCACHED_LOCATION": "memcached:11211"}
+
+
+@pytest.mark.parametrize(
+    ("env", "backend", "location"),
+    [
+        ({"REDIS_URL": CACHE_ENV["REDIS_URL"]}, "redis.RedisCache", CACHE_ENV["REDIS_URL"]),
+        ({"MEMCACHED_LOCATION": "memcached:11211"}, "PyMemcacheCache", "memcached:11211"),
+        (CACHE_ENV, "redis.RedisCache", CACHE_ENV["REDIS_URL"]),
+        ({**CACHE_ENV, "DJANGO_CACHE": "memcached"}, "PyMemcacheCache", "memcached:11211"),
+        ({**CACHE_ENV, "DJANGO_CACHE": "redis"}, "redis.RedisCache", CACHE_ENV["REDIS_URL"]),
+    ],
+)
+def test_cache_choice(tmp_path: Path, env: dict[str, str], backend: str, location: str) -> None:
+    cache = settings_from_env(tmp_path, environ={**env, "DEPLOYSTACK_APP": "backend"})["CACHES"]
+
+    assert cache["default"]["BACKEND"].endswith(backend)
+    assert cache["default"]["LOCATION"] == location
+    assert cache["default"]["KEY_PREFIX"] == "backend"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"DJANGO_CACHE": "redis"}, "DJANGO_CACHE=redis but REDIS_URL is not set"),
+        ({"DJANGO_CACHE": "disk"}, "DJANGO_CACHE='disk': must be one of redis, memcached, locmem"),
+    ],
+)
+def test_cache_choice_errors(tmp_path: Path, env: dict[str, str], message: str) -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    with pytest.raises(ImproperlyConfigured) as caught:
+        settings_from_env(tmp_path, environ=env)
+    assert str(caught.value) == message
+
+
+def test_with_health_puts_the_health_check_first_once() -> None:
+    middleware = ["django.middleware.security.SecurityMiddleware", MIDDLEWARE_FIRST]
+
+    assert with_health(middleware) == [MIDDLEWARE_FIRST, middleware[0]]
+    assert READ_YOUR_WRITES_MIDDLEWARE.endswith("middleware.ReadYourWritesMiddleware")
+
+
+# router ---------------------------------------------------------------------------------
+
+
+def test_router_finds_replica_aliases_in_settings() -> None:
+    assert PrimaryReplicaRouter().replicas == ["replica_1", "replica_2"]
+
+
+def test_reads_round_robin_over_replicas() -> None:
+    router = PrimaryReplicaRouter(replicas=["replica_1", "replica_2"])
+
+    reads = [router.db_for_read(Model) for _ in range(4)]
+
+    assert reads == ["replica_1", "replica_2", "replica_1", "replica_2"]
+    assert used_alias.get() == "replica_2"
+
+
+def test_writes_go_to_primary_and_later_reads_follow() -> None:
+    router = PrimaryReplicaRouter(replicas=["replica_1"])
+
+    assert router.db_for_write(Model) == "default"
+    assert router.db_for_read(Model) == "default"
+    assert used_alias.get() == "default"
+    start_request()  # what ReadYourWritesMiddleware does for the next request
+    assert router.db_for_read(Model) == "replica_1"
+
+
+def test_read_your_writes_middleware_resets_the_flag() -> None:
+    router = PrimaryReplicaRouter(replicas=["replica_1"])
+    router.db_for_write(Model)
+    seen: list[str] = []
+
+    def view(request: HttpRequest) -> HttpResponse:
+        seen.append(router.db_for_read(Model))
+        return HttpResponse()
+
+    ReadYourWritesMiddleware(view)(RequestFactory().get("/"))
+
+    assert seen == ["replica_1"]
+
+
+def test_reads_inside_atomic_on_primary_go_to_primary() -> None:
+    router = PrimaryReplicaRouter(replicas=["replica_1"])
+
+    with transaction.atomic(using="default"):
+        assert router.db_for_read(Model) == "default"
+    assert router.db_for_read(Model) == "replica_1"
+
+
+def test_pin_to_primary() -> None:
+    router = PrimaryReplicaRouter(replicas=["replica_1"])
+
+    with pin_to_primary():
+        assert router.db_for_read(Model) == "default"
+    assert router.db_for_read(Model) == "replica_1"
+
+
+def test_dead_replica_is_skipped() -> None:
+    router = PrimaryReplicaRouter(replicas=["replica_1", "dead", "replica_2"])
+
+    reads = {router.db_for_read(Model) for _ in range(6)}
+
+    assert reads == {"replica_1", "replica_2"}
+
+
+def test_no_live_replica_reads_from_primary() -> None:
+    router = PrimaryReplicaRouter(replicas=["dead"])
+
+    assert router.db_for_read(Model) == "default"
+
+
+def test_a_replica_that_fails_its_check_is_left_alone_for_a_while(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    router = PrimaryReplicaRouter(replicas=["replica_1"], ttl=60)
+
+    def refuse() -> None:
+        raise OperationalError("connection refused")
+
+    connections["replica_1"].close()
+    monkeypatch.setattr(connections["replica_1"], "ensure_connection", refuse)
+    assert router.db_for_read(Model) == "default"
+    monkeypatch.undo()  # the replica is back...
+    assert router.db_for_read(Model) == "default"  # ...but not tried again before the TTL
+    router.ttl = 0
+    assert router.db_for_read(Model) == "replica_1"
+
+
+def test_a_replica_that_stops_is_skipped_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    router = PrimaryReplicaRouter(replicas=["replica_1", "replica_2"])
+    assert router.db_for_read(Model) == "replica_1"
+
+    def refuse() -> None:
+        raise OperationalError("connection refused")
+
+    connections["replica_2"].close()
+    monkeypatch.setattr(connections["replica_2"], "ensure_connection", refuse)
+
+    assert [router.db_for_read(Model) for _ in range(3)] == ["replica_1"] * 3
+
+
+def test_migrations_only_on_primary_and_relations_allowed() -> None:
+    router = PrimaryReplicaRouter(replicas=["replica_1"])
+
+    assert router.allow_migrate("default", "notes") is True
+    assert router.allow_migrate("replica_1", "notes") is False
+    assert router.allow_relation(object(), object()) is True
+
+
+# health check ---------------------------------------------------------------------------
+
+
+def _never(request: HttpRequest) -> HttpResponse:
+    raise AssertionError("the health check must answer by itself")
+
+
+def test_health_answers_with_any_host() -> None:
+    request = RequestFactory().get("/healthz", HTTP_HOST="myproj-backend-1:8000")
+
+    response = HealthCheckMiddleware(_never)(request)
+
+    assert response.status_code == 200
+    assert response.content == b"ok"
+    assert response["Content-Type"] == "text/plain"
+
+
+def test_health_checks_the_database_on_request() -> None:
+    response = HealthCheckMiddleware(_never)(RequestFactory().get("/healthz", {"db": "1"}))
+
+    assert response.status_code == 200
+
+
+def test_health_is_503_when_the_database_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(connections["default"], "cursor", broken)
+
+    response = HealthCheckMiddleware(_never)(RequestFactory().get("/healthz", {"db": "1"}))
+
+    assert response.status_code == 503
+
+
+def test_other_paths_pass_through() -> None:
+    response = HealthCheckMiddleware(lambda request: HttpResponse("app"))(RequestFactory().get("/healthzz"))
+
+    assert response.content == b"app"
