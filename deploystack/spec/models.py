@@ -54,11 +54,11 @@ class Fail2ban(Toggle):
 
 class LBC(Model):
     bind: str = "127.0.0.1"
-    ports: Ports = Field(default_factory=Ports)  # type: ignore[arg-type]
+    ports: Ports = Field(default_factory=Ports)
     tls: Literal["self-signed", "files", "acme"] = "self-signed"
     client_max_body_size: str = Field("10m", pattern=SIZE.pattern)
     proxy_read_timeout: int = Field(30, ge=1, description="seconds")
-    fail2ban: Fail2ban = Field(default_factory=Fail2ban)  # type: ignore[arg-type]
+    fail2ban: Fail2ban = Field(default_factory=Fail2ban)
 
 
 class App(Model):
@@ -129,10 +129,10 @@ class Elasticsearch(Toggle):
 
 
 class ACC(Model):
-    redis: Redis = Field(default_factory=Redis)  # type: ignore[arg-type]
-    memcached: Memcached = Field(default_factory=Memcached)  # type: ignore[arg-type]
-    rabbitmq: RabbitMQ = Field(default_factory=RabbitMQ)  # type: ignore[arg-type]
-    elasticsearch: Elasticsearch = Field(default_factory=Elasticsearch)  # type: ignore[arg-type]
+    redis: Redis = Field(default_factory=Redis)
+    memcached: Memcached = Field(default_factory=Memcached)
+    rabbitmq: RabbitMQ = Field(default_factory=RabbitMQ)
+    elasticsearch: Elasticsearch = Field(default_factory=Elasticsearch)
 
 
 class MMC(Toggle):
@@ -168,12 +168,12 @@ class Stack(Model):
 
     project: str = Field(description="Compose project name")
     domain: str = "localhost"
-    lbc: LBC = Field(default_factory=LBC)  # type: ignore[arg-type]
+    lbc: LBC = Field(default_factory=LBC)
     apc: APC
-    acc: ACC = Field(default_factory=ACC)  # type: ignore[arg-type]
-    mmc: MMC = Field(default_factory=MMC)  # type: ignore[arg-type]
-    dbc: DBC = Field(default_factory=DBC)  # type: ignore[arg-type]
-    cdc: CDC = Field(default_factory=CDC)  # type: ignore[arg-type]
+    acc: ACC = Field(default_factory=ACC)
+    mmc: MMC = Field(default_factory=MMC)
+    dbc: DBC = Field(default_factory=DBC)
+    cdc: CDC = Field(default_factory=CDC)
 
     @field_validator("project")
     @classmethod
