@@ -13,15 +13,12 @@ from pathlib import Path
 import docker
 import pytest
 import requests
-import urllib3
 from ruamel.yaml import YAML
 
 from tests.conftest import BLUEPRINTS
 
 PROJECT = "dse2e"
 HTTP_PORT, HTTPS_PORT = 18080, 18443
-
-urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # the stack's cert is self-signed
 
 
 @dataclass
