@@ -97,6 +97,16 @@ def up(file: SpecOpt = None, output: OutOpt = None, ca_bundle: CaOpt = None, ver
 
 
 @app.command()
+def scale(
+    targets: Annotated[list[str], typer.Argument(help="apc=N for every app, or APP=N", show_default=False)],
+    file: SpecOpt = None, output: OutOpt = None, ca_bundle: CaOpt = None, verbose: VerboseOpt = False,
+) -> None:
+    """Set replica counts in the spec and converge with no dropped requests."""
+    replicas = operations.scale(Target.of(file, output), targets, console.Progress(verbose), ca_bundle)
+    console.say("scaled " + ", ".join(f"{app} to {n}" for app, n in replicas.items()))
+
+
+@app.command()
 def down(
     file: SpecOpt = None, output: OutOpt = None, verbose: VerboseOpt = False,
     volumes: Annotated[bool, typer.Option("--volumes", help="also remove the data volumes")] = False,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,9 +16,12 @@ from deploystack.errors import LockedError, UsageError
 from deploystack.render import writer
 from deploystack.render.project import Rendered, read_ca_bundle, render_project
 from deploystack.spec import Stack, load_stack
+from deploystack.spec.edit import parse_scale_args, set_replicas
+from deploystack.spec.loader import read_text, validate_text
 
 if TYPE_CHECKING:
     from deploystack.engine.apply import Outcome
+    from deploystack.engine.client import DockerClient
     from deploystack.engine.report import Reporter
 
 DEFAULT_SPEC = Path("deploystack.yaml")
@@ -79,36 +84,80 @@ def build(target: Target, report: Reporter, ca_bundle: Path | None = None, force
     from deploystack.engine import client, images
 
     docker_client = client.connect()
-    rendered = _generated(target, ca_bundle)
     with project_lock(target.output):
+        rendered = _generated(target, ca_bundle)
         images.ensure_base_image(docker_client, report)
         return images.build_images(docker_client, rendered, report, force=force)
 
 
 def up(target: Target, report: Reporter, ca_bundle: Path | None = None) -> Outcome:
     """Generate if stale, build what is missing, converge; registry-only images are checked first."""
-    from deploystack.engine import apply, client, images
+    from deploystack.engine import client
 
     docker_client = client.connect()
-    rendered = _generated(target, ca_bundle, report)
     with project_lock(target.output):
-        images.require_registry_images(docker_client, rendered, report)
-        images.ensure_base_image(docker_client, report)
-        images.build_images(docker_client, rendered, report)
-        return apply.Converger(docker_client, rendered, report).up()
+        return _converge(docker_client, _generated(target, ca_bundle, report), report)
+
+
+def scale(target: Target, args: list[str], report: Reporter, ca_bundle: Path | None = None) -> dict[str, int]:
+    """Set replica counts in the spec (comments kept), then converge: new replicas are healthy before
+    the LBC reloads with them; leaving ones leave the LBC first, drain, then stop.
+
+    The spec file changes only once the edited spec is valid and renders; if converging then fails,
+    the spec says what was asked and `deploystack up` carries on from there.
+    """
+    from deploystack.engine import client
+
+    docker_client = client.connect()
+    with project_lock(target.output):
+        text = read_text(target.spec)
+        stack = validate_text(text, target.spec)
+        replicas = parse_scale_args(args, list(stack.apc.apps))
+        new_text = set_replicas(text, replicas)
+        new_stack = validate_text(new_text, target.spec)
+        rendered = render_project(new_stack, target.spec, target.output, read_ca_bundle(ca_bundle))
+        write_text_atomically(target.spec, new_text)
+        changes = writer.compare(rendered.files, rendered.output)
+        writer.write(rendered.files, rendered.output, changes)
+        report.step("spec updated: " + ", ".join(f"{app}={n}" for app, n in replicas.items()))
+        _converge(docker_client, rendered, report)
+        return replicas
+
+
+def _converge(docker_client: DockerClient, rendered: Rendered, report: Reporter) -> Outcome:
+    from deploystack.engine import apply, images
+
+    images.require_registry_images(docker_client, rendered, report)
+    images.ensure_base_image(docker_client, report)
+    images.build_images(docker_client, rendered, report)
+    return apply.Converger(docker_client, rendered, report).up()
 
 
 def _generated(target: Target, ca_bundle: Path | None, report: Reporter | None = None) -> Rendered:
-    """The rendered project, written to the output first when it differs (generate if stale)."""
+    """The rendered project, written to the output first when it differs (generate if stale).
+
+    The caller holds the project lock.
+    """
     rendered = render(target, ca_bundle)
     changes = writer.compare(rendered.files, rendered.output)
     if changes.any:
         if report is not None:
             report.step(f"generating {target.output} ({len(changes.created)} new, "
                         f"{len(changes.changed)} changed, {len(changes.removed)} removed files)")
-        with project_lock(target.output):
-            writer.write(rendered.files, rendered.output, changes)
+        writer.write(rendered.files, rendered.output, changes)
     return rendered
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        shutil.copymode(path, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def project_name(target: Target) -> str:

@@ -26,6 +26,7 @@ from deploystack.plan.model import ProjectPlan, Service
 from deploystack.render.project import Rendered
 
 APPLIED_HASH_FILE = "/run/deploystack-config-hash"  # inside a reloadable container: config it has loaded
+DRAIN_SECONDS = 10.0
 
 
 def network_name(project: str, name: str) -> str:
@@ -72,6 +73,7 @@ class Converger:
         self.outcome = Outcome()
         self.app_changes = False  # an app replica was added, replaced or removed: the LBC reloads
         self.created: set[str] = set()  # containers made in this run load their config at start
+        self.leaving: list[converge.Step] = []  # replicas to stop once the LBC no longer sends them traffic
 
     # -- the whole project --------------------------------------------------------------------------
 
@@ -96,6 +98,7 @@ class Converger:
                     self._after_ready(self.plan.service(name))
             if waiting:
                 time.sleep(0.5)
+        self._stop_leaving()  # no LBC in the plan (or it failed to reload): they go now
         return self.outcome
 
     def _networks(self) -> None:
@@ -133,7 +136,9 @@ class Converger:
         checks: list[Readiness] = []
         for step in steps:
             spec = specs.get(step.number)
-            if step.action == converge.Action.REMOVE:
+            if step.action == converge.Action.REMOVE and service.scalable:
+                self.leaving.append(step)  # out of the LBC's upstreams first (see _after_ready)
+            elif step.action == converge.Action.REMOVE:
                 self._remove(step)
             elif spec is None:
                 continue
@@ -164,6 +169,14 @@ class Converger:
         self.report.step(f"{service.name} ready")
         if service.reload is not None:
             self._reload_if_stale(service)
+            if service.role == "lbc":
+                self._stop_leaving()
+
+    def _stop_leaving(self) -> None:
+        """Stop replicas that left the upstreams: the APC's own nginx finishes requests in flight."""
+        for step in self.leaving:
+            self._remove(step)
+        self.leaving = []
 
     def _create(self, spec: ContainerSpec) -> None:
         service = spec.service
@@ -225,6 +238,17 @@ class Converger:
         if step.action == converge.Action.REMOVE and step.service in {s.name for s in self.plan.services}:
             self.app_changes = True
 
+    def _wait_for_old_workers(self, container: Container) -> None:
+        """After a reload, nginx's old workers finish the requests they hold; wait (bounded) for them."""
+        count = ["sh", "-c", "grep -l 'shutting down' /proc/[0-9]*/cmdline 2>/dev/null | wc -l"]
+        deadline = time.monotonic() + DRAIN_SECONDS
+        while time.monotonic() < deadline:
+            code, out = container.exec_run(count)
+            if code != 0 or out.decode().strip() == "0":
+                return
+            time.sleep(0.2)
+        self.report.detail(f"old nginx workers still draining after {DRAIN_SECONDS}s; going on")
+
     # -- reloading the LBC --------------------------------------------------------------------------
 
     def _reload_lbc_if_running(self) -> None:
@@ -263,4 +287,5 @@ class Converger:
                                       + out.decode(errors="replace").strip())
                 self.report.step(f"reloaded {name}")
                 self.outcome.reloaded.append(name)
+                self._wait_for_old_workers(container)
             container.exec_run(["sh", "-c", f"echo {want} > {APPLIED_HASH_FILE}"])

@@ -11,6 +11,8 @@ import requests.exceptions
 
 from deploystack.errors import EngineError
 
+DockerClient = docker.DockerClient  # for type hints outside engine/, which may not import docker
+
 ENGINE_HINT = (
     "is a Docker engine running? Start one (`dockerd &`, or `make engine` in deploystack's checkout) "
     "or point DOCKER_HOST at it"

@@ -26,7 +26,22 @@ Loc = tuple[int | str, ...]
 
 def load_stack(path: Path) -> Stack:
     """Parse and validate the spec at `path`; raise SpecError listing every problem."""
-    document = read_yaml(path)
+    return validate_text(read_text(path), path)
+
+
+def read_text(path: Path) -> str:
+    name = str(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(name, [Problem("", f"spec file {name} not found (deploystack init writes one)")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(name, [Problem("", f"cannot read {name}: {exc}")]) from None
+
+
+def validate_text(text: str, path: Path) -> Stack:
+    """Validate spec text that is (or is about to be) the file at `path`."""
+    document = parse_yaml(text, str(path))
     try:
         stack = Stack.model_validate(document)
     except ValidationError as exc:
@@ -38,15 +53,8 @@ def load_stack(path: Path) -> Stack:
     return stack
 
 
-def read_yaml(path: Path) -> CommentedMap:
+def parse_yaml(text: str, name: str) -> CommentedMap:
     """The round-trip document (it keeps line numbers); syntax errors become Problems."""
-    name = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError(name, [Problem("", f"spec file {name} not found (deploystack init writes one)")]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(name, [Problem("", f"cannot read {name}: {exc}")]) from None
     try:
         document = YAML(typ="rt").load(text)
     except DuplicateKeyError as exc:

@@ -1,6 +1,7 @@
 """The default blueprint, end to end: what a user checks after `deploystack up`.
 
-Tests that change the stack come last in this file (pytest keeps file order).
+Tests that change the stack come last in this file (pytest keeps file order); `down` is tested last
+of all, in test_teardown.py.
 """
 
 from __future__ import annotations
@@ -99,11 +100,3 @@ def test_changing_one_apps_env_recreates_only_that_app(stack: Stack) -> None:
     changed = {name for name in before if before[name] != after.get(name)}
     assert changed == {f"{stack.project}-bff-1", f"{stack.project}-bff-migrate-1"}
     assert stack.get("/bff/health/").status_code == 200
-
-
-def test_down_removes_containers_and_networks_and_keeps_volumes(stack: Stack) -> None:
-    stack.cli("down")
-    assert stack.containers() == []
-    label = {"label": f"com.docker.compose.project={stack.project}"}
-    assert stack.docker.networks.list(filters=label) == []
-    assert {v.name for v in stack.docker.volumes.list(filters=label)} >= {f"{stack.project}_db-primary-data"}
