@@ -21,6 +21,9 @@ class Result:
     failures: list[str] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
     served_by: set[str] = field(default_factory=set)
+    # GETs sent on a kept-alive connection that the LBC closed while reloading, before any reply, and
+    # sent again on a new connection, as browsers and HTTP libraries do for idempotent requests.
+    retried: int = 0
 
     @property
     def total(self) -> int:
@@ -75,14 +78,22 @@ class LoadLoop:
                 if self.result.total >= self.max_requests:
                     return
             began = time.monotonic()
+            retried = False
             try:
-                reply = session.get(self.url, timeout=self.timeout, verify=False)
+                try:
+                    reply = session.get(self.url, timeout=self.timeout, verify=False)
+                except requests.ConnectionError as exc:
+                    if "RemoteDisconnected" not in str(exc):
+                        raise
+                    retried = True
+                    reply = session.get(self.url, timeout=self.timeout, verify=False)
                 error = None if reply.status_code == 200 else f"HTTP {reply.status_code}"
                 served = reply.headers.get("X-Served-By", "")
             except requests.RequestException as exc:
                 error, served = f"{type(exc).__name__}: {exc}", ""
             elapsed = time.monotonic() - began
             with self._lock:
+                self.result.retried += retried
                 self.result.latencies.append(elapsed)
                 if error is None:
                     self.result.ok += 1
