@@ -35,7 +35,8 @@ test: venv ## unit tests, then end-to-end tests on a real engine (started and st
 	@status=0; $(PYTEST) tests/unit && $(PYTEST) tests/e2e || status=$$?; \
 	  scripts/engine.sh stop; exit $$status
 
-unit: venv ## unit tests only (no Docker)
+unit: venv ## unit tests only (no Docker; installs graphviz for the diagram tests if missing)
+	@scripts/engine.sh packages
 	$(PYTEST) tests/unit
 
 lint: venv ## ruff and mypy

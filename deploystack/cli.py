@@ -155,6 +155,43 @@ def logs(
         status.logs(client.connect(), project, service, follow, tail, emit)
 
 
+@app.command()
+def diagram(
+    file: SpecOpt = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="FILE.svg, .png, .dot or .mmd")] = None,
+    fmt: Annotated[str | None, typer.Option(
+        "--format", help="dot, mermaid, svg or png (default: from -o's suffix, else mermaid)")] = None,
+) -> None:
+    """Draw the stack: roles, services and replicas, the two networks, published ports, who talks to whom."""
+    from deploystack import diagram as drawing
+
+    chosen = drawing.choose_format(fmt, output)
+    data = drawing.produce(drawing.diagram_of(operations.stack_of(Target.of(file, None))), chosen)
+    if output is not None:
+        drawing.write_atomically(output, data)
+        console.say(f"wrote {output} ({chosen.value})")
+    else:
+        console.say(data.decode().rstrip("\n"))
+
+
+@app.command()
+def doctor(
+    file: SpecOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Check what `up` needs (engine, disk, base image, CA bundle, LBC ports, spec); print a fix for each failure."""
+    from deploystack import doctor as checkup
+
+    checks = checkup.run(file or operations.DEFAULT_SPEC)
+    if as_json:
+        console.as_json([check.as_dict() for check in checks])
+    else:
+        for line in checkup.report_lines(checks):
+            console.say(line)
+    if any(check.failed for check in checks):
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Entry point: every DeployError becomes its message and exit code, never a traceback."""
     try:

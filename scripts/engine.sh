@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make sure a Docker engine answers, and stop only an engine this script started.
-#   scripts/engine.sh start   install docker.io (+ debootstrap for the base image) if missing, start dockerd
-#   scripts/engine.sh stop    stop dockerd if, and only if, `start` started it
+#   scripts/engine.sh packages  install what is missing of docker.io, debootstrap (base image), graphviz (diagram)
+#   scripts/engine.sh start     the packages, then start dockerd when no engine answers
+#   scripts/engine.sh stop      stop dockerd if, and only if, `start` started it
 set -o errexit -o pipefail -o nounset
 
 PIDFILE=/run/deploystack-dockerd.pid
@@ -14,16 +15,21 @@ need_root() {
   fi
 }
 
-start() {
-  if docker info >/dev/null 2>&1; then
-    return 0
-  fi
-  if ! command -v dockerd >/dev/null 2>&1 || ! command -v debootstrap >/dev/null 2>&1; then
+packages() {
+  local missing=()
+  command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+  command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+  command -v dot >/dev/null 2>&1 || missing+=(graphviz)
+  if ((${#missing[@]} > 0)); then
     need_root
-    echo "engine.sh: installing docker.io and debootstrap from Debian" >&2
-    apt-get update -q
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io debootstrap >/dev/null
+    echo "engine.sh: installing ${missing[*]} from Debian" >&2
+    apt-get update -q  # once, for all of them
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null
   fi
+}
+
+start() {
+  packages
   if docker info >/dev/null 2>&1; then  # the package's service may have started it
     return 0
   fi
@@ -57,7 +63,8 @@ stop() {
 }
 
 case "${1:-}" in
+  packages) packages ;;
   start) start ;;
   stop) stop ;;
-  *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+  *) echo "usage: $0 packages|start|stop" >&2; exit 2 ;;
 esac

@@ -1,0 +1,207 @@
+"""`deploystack doctor`: what `up` needs, one Check each, with a fix for every failure.
+
+Each check is a small function returning a Check; the Docker engine is asked only through
+deploystack.engine.doctor. A failing check never stops the others: doctor reports everything at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import socket
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+from deploystack.engine import doctor as probe
+from deploystack.engine.client import DockerClient
+from deploystack.engine.doctor import EngineFacts, Published
+from deploystack.engine.images import BASE_IMAGE
+from deploystack.errors import EngineError, SpecError
+from deploystack.plan import build_plan
+from deploystack.render.project import DEFAULT_CA_BUNDLE
+from deploystack.spec import Stack, load_stack
+
+Status = Literal["ok", "warn", "FAIL"]
+SLIM_IMAGE = "debian:bookworm-slim"
+LOW_DISK = 10 * 1024**3
+WILDCARDS = ("0.0.0.0", "::", "")
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: Status
+    detail: str
+    fix: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "FAIL"
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+@dataclass
+class Engine:
+    """What the engine check found, for the checks after it (all None when it is unreachable)."""
+
+    client: DockerClient | None = None
+    facts: EngineFacts | None = None
+
+
+def spec_check(path: Path) -> tuple[Check, Stack | None]:
+    try:
+        stack = load_stack(path)
+    except SpecError as exc:
+        problems = "\n".join(str(p) for p in exc.problems)
+        return Check("spec", "FAIL", f"{path} is not valid:\n{problems}",
+                     f"correct the fields named above; `deploystack validate -f {path}` checks again"), None
+    plan = build_plan(stack)
+    containers = sum(s.replicas for s in plan.services)
+    return Check("spec", "ok", f"{path}: project {stack.project}, {len(plan.services)} services "
+                               f"({containers} containers)"), stack
+
+
+def engine_check() -> tuple[Check, Engine]:
+    try:
+        client = probe.connect()
+        facts = probe.facts(client)
+    except EngineError as exc:
+        return Check("engine", "FAIL", str(exc), probe.engine_fix()), Engine()
+    return (Check("engine", "ok", f"Docker {facts.version}, API {facts.api_version}, at {facts.host}"),
+            Engine(client, facts))
+
+
+def disk_check(engine: Engine) -> Check:
+    where = engine.facts.root_dir if engine.facts else "/var/lib/docker"
+    address = engine.facts.host if engine.facts else probe.host()
+    if not probe.is_local(address):
+        return Check("disk", "warn", f"the engine at {address} is not on this machine: free space not checked",
+                     f"check free space in {where} on the engine's machine (≥ 10 GB for the images)")
+    path = Path(where)
+    while not path.exists():  # no engine yet: the folder it would make, on the disk it would use
+        path = path.parent
+    free = shutil.disk_usage(path).free
+    assumed = "" if engine.facts else " (engine not reached: Docker's default folder)"
+    detail = f"{free / 1024**3:.1f} GB free in {where}{assumed}"
+    if free < LOW_DISK:
+        return Check("disk", "warn", detail + ": the images need several GB",
+                     f"free space on the disk of {where}, or prune old images: docker image prune")
+    return Check("disk", "ok", detail)
+
+
+def base_image_check(engine: Engine) -> Check:
+    if engine.client is None:
+        return Check("base image", "warn", f"{BASE_IMAGE}: not checked, the engine is not reachable",
+                     "fix the engine first")
+    try:
+        if probe.has_image(engine.client, BASE_IMAGE):
+            return Check("base image", "ok", f"{BASE_IMAGE} present")
+        refusal = probe.registry_refusal(engine.client, SLIM_IMAGE)
+    except EngineError as exc:
+        return Check("base image", "warn", f"{BASE_IMAGE}: not checked ({exc})")
+    if refusal is None:
+        return Check("base image", "ok", f"{BASE_IMAGE} missing: up pulls {SLIM_IMAGE} (a registry answers)")
+    debootstrap = shutil.which("debootstrap")
+    if debootstrap and os.geteuid() == 0:
+        return Check("base image", "ok", f"{BASE_IMAGE} missing, no registry: up makes it with {debootstrap} "
+                                         "(about a minute)")
+    missing = "debootstrap is not installed" if not debootstrap else "debootstrap needs root"
+    return Check("base image", "FAIL", f"{BASE_IMAGE} missing, no registry ({refusal}), and {missing}",
+                 "as root: apt-get install debootstrap and run up as root; or `docker load -i FILE.tar` a "
+                 f"Debian bookworm image and `docker tag` it {BASE_IMAGE}")
+
+
+def ca_bundle_check(path: Path = DEFAULT_CA_BUNDLE) -> Check:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        data, why = b"", exc.strerror or str(exc)
+    else:
+        why = "empty"
+    if not data:
+        return Check("CA bundle", "warn", f"{path}: {why}; builds behind an intercepting proxy cannot reach PyPI",
+                     "apt-get install ca-certificates, or pass --ca-bundle PATH to build/up")
+    return Check("CA bundle", "ok", f"{path} ({data.count(b'BEGIN CERTIFICATE')} certificates)")
+
+
+def bind_error(address: str, port: int) -> OSError | None:
+    """None when a TCP listener could take `address:port` now; else the error binding it gave."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a TIME_WAIT leftover is no listener
+        try:
+            sock.bind((address, port))
+        except OSError as exc:
+            return exc
+    return None
+
+
+def port_check(name: str, address: str, port: int, own: Sequence[Published] | None) -> Check:
+    """`own`: what this project's LBC containers publish (None: unknown, the engine was not reached)."""
+    where = f"{address}:{port}"
+    error = bind_error(address, port)
+    if error is None:
+        return Check(name, "ok", f"{where} free")
+    holder = next((p.container for p in own or ()
+                   if p.host_port == port and (p.host_ip == address or {p.host_ip, address} & set(WILDCARDS))),
+                  None)
+    if holder is not None:
+        return Check(name, "ok", f"{where} is this project's own LBC ({holder})")
+    if error.errno == errno.EACCES:
+        return Check(name, "warn", f"{where}: not checked, ports below 1024 need root to bind",
+                     "run doctor as root to check it; the engine binds it as root")
+    if error.errno == errno.EADDRNOTAVAIL:
+        return Check(name, "FAIL", f"{where}: {address} is not an address of this machine",
+                     "set lbc.bind in the spec to an address of this machine (127.0.0.1, or 0.0.0.0 for all)")
+    if error.errno != errno.EADDRINUSE:
+        return Check(name, "FAIL", f"{where} cannot be bound: {error.strerror}",
+                     "choose another address (lbc.bind) or port (lbc.ports) in the spec")
+    unknown = "; the engine was not reached, so it may be this project's own LBC"
+    return Check(name, "FAIL", f"{where} is in use" + (" by another program" if own is not None else unknown),
+                 f"stop what listens there (`ss -ltnp 'sport = :{port}'` names it), or choose another "
+                 "port in the spec: lbc.ports")
+
+
+def port_checks(stack: Stack, engine: Engine) -> list[Check]:
+    own: list[Published] | None = None
+    if engine.client is not None:
+        with contextlib.suppress(EngineError):  # the bind test alone still says whether the port is taken
+            own = probe.published_ports(engine.client, stack.project, "lbc")
+    lbc = stack.lbc
+    return [port_check(f"lbc {scheme} port", lbc.bind, port, own)
+            for scheme, port in (("http", lbc.ports.http), ("https", lbc.ports.https))]
+
+
+def run(spec: Path) -> list[Check]:
+    spec_result, stack = spec_check(spec)
+    engine_result, engine = engine_check()
+    checks = [spec_result, engine_result, disk_check(engine), base_image_check(engine), ca_bundle_check()]
+    if stack is not None:
+        checks += port_checks(stack, engine)
+    else:
+        checks.append(Check("lbc ports", "warn", "not checked: the spec is not valid", "fix the spec first"))
+    return checks
+
+
+def report_lines(checks: list[Check]) -> list[str]:
+    """One line per check (`ok`, `warn` or `FAIL`), more lines indented below it, then what to do."""
+    width = max(len(c.name) for c in checks)
+    lines = []
+    for check in checks:
+        first, *more = check.detail.splitlines() or [""]
+        lines.append(f"{check.status:<4}  {check.name:<{width}}  {first}")
+        indent = " " * (width + 8)
+        lines += [indent + line for line in more]
+        if check.status != "ok" and check.fix:
+            lines.append(f"{indent}fix: {check.fix}")
+    failed = sum(c.failed for c in checks)
+    warned = sum(c.status == "warn" for c in checks)
+    lines.append(f"{failed} failed, {warned} warning(s): up would fail" if failed else
+                 f"ready for up ({warned} warning(s))" if warned else "ready for up")
+    return lines

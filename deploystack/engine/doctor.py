@@ -1,0 +1,103 @@
+"""What `deploystack doctor` asks the Docker engine. Every docker-py error becomes an EngineError here.
+
+Short timeouts: doctor answers in seconds even when the engine or a registry does not.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from deploystack import labels
+from deploystack.engine.client import engine_errors
+from deploystack.engine.images import image_exists
+from deploystack.errors import EngineError
+
+DEFAULT_HOST = "unix:///var/run/docker.sock"
+TIMEOUT_S = 10
+
+
+@dataclass(frozen=True)
+class EngineFacts:
+    host: str  # DOCKER_HOST, or docker-py's default socket
+    version: str
+    api_version: str
+    root_dir: str  # where the engine keeps images and volumes (on the engine's machine)
+
+
+def host() -> str:
+    return os.environ.get("DOCKER_HOST") or DEFAULT_HOST
+
+
+def is_local(address: str) -> bool:
+    """A unix socket means the engine runs here and its paths are this machine's paths."""
+    return address.startswith("unix://")
+
+
+def connect() -> docker.DockerClient:
+    address = host()
+    if is_local(address) and not os.path.exists(address.removeprefix("unix://")):
+        raise EngineError(f"cannot reach the Docker engine at {address}: no such socket")
+    try:
+        client = docker.from_env(timeout=TIMEOUT_S)
+        client.ping()
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        raise EngineError(f"cannot reach the Docker engine at {address} ({_first_line(exc)})") from None
+    return client
+
+
+def facts(client: docker.DockerClient) -> EngineFacts:
+    with engine_errors("asking the engine for its version"):
+        version, info = client.version(), client.info()
+    return EngineFacts(host(), str(version.get("Version", "?")), str(version.get("ApiVersion", "?")),
+                       str(info.get("DockerRootDir", "/var/lib/docker")))
+
+
+def has_image(client: docker.DockerClient, ref: str) -> bool:
+    with engine_errors(f"looking for image {ref}"):
+        return image_exists(client, ref)
+
+
+def registry_refusal(client: docker.DockerClient, ref: str) -> str | None:
+    """None when a registry answers for `ref` (its manifest, nothing pulled); else why not, in one line."""
+    try:
+        client.images.get_registry_data(ref)
+    except docker.errors.APIError as exc:
+        return _first_line(exc.explanation or exc)
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        return _first_line(exc)
+    return None
+
+
+@dataclass(frozen=True)
+class Published:
+    container: str
+    host_ip: str
+    host_port: int
+
+
+def published_ports(client: docker.DockerClient, project: str, service: str) -> list[Published]:
+    """Host ports published by the running containers of `service` in Compose project `project`."""
+    with engine_errors(f"listing the containers of {project}"):
+        containers = client.containers.list(
+            filters={"label": [f"{labels.PROJECT}={project}", f"{labels.SERVICE}={service}"]})
+        return [Published(container.name, binding.get("HostIp", ""), int(binding["HostPort"]))
+                for container in containers
+                for bindings in (container.ports or {}).values()
+                for binding in bindings or ()]
+
+
+def engine_fix() -> str:
+    current = os.environ.get("DOCKER_HOST")
+    point = f"or correct DOCKER_HOST (now {current})" if current else "or point DOCKER_HOST at a running engine"
+    return ("start an engine as root: `dockerd &` (apt-get install docker.io first if it is missing; "
+            f"`make engine` in deploystack's checkout does both), {point}")
+
+
+def _first_line(exc: object) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
