@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import os
 import shutil
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from deploystack.errors import LockedError, UsageError
+from deploystack.plan.project import subset
 from deploystack.render import writer
 from deploystack.render.project import Rendered, read_ca_bundle, render_project
 from deploystack.spec import Stack, load_stack
@@ -90,13 +92,20 @@ def build(target: Target, report: Reporter, ca_bundle: Path | None = None, force
         return images.build_images(docker_client, rendered, report, force=force)
 
 
-def up(target: Target, report: Reporter, ca_bundle: Path | None = None) -> Outcome:
-    """Generate if stale, build what is missing, converge; registry-only images are checked first."""
+def up(target: Target, report: Reporter, ca_bundle: Path | None = None,
+       services: list[str] | None = None) -> Outcome:
+    """Generate if stale, build what is missing, converge; registry-only images are checked first.
+
+    `services`: only these and what they depend on (deploystack.testing uses it).
+    """
     from deploystack.engine import client
 
     docker_client = client.connect()
     with project_lock(target.output):
-        return _converge(docker_client, _generated(target, ca_bundle, report), report)
+        rendered = _generated(target, ca_bundle, report)
+        if services:
+            rendered = dataclasses.replace(rendered, plan=subset(rendered.plan, services))
+        return _converge(docker_client, rendered, report)
 
 
 def scale(target: Target, args: list[str], report: Reporter, ca_bundle: Path | None = None) -> dict[str, int]:

@@ -100,9 +100,10 @@ def _spec_switch(service: str) -> str:
 
 def build_images(client: docker.DockerClient, rendered: Rendered, report: Reporter,
                  force: bool = False) -> list[str]:
-    """Build every context whose tag is missing; returns the images built."""
+    """Build every context the plan's services use whose tag is missing; returns the images built."""
     built = []
-    for job in rendered.builds:
+    needed = {rendered.images[s.name] for s in rendered.plan.services}
+    for job in (j for j in rendered.builds if j.image in needed):
         with engine_errors(f"checking image {job.image}"):
             if not force and image_exists(client, job.image):
                 report.detail(f"{job.image} is up to date")

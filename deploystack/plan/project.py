@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from deploystack.errors import DeployError
+from dataclasses import replace
+
+from deploystack.errors import DeployError, UsageError
 from deploystack.plan.acc import plan_acc
 from deploystack.plan.apc import plan_apc
 from deploystack.plan.cdc import PORT as CDC_PORT
@@ -60,3 +62,22 @@ def start_order(services: list[Service]) -> list[Service]:
     for service in services:
         visit(service)
     return list(done.values())
+
+
+def subset(plan: ProjectPlan, names: list[str]) -> ProjectPlan:
+    """The plan reduced to `names` and everything they depend on (for tests that need one role)."""
+    by_name = {s.name: s for s in plan.services}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise UsageError(f"no service {', '.join(map(repr, unknown))} in this stack "
+                         f"(services: {', '.join(by_name)})")
+    keep: set[str] = set()
+    todo = list(names)
+    while todo:
+        name = todo.pop()
+        if name not in keep:
+            keep.add(name)
+            todo += by_name[name].depends_on
+    services = tuple(s for s in plan.services if s.name in keep)
+    volumes = {m.source for s in services for m in s.mounts if not m.bind}
+    return replace(plan, services=services, volumes=tuple(v for v in plan.volumes if v in volumes))

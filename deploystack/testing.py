@@ -1,0 +1,144 @@
+"""A deploystack stack for a test run, testcontainers-style.
+
+    with StackUnderTest("deploystack.yaml") as stack:
+        assert requests.get(stack.url("/api/health/"), verify=False).ok
+
+Each instance runs under its own project name (the spec's, plus a random suffix) with its LBC on free
+ports of 127.0.0.1, so parallel runs never collide. It works on a derived copy of the spec in a temporary
+folder (project, ports and absolute app sources changed, comments kept), so the CLI can be pointed at it
+too (`stack.spec`). Everything it made (containers, networks, volumes, the folder) goes at `stop()`, also
+when starting failed, and the error then carries the failing service's logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import shutil
+import socket
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+from ruamel.yaml import YAML
+
+from deploystack import operations
+from deploystack.engine.report import Reporter
+from deploystack.errors import UsageError
+from deploystack.operations import Target
+from deploystack.plan.dbc import PRIMARY
+from deploystack.render.envfile import read_env
+from deploystack.render.project import ENV_FILE
+from deploystack.spec import Stack, load_stack
+
+log = logging.getLogger("deploystack.testing")
+
+
+class LogReporter(Reporter):
+    def step(self, text: str) -> None:
+        log.info(text)
+
+    def detail(self, text: str) -> None:
+        log.debug(text)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def derive_spec(spec: Path, folder: Path, project: str, http: int, https: int) -> Path:
+    """A copy of `spec` in `folder` with another project name, loopback ports and absolute app sources."""
+    yaml = YAML(typ="rt")
+    data = yaml.load(spec.read_text(encoding="utf-8"))
+    data["project"] = project
+    lbc = data.setdefault("lbc", {})
+    lbc["bind"] = "127.0.0.1"
+    lbc["ports"] = {"http": http, "https": https}
+    for app in data["apc"]["apps"].values():
+        app["source"] = str((spec.resolve().parent / app["source"]).resolve())
+    derived = folder / "deploystack.yaml"
+    with derived.open("w", encoding="utf-8") as handle:
+        yaml.dump(data, handle)
+    return derived
+
+
+class StackUnderTest:
+    def __init__(self, spec: str | Path, services: Sequence[str] | None = None, keep: bool = False) -> None:
+        self.source_spec = Path(spec)
+        self.services = list(services) if services else None
+        self.keep = keep
+        self.report = LogReporter()
+        original = load_stack(self.source_spec)  # a bad spec fails here, before anything is made
+        self.project = f"{original.project}-{secrets.token_hex(3)}"
+        self.http_port, self.https_port = free_port(), free_port()
+        self.folder = Path(tempfile.mkdtemp(prefix=f"deploystack-{self.project}-"))
+        self.spec = derive_spec(self.source_spec, self.folder, self.project, self.http_port, self.https_port)
+        self.target = Target.of(self.spec, None)
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    def start(self) -> StackUnderTest:
+        """Build what is missing and bring the stack (or `services` and what they need) up, healthy."""
+        try:
+            operations.up(self.target, self.report, services=self.services)
+        except BaseException:
+            self.stop(force=True)
+            raise
+        return self
+
+    def stop(self, force: bool = False) -> None:
+        """Remove containers, networks, volumes and the folder (unless keep, and not forced)."""
+        if self.keep and not force:
+            log.warning("keeping stack %s (spec %s): deploystack down --volumes -f %s",
+                        self.project, self.spec, self.spec)
+            return
+        operations.down(self.target, self.report, volumes=True)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def __enter__(self) -> StackUnderTest:
+        return self.start()
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    # -- what tests use -----------------------------------------------------------------------------
+
+    @property
+    def stack(self) -> Stack:
+        return load_stack(self.spec)
+
+    def url(self, path: str = "/") -> str:
+        """The LBC's HTTPS address for `path` (its certificate is self-signed: verify=False)."""
+        return f"https://127.0.0.1:{self.https_port}{path}"
+
+    def http_url(self, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.http_port}{path}"
+
+    def db_url(self, alias: str = "default") -> str:
+        """A PostgreSQL URL for `default` (the primary) or `replica_N`, reachable from this host.
+
+        The database is on the private network only; the host reaches a container's bridge address
+        directly (no forwarding), which is all a test on the same machine needs.
+        """
+        from deploystack.engine import testing as engine_testing
+
+        stack = self.stack
+        service = PRIMARY if alias == "default" else alias.replace("replica_", "db-replica-")
+        if service != PRIMARY and service not in {f"db-replica-{n}" for n in range(1, stack.dbc.replicas + 1)}:
+            raise UsageError(f"no database alias {alias!r}: default or replica_1..replica_{stack.dbc.replicas}")
+        address = engine_testing.private_address(self.project, service)
+        password = read_env(self.target.output / ENV_FILE)["POSTGRES_PASSWORD"]
+        return f"postgresql://{stack.dbc.user}:{password}@{address}:5432/{stack.dbc.database}"
+
+    def exec(self, service: str, command: Sequence[str], number: int = 1) -> tuple[int, str]:
+        """Run `command` in replica `number` of `service`: (exit code, output)."""
+        from deploystack.engine import testing as engine_testing
+
+        return engine_testing.exec_in(self.project, service, number, list(command))
+
+    def scale(self, app: str, replicas: int) -> None:
+        operations.scale(self.target, [f"{app}={replicas}"], self.report)
