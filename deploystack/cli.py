@@ -22,6 +22,12 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # specs and .env hold passwords
 )
 
+def _register_groups() -> None:
+    from deploystack.cli_media import media_app
+
+    app.add_typer(media_app, name="media")
+
+
 SpecOpt = Annotated[Path | None, typer.Option("--file", "-f", help="the spec (default ./deploystack.yaml)")]
 OutOpt = Annotated[Path | None, typer.Option("--output", "-o", help="output folder (default: stack/ by the spec)")]
 CaOpt = Annotated[Path | None, typer.Option("--ca-bundle", help="CA bundle for pip in builds (default: the host's)")]
@@ -190,6 +196,9 @@ def doctor(
             console.say(line)
     if any(check.failed for check in checks):
         raise typer.Exit(1)
+
+
+_register_groups()
 
 
 def main() -> None:

@@ -121,7 +121,8 @@ def scale(target: Target, args: list[str], report: Reporter, ca_bundle: Path | N
     with project_lock(target.output):
         text = read_text(target.spec)
         stack = validate_text(text, target.spec)
-        replicas = parse_scale_args(args, list(stack.apc.apps))
+        workers = [name for name, app in stack.apc.apps.items() if app.worker is not None]
+        replicas = parse_scale_args(args, list(stack.apc.apps), workers)
         new_text = set_replicas(text, replicas)
         new_stack = validate_text(new_text, target.spec)
         rendered = render_project(new_stack, target.spec, target.output, read_ca_bundle(ca_bundle))
@@ -196,3 +197,45 @@ def write_starter(path: Path, force: bool) -> None:
 
 def stack_of(target: Target) -> Stack:
     return load_stack(target.spec)
+
+
+def media_usage(target: Target) -> int:
+    from deploystack.engine import client, media
+
+    return media.usage_bytes(client.connect(), project_name(target))
+
+
+def media_backup(target: Target, folder: Path, keep: int, report: Reporter) -> Path:
+    from deploystack.engine import client, media
+
+    if keep < 1:
+        raise UsageError("--keep must be at least 1")
+    docker_client = client.connect()
+    with project_lock(target.output):
+        return media.backup(docker_client, project_name(target), folder, keep, report)
+
+
+def media_restore(target: Target, path: Path, report: Reporter) -> Path:
+    """Restore `path` (a backup, or a folder: its newest backup of this project); what the store held
+    before is backed up next to it first, so a restore loses nothing."""
+    from deploystack.engine import client, media
+    from deploystack.plan import build_plan
+
+    stack = stack_of(target)
+    if not stack.mmc.enabled or stack.mmc.backend != "seaweedfs":
+        raise UsageError("media restore works on the SeaweedFS media store (mmc.backend: seaweedfs)")
+    archive = path
+    if path.is_dir():
+        found = sorted(path.glob(f"{media.backup_prefix(stack.project)}*.tar.gz"))
+        if not found:
+            raise UsageError(f"no media backup of project {stack.project} in {path}")
+        archive = found[-1]
+    if not archive.is_file():
+        raise UsageError(f"{archive}: no such backup file")
+    archive = archive.resolve()
+    docker_client = client.connect()
+    with project_lock(target.output):
+        media.backup(docker_client, stack.project, archive.parent, keep=10**6, report=report,
+                     suffix="-before-restore")
+        media.restore(docker_client, stack.project, archive, build_plan(stack).service("media"), report)
+    return archive

@@ -136,7 +136,7 @@ class Converger:
         checks: list[Readiness] = []
         for step in steps:
             spec = specs.get(step.number)
-            if step.action == converge.Action.REMOVE and service.scalable:
+            if step.action == converge.Action.REMOVE and service.upstream:
                 self.leaving.append(step)  # out of the LBC's upstreams first (see _after_ready)
             elif step.action == converge.Action.REMOVE:
                 self._remove(step)
@@ -155,13 +155,14 @@ class Converger:
                 self._create(spec)
                 check = wait_ready(self.client, spec.name, service, self.report)
                 check.wait()
-                self._reload_lbc_if_running()
+                if service.upstream:
+                    self._reload_lbc_if_running()
             else:
                 if step.action == converge.Action.RECREATE:
                     self._remove(step)
                 self._create(spec)
                 checks.append(wait_ready(self.client, spec.name, service, self.report))
-            if service.scalable and step.action != converge.Action.NOOP:
+            if service.upstream and step.action != converge.Action.NOOP:
                 self.app_changes = True
         return checks
 
@@ -210,6 +211,7 @@ class Converger:
                 ports={f"{p.container_port}/tcp": (p.host_ip, p.host_port) for p in service.ports},
                 restart_policy={"Name": "no"} if service.one_shot else {"Name": "unless-stopped"},
                 cap_add=list(service.cap_add) or None,
+                mem_limit=service.mem_limit,
                 network=network_name(project, first),
                 networking_config={network_name(project, first): EndpointConfig(
                     version=self.client.api._version, aliases=aliases)},
@@ -235,7 +237,8 @@ class Converger:
                 container.remove(force=True)
             except docker.errors.NotFound:
                 pass
-        if step.action == converge.Action.REMOVE and step.service in {s.name for s in self.plan.services}:
+        if step.action == converge.Action.REMOVE and any(
+                s.name == step.service and s.upstream for s in self.plan.services):
             self.app_changes = True
 
     def _wait_for_old_workers(self, container: Container) -> None:

@@ -11,6 +11,12 @@ def _build(role: str) -> Build:
     return Build(role=role, repo=f"deploystack/{role}", context=f"build/{role}")
 
 
+def redis_appendonly(stack: Stack) -> bool:
+    """AOF on when the spec says so, and by default when Redis holds Celery's queue (losing it loses tasks)."""
+    redis = stack.acc.redis
+    return redis.appendonly if redis.appendonly is not None else stack.acc.redis_is_broker
+
+
 def plan_acc(stack: Stack) -> tuple[list[Service], list[str]]:
     acc = stack.acc
     services: list[Service] = []
@@ -19,14 +25,16 @@ def plan_acc(stack: Stack) -> tuple[list[Service], list[str]]:
             name="redis", role="acc", build=_build("redis"),
             environment=(("REDIS_PASSWORD", ref("REDIS_PASSWORD")),
                          ("REDIS_MAXMEMORY", acc.redis.maxmemory),
-                         ("REDIS_APPENDONLY", "yes" if acc.redis.appendonly else "no")),
+                         ("REDIS_APPENDONLY", "yes" if redis_appendonly(stack) else "no")),
             mounts=(Mount("redis-data", "/data"),),
+            mem_limit=acc.redis.memory,
             healthcheck=HealthCheck(test=("redis-health",), start_period_s=30),
         ))
     if acc.memcached.enabled:
         services.append(Service(
             name="memcached", role="acc", build=_build("memcached"),
             environment=(("MEMCACHED_MEMORY_MB", str(acc.memcached.memory_mb)),),
+            mem_limit=acc.memcached.memory,
             healthcheck=HealthCheck(test=("memcached-health",), start_period_s=30),
         ))
     if acc.rabbitmq.enabled:
@@ -34,8 +42,10 @@ def plan_acc(stack: Stack) -> tuple[list[Service], list[str]]:
             name="rabbitmq", role="acc", build=_build("rabbitmq"),
             environment=(("RABBITMQ_USER", acc.rabbitmq.user),
                          ("RABBITMQ_PASSWORD", ref("RABBITMQ_PASSWORD")),
-                         ("RABBITMQ_VHOST", acc.rabbitmq.vhost)),
+                         ("RABBITMQ_VHOST", acc.rabbitmq.vhost),
+                         ("RABBITMQ_MANAGEMENT", "1" if acc.rabbitmq.management else "0")),
             mounts=(Mount("rabbitmq-data", "/var/lib/rabbitmq"),),
+            mem_limit=acc.rabbitmq.memory,
             healthcheck=HealthCheck(test=("rabbitmq-health",), interval_s=10, timeout_s=15,
                                     start_period_s=120),
             stop_grace_s=30,
@@ -47,6 +57,7 @@ def plan_acc(stack: Stack) -> tuple[list[Service], list[str]]:
             environment=(("discovery.type", "single-node"), ("xpack.security.enabled", "false"),
                          ("ES_JAVA_OPTS", "-Xms512m -Xmx512m")),
             mounts=(Mount("elasticsearch-data", "/usr/share/elasticsearch/data"),),
+            mem_limit=acc.elasticsearch.memory,
             healthcheck=HealthCheck(test=("curl", "-fsS", "http://127.0.0.1:9200/_cluster/health"),
                                     interval_s=10, start_period_s=120),
         ))

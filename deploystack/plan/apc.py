@@ -11,6 +11,11 @@ from deploystack.plan.secrets import escape, ref
 from deploystack.spec.models import App, Stack
 
 APP_PORT = 8000
+MEDIA_URL = "/media/"  # the LBC serves the media bucket here
+
+
+def worker_service(app_name: str) -> str:
+    return f"{app_name}-worker"
 
 
 def migrate_job(app_name: str) -> str:
@@ -50,6 +55,9 @@ def app_environment(stack: Stack, name: str, app: App) -> tuple[tuple[str, str],
     redis_url = "redis://:" + ref("REDIS_PASSWORD") + "@redis:6379/0"
     if acc.redis.enabled:
         env["REDIS_URL"] = redis_url
+        env["CELERY_RESULT_BACKEND"] = "redis://:" + ref("REDIS_PASSWORD") + "@redis:6379/1"
+    if acc.django_cache:
+        env["DJANGO_CACHE"] = acc.django_cache
     if acc.memcached.enabled:
         env["MEMCACHED_LOCATION"] = "memcached:11211"
     if acc.rabbitmq.enabled:
@@ -64,6 +72,7 @@ def app_environment(stack: Stack, name: str, app: App) -> tuple[tuple[str, str],
             "S3_ACCESS_KEY": ref("S3_ACCESS_KEY"),
             "S3_SECRET_KEY": ref("S3_SECRET_KEY"),
             "S3_BUCKET": stack.mmc.buckets[0],
+            "MEDIA_URL": MEDIA_URL,
         }
     for other in stack.apc.apps:
         if other != name:
@@ -94,4 +103,17 @@ def plan_apc(stack: Stack) -> list[Service]:
             healthcheck=HealthCheck(test=("apc-health",), interval_s=3, start_period_s=90),
             depends_on=depends, command=("serve",), stop_grace_s=25,
         ))
+        if app.worker is not None:
+            worker = app.worker
+            services.append(Service(
+                name=worker_service(name), role="apc-worker", build=build, replicas=worker.replicas,
+                environment=(*env, ("CELERY_APP", worker.app or app.package),
+                             ("CELERY_CONCURRENCY", str(worker.concurrency)),
+                             ("CELERY_QUEUES", ",".join(worker.queues)),
+                             ("CELERY_BEAT", "1" if worker.beat else "0")),
+                healthcheck=HealthCheck(test=("apc-worker-health",), interval_s=10, timeout_s=10,
+                                        start_period_s=90),
+                # A warm shutdown lets running tasks finish; acks_late redelivers what does not.
+                depends_on=depends, command=("worker",), stop_grace_s=60,
+            ))
     return services

@@ -26,6 +26,7 @@ def plan_mmc(stack: Stack) -> tuple[list[Service], list[str]]:
             environment=(*keys, ("S3_BUCKETS", ",".join(mmc.buckets))),
             mounts=(Mount("media-data", "/data"),),
             healthcheck=HealthCheck(test=("media-health",), start_period_s=60),
+            mem_limit=mmc.memory,
         )
     else:
         service = Service(
@@ -35,5 +36,6 @@ def plan_mmc(stack: Stack) -> tuple[list[Service], list[str]]:
             command=("server", "/data"),
             mounts=(Mount("media-data", "/data"),),
             healthcheck=HealthCheck(test=("curl", "-fsS", f"http://127.0.0.1:{MINIO_PORT}/minio/health/ready")),
+            mem_limit=mmc.memory,
         )
     return [service], ["media-data"]

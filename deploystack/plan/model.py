@@ -63,13 +63,19 @@ class Service:
     command: tuple[str, ...] | None = None
     one_shot: bool = False  # runs to completion (migrations); dependents wait for exit code 0
     cap_add: tuple[str, ...] = ()
+    mem_limit: str | None = None  # container memory limit, as Compose writes it (512m)
     config_dir: str | None = None  # folder of rendered files mounted at /etc/deploystack
     reload: tuple[str, ...] | None = None  # command that applies a config change without a restart
     stop_grace_s: int = 20
 
     @property
     def scalable(self) -> bool:
-        """Replicated services get numbered containers and no fixed container name."""
+        """Replicated services (apps and their workers) get numbered containers, no fixed container name."""
+        return self.role in ("apc", "apc-worker")
+
+    @property
+    def upstream(self) -> bool:
+        """The LBC lists this service's replicas: adding or removing one means reloading the LBC."""
         return self.role == "apc"
 
 

@@ -70,6 +70,8 @@ def service_dict(plan: ProjectPlan, service: Service, image: str) -> dict[str, A
         }
     if service.cap_add:
         out["cap_add"] = list(service.cap_add)
+    if service.mem_limit:
+        out["mem_limit"] = service.mem_limit
     if service.scalable:
         out["deploy"] = {"replicas": service.replicas}
     else:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Sequence
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
@@ -16,8 +17,11 @@ from deploystack.errors import UsageError
 ASSIGNMENT = re.compile(r"^([a-z][a-z0-9-]*)=(.*)$")
 
 
-def parse_scale_args(args: list[str], apps: list[str]) -> dict[str, int]:
-    """`apc=4` (every app) or `backend=4 frontend=2` -> {app: replicas}; later words win."""
+def parse_scale_args(args: list[str], apps: list[str], workers: Sequence[str] = ()) -> dict[str, int]:
+    """`apc=4` (every app), `backend=4 frontend=2`, `backend-worker=3` -> {target: replicas}; later words win.
+
+    `workers`: the apps that have Celery workers; their targets are `<app>-worker`.
+    """
     if not args:
         raise UsageError("scale needs at least one TARGET=N, e.g. apc=4 or backend=3")
     wanted: dict[str, int] = {}
@@ -32,22 +36,27 @@ def parse_scale_args(args: list[str], apps: list[str]) -> dict[str, int]:
             raise UsageError(f"{arg!r}: an app needs at least 1 replica (use `deploystack down` to stop the stack)")
         if target == "apc":
             wanted |= {app: int(count) for app in apps}
-        elif target in apps:
+        elif target in apps or target.removesuffix("-worker") in workers:
             wanted[target] = int(count)
         else:
-            raise UsageError(f"{arg!r}: no app named {target!r} (apps: {', '.join(apps)}; or apc for all)")
+            targets = ", ".join([*apps, *(f"{w}-worker" for w in workers)])
+            raise UsageError(f"{arg!r}: no app named {target!r} (apps: {targets}; or apc for all)")
     return wanted
 
 
 def set_replicas(text: str, replicas: dict[str, int]) -> str:
-    """The spec text with apc.apps.<app>.replicas set; everything else, comments included, kept."""
+    """The spec text with apc.apps.<app>.replicas (or .worker.replicas for <app>-worker) set;
+    everything else, comments included, kept."""
     yaml = YAML(typ="rt")
     yaml.preserve_quotes = True
     yaml.width = 4096
     document: CommentedMap = yaml.load(text)
     apps = document["apc"]["apps"]
-    for app, count in replicas.items():
-        apps[app]["replicas"] = count
+    for target, count in replicas.items():
+        if target in apps:
+            apps[target]["replicas"] = count
+        else:
+            apps[target.removesuffix("-worker")]["worker"]["replicas"] = count
     stream = io.StringIO()
     yaml.dump(document, stream)
     return stream.getvalue()

@@ -1,0 +1,52 @@
+"""`deploystack media ...`: usage, backup and restore of the S3 media store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from deploystack import console, operations
+from deploystack.operations import Target
+
+media_app = typer.Typer(help="The media store (MMC): usage, backups.", no_args_is_help=True)
+
+SpecOpt = Annotated[Path | None, typer.Option("--file", "-f", help="the spec (default ./deploystack.yaml)")]
+
+
+def human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.1f} {unit}" if unit != "B" else f"{size} B"
+        value /= 1024
+    return f"{size} B"
+
+
+@media_app.command()
+def usage(file: SpecOpt = None) -> None:
+    """Disk used by the media store's volume."""
+    used = operations.media_usage(Target.of(file, None))
+    console.say(f"media: {human(used)} ({used} bytes)")
+
+
+@media_app.command()
+def backup(
+    folder: Annotated[Path, typer.Argument(help="where backups go (created if missing)")],
+    file: SpecOpt = None,
+    keep: Annotated[int, typer.Option(help="how many backups of this project to keep in FOLDER")] = 7,
+) -> None:
+    """Back up the media volume into FOLDER as a tarball; older ones beyond --keep are removed."""
+    path = operations.media_backup(Target.of(file, None), folder, keep, console.Progress())
+    console.say(f"backed up to {path}")
+
+
+@media_app.command()
+def restore(
+    path: Annotated[Path, typer.Argument(help="a backup file, or a folder (its newest backup)")],
+    file: SpecOpt = None,
+) -> None:
+    """Replace the media store's data with a backup (the current data is backed up beside it first)."""
+    archive = operations.media_restore(Target.of(file, None), path, console.Progress())
+    console.say(f"restored from {archive}")
