@@ -1,0 +1,59 @@
+"""ACC and workers in the plan: Celery workers from the app's image, the cache choice, AOF when Redis is
+the broker, explicit memory limits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from deploystack.errors import SpecError
+from deploystack.plan import build_plan
+from deploystack.spec import load_stack
+from deploystack.spec.edit import parse_scale_args, set_replicas
+from tests.conftest import write_spec
+
+BASE = """\
+project: shop
+apc:
+  apps:
+    backend:
+      source: apps/backend
+      wsgi: backend.wsgi:application
+      worker: {concurrency: 3, queues: [celery, mail], replicas: 2}
+"""
+
+
+def test_worker_service_runs_celery_from_the_apps_image(tmp_path: Path) -> None:
+    plan = build_plan(load_stack(write_spec(tmp_path, BASE)))
+    app, worker = plan.service("backend"), plan.service("backend-worker")
+    env = dict(worker.environment)
+    assert worker.build == app.build and worker.command == ("worker",) and worker.replicas == 2
+    assert (env["CELERY_APP"], env["CELERY_CONCURRENCY"], env["CELERY_QUEUES"]) == ("backend", "3", "celery,mail")
+    assert env["CELERY_BROKER_URL"].startswith("amqp://app:${RABBITMQ_PASSWORD}@rabbitmq")
+    assert env["CELERY_RESULT_BACKEND"] == "redis://:${REDIS_PASSWORD}@redis:6379/1"
+    assert "backend-migrate" in worker.depends_on and "rabbitmq" in worker.depends_on
+    assert worker.scalable and not worker.upstream
+
+
+def test_redis_broker_gets_an_aof_and_the_cache_choice_reaches_the_apps(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, BASE + "acc: {rabbitmq: false, memcached: true, cache: memcached}\n")
+    plan = build_plan(load_stack(spec))
+    env = dict(plan.service("backend-worker").environment)
+    assert env["CELERY_BROKER_URL"] == "redis://:${REDIS_PASSWORD}@redis:6379/0"
+    assert env["DJANGO_CACHE"] == "memcached"
+    assert dict(plan.service("redis").environment)["REDIS_APPENDONLY"] == "yes"
+    assert plan.service("redis").mem_limit == "384m" and plan.service("memcached").mem_limit == "128m"
+
+
+def test_cache_must_be_an_enabled_service(tmp_path: Path) -> None:
+    with pytest.raises(SpecError) as caught:
+        load_stack(write_spec(tmp_path, BASE + "acc: {memcached: false, cache: memcached}\n"))
+    assert [str(p) for p in caught.value.problems] == [
+        "acc (line 8): cache is 'memcached', but acc.memcached is not enabled"]
+
+
+def test_scale_a_worker() -> None:
+    assert parse_scale_args(["backend-worker=3"], ["backend"], ["backend"]) == {"backend-worker": 3}
+    edited = set_replicas(BASE, {"backend-worker": 4})
+    assert "worker: {concurrency: 3, queues: [celery, mail], replicas: 4}" in edited
