@@ -243,7 +243,8 @@ class Converger:
 
     def _wait_for_old_workers(self, container: Container) -> None:
         """After a reload, nginx's old workers finish the requests they hold; wait (bounded) for them."""
-        count = ["sh", "-c", "grep -l 'shutting down' /proc/[0-9]*/cmdline 2>/dev/null | wc -l"]
+        # "[s]hutting": the pattern must not match this sh -c's own command line.
+        count = ["sh", "-c", "grep -l '[s]hutting down' /proc/[0-9]*/cmdline 2>/dev/null | wc -l"]
         deadline = time.monotonic() + DRAIN_SECONDS
         while time.monotonic() < deadline:
             code, out = container.exec_run(count)

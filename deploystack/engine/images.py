@@ -19,6 +19,7 @@ from deploystack.render.project import Rendered
 BASE_IMAGE = "deploystack/base:bookworm"
 SLIM_IMAGE = ("debian", "bookworm-slim")
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
+STAGE_LABEL = "io.deploystack.build-stage"  # on the earlier stages of multi-stage Dockerfiles
 
 
 def image_exists(client: docker.DockerClient, ref: str) -> bool:
@@ -113,6 +114,9 @@ def build_images(client: docker.DockerClient, rendered: Rendered, report: Report
         built.append(job.image)
     if built:
         prune_superseded(client, rendered, report)
+        with engine_errors("pruning build stages"):
+            # The classic builder leaves each multi-stage build's earlier stages as untagged images.
+            client.images.prune(filters={"dangling": True, "label": STAGE_LABEL})
     return built
 
 
@@ -134,21 +138,21 @@ def _build(client: docker.DockerClient, context: Path, image: str, args: dict[st
 
 
 def prune_superseded(client: docker.DockerClient, rendered: Rendered, report: Reporter) -> None:
-    """Remove older tags of the images just built, unless a container still uses them.
+    """Remove older tags of this project's own app images, unless a container still uses them.
 
-    Content-hash tags never move, so old builds stay tagged and would pile up; dangling layers left
-    by the classic builder go too.
+    Content-hash tags never move, so old builds stay tagged and would pile up. The role images
+    (deploystack/lbc, ...) are shared by every project on the engine: another project may be about to
+    start the tag this one no longer wants, so those are left to `docker image prune`.
     """
     current = {job.image for job in rendered.builds}
-    repos = {image.rsplit(":", 1)[0] for image in current}
+    own = f"{rendered.plan.project}/"
     with engine_errors("pruning old images"):
         in_use = {c.attrs["Image"] for c in client.containers.list(all=True)}
         for image in client.images.list():
             for tag in image.tags:
-                if tag.rsplit(":", 1)[0] in repos and tag not in current and image.id not in in_use:
+                if tag.startswith(own) and tag not in current and image.id not in in_use:
                     report.detail(f"removing superseded image {tag}")
                     try:
                         client.images.remove(tag)
                     except docker.errors.APIError as exc:
                         report.detail(f"kept {tag}: {exc.explanation}")
-        client.images.prune(filters={"dangling": True})

@@ -1,0 +1,68 @@
+"""The benchmarks' own stack: the default blueprint through deploystack.testing (its own project name and
+free ports, everything removed at the end, even when a benchmark fails), plus a probe container on the
+stack's private network from which a replica can be reached with no LBC in front. The probe has no Compose
+labels, so deploystack ignores it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import docker
+import docker.errors
+import pytest
+from docker.models.containers import Container
+
+from deploystack.testing import StackUnderTest
+from tests.conftest import BLUEPRINTS
+from tests.e2e.conftest import Stack
+
+PROBE_LIFETIME_S = 3600  # the probe sleeps this long, then exits on its own if a run is killed
+
+
+class BenchStack(Stack):
+    """The e2e suite's Stack helper, with names the benchmarks use."""
+
+    def network(self, name: str) -> str:
+        return f"{self.project}_{name}"
+
+    def replica_name(self, app: str, number: int) -> str:
+        return f"{self.project}-{app}-{number}"
+
+    @property
+    def probe_name(self) -> str:
+        return f"{self.project}-bench-probe"
+
+    def running(self, service: str) -> list[Container]:
+        """Running containers of a service, by name."""
+        return sorted((c for c in self.containers(service) if c.status == "running"), key=lambda c: c.name or "")
+
+
+def remove_probe(stack: BenchStack) -> None:
+    with contextlib.suppress(docker.errors.NotFound):
+        stack.docker.containers.get(stack.probe_name).remove(force=True)
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[BenchStack]:
+    with StackUnderTest(BLUEPRINTS / "default" / "deploystack.yaml") as under_test:
+        bench_stack = BenchStack(under_test, docker.from_env())
+        try:
+            yield bench_stack
+        finally:
+            remove_probe(bench_stack)  # its endpoint would keep the network from being removed
+
+
+@pytest.fixture(scope="session")
+def probe(stack: BenchStack) -> Iterator[Container]:
+    """A sleeping container from the backend's image on the private network, to exec load clients in."""
+    image = stack.docker.containers.get(stack.replica_name("backend", 1)).attrs["Config"]["Image"]
+    container = stack.docker.containers.run(
+        image, entrypoint=["sleep"], command=[str(PROBE_LIFETIME_S)], name=stack.probe_name,
+        network=stack.network("private"), labels={"io.deploystack.bench": stack.project}, detach=True,
+    )
+    try:
+        yield container
+    finally:
+        remove_probe(stack)
