@@ -23,7 +23,8 @@ def plan_mmc(stack: Stack) -> tuple[list[Service], list[str]]:
         service = Service(
             name="media", role="mmc",
             build=Build(role="media", repo="deploystack/media", context="build/media"),
-            environment=(*keys, ("S3_BUCKETS", ",".join(mmc.buckets))),
+            # The first bucket holds Django's media, which the LBC serves at /media/ without signing.
+            environment=(*keys, ("S3_BUCKETS", ",".join(mmc.buckets)), ("S3_PUBLIC_BUCKETS", mmc.buckets[0])),
             mounts=(Mount("media-data", "/data"),),
             healthcheck=HealthCheck(test=("media-health",), start_period_s=60),
             mem_limit=mmc.memory,
