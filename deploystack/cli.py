@@ -23,8 +23,10 @@ app = typer.Typer(
 )
 
 def _register_groups() -> None:
+    from deploystack.cli_lbc import lbc_app
     from deploystack.cli_media import media_app
 
+    app.add_typer(lbc_app, name="lbc")
     app.add_typer(media_app, name="media")
 
 

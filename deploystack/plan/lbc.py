@@ -1,12 +1,44 @@
-"""LBC: nginx, the only service with published ports; one upstream per app listing every replica."""
+"""LBC: nginx, the only service with published ports; one upstream per app listing every replica.
+
+Beside nginx the LBC runs fail2ban, which reads a log file nginx writes for it and bans with iptables in
+the LBC's own network namespace (cap NET_ADMIN). Every setting of nginx.conf and jail.local is computed
+here; the templates under compose/lbc/templates only loop and substitute.
+"""
 
 from __future__ import annotations
 
-from deploystack.plan.apc import APP_PORT
-from deploystack.plan.model import Build, ConfigFile, HealthCheck, Mount, Port, Service
-from deploystack.spec.models import Stack
+import re
+from pathlib import PurePosixPath
 
+from deploystack.plan.apc import APP_PORT, MEDIA_URL
+from deploystack.plan.mmc import s3_endpoint
+from deploystack.plan.model import Build, ConfigFile, HealthCheck, Mount, Port, Service
+from deploystack.spec.models import LBC, Stack
+
+CONFIG_DIR = "config/lbc"
 NGINX_CONF = "/etc/deploystack/nginx.conf"
+JAIL_LOCAL = "jail.local"
+# Made (self-signed, or installed by the ACME loop) into the lbc-certs volume, kept across recreations.
+CERTS_DIR = "/etc/deploystack-certs"
+# tls: files: the folder(s) of the user's certificate and key, bind-mounted read-only.
+TLS_FILES_DIR = "/etc/deploystack-tls"
+ACME_WEBROOT = "/var/www/acme"
+# nginx writes this for fail2ban (client address first); the image keeps it below a size (lbc-supervise).
+FAIL2BAN_LOG = "/var/log/deploystack/fail2ban.log"
+# nginx always gzips text/html; these too. Images, fonts and archives are compressed already.
+GZIP_TYPES = (
+    "text/plain", "text/css", "text/javascript", "text/xml", "text/csv",
+    "application/javascript", "application/json", "application/xml", "application/rss+xml",
+    "application/atom+xml", "application/manifest+json", "application/ld+json", "image/svg+xml",
+)
+HSTS_MAX_AGE_S = 365 * 24 * 3600
+# Jails (filters are static files in the image, compose/lbc/fail2ban/filter.d/).
+JAIL_SCANNERS = "deploystack-scanners"
+JAIL_ADMIN = "deploystack-django-admin"
+JAIL_CDC = "deploystack-cdc"
+# Never banned, whatever the spec says: loopback. The entrypoint adds the gateway address of every
+# network the LBC is on (traffic from the host through the published ports comes from there).
+ALWAYS_IGNORED = ("127.0.0.1/8", "::1")
 
 
 def upstreams(stack: Stack) -> list[dict[str, object]]:
@@ -24,29 +56,139 @@ def routes(stack: Stack) -> list[dict[str, str]]:
     return [{"prefix": route, "upstream": name} for route, name in pairs]
 
 
-def plan_lbc(stack: Stack, cdc_upstream: str | None) -> tuple[Service, list[str], ConfigFile]:
+def tls_files_mounts(lbc: LBC, project_dir: str) -> tuple[tuple[Mount, ...], str, str]:
+    """tls: files: read-only binds of the folder(s) holding the certificate and key, and their paths inside.
+
+    Folders, not files: a renewed certificate replaced in place (a new inode) is seen by the running
+    container, which a single-file bind would not do. The key stays where the user keeps it: nothing of
+    it is copied into the output directory, and compose.yaml names only the folder.
+    """
+    assert lbc.cert_file is not None and lbc.key_file is not None  # the spec requires both with files
+    cert, key = PurePosixPath(lbc.cert_file), PurePosixPath(lbc.key_file)
+    folders = [cert.parent] if cert.parent == key.parent else [cert.parent, key.parent]
+    targets = [TLS_FILES_DIR] if len(folders) == 1 else [f"{TLS_FILES_DIR}/cert", f"{TLS_FILES_DIR}/key"]
+    mounts = tuple(Mount(_bind_source(project_dir, folder), target, bind=True, read_only=True)
+                   for folder, target in zip(folders, targets, strict=True))
+    return mounts, f"{targets[0]}/{cert.name}", f"{targets[-1]}/{key.name}"
+
+
+def _bind_source(project_dir: str, folder: PurePosixPath) -> str:
+    """`folder` (relative to the spec, or absolute) as a bind source relative to the output directory."""
+    if folder.is_absolute():
+        return str(folder)
+    path = str(PurePosixPath(project_dir) / folder)
+    return path if path.startswith((".", "/")) else f"./{path}"
+
+
+def tls_context(lbc: LBC, project_dir: str) -> tuple[dict[str, object], tuple[Mount, ...], tuple[tuple[str, str], ...]]:
+    """nginx's certificate paths, the mounts they need and the entrypoint's TLS environment."""
+    mounts: tuple[Mount, ...] = ()
+    certificate, key = f"{CERTS_DIR}/tls.crt", f"{CERTS_DIR}/tls.key"
+    environment: tuple[tuple[str, str], ...] = ()
+    # Self-signed is the entrypoint's default: its environment stays as it was (DOMAIN only).
+    if lbc.tls == "files":
+        mounts, certificate, key = tls_files_mounts(lbc, project_dir)
+        environment = (("TLS_MODE", "files"), ("TLS_CERT", certificate), ("TLS_KEY", key))
+    elif lbc.tls == "acme":
+        assert lbc.acme_email is not None  # the spec requires it with acme
+        environment = (("TLS_MODE", "acme"), ("ACME_EMAIL", lbc.acme_email),
+                       ("ACME_STAGING", "1" if lbc.acme_staging else "0"))
+    context: dict[str, object] = {
+        "certificate": certificate,
+        "key": key,
+        # HSTS pins browsers to HTTPS for a year: only with a certificate they accept.
+        "hsts_max_age": HSTS_MAX_AGE_S if lbc.tls != "self-signed" else None,
+        "acme_webroot": ACME_WEBROOT if lbc.tls == "acme" else None,
+    }
+    return context, mounts, environment
+
+
+def jails(stack: Stack) -> list[dict[str, str]]:
+    """One jail per kind of abuse; the CDC jail only when there is a CDC behind /_cdc/."""
+    admin_login = re.escape(stack.lbc.fail2ban.admin_login)
+    out = [
+        {"name": JAIL_SCANNERS, "filter": JAIL_SCANNERS,
+         "about": "requests for PHP apps, dotfiles, CGI and router exploits; scanners' user agents"},
+        {"name": JAIL_ADMIN, "filter": f'{JAIL_ADMIN}[admin_login="{admin_login}"]',
+         "about": f"failed Django admin logins: POST {stack.lbc.fail2ban.admin_login} answered 200 (a success is 302)"},
+    ]
+    if stack.cdc.enabled:
+        out.append({"name": JAIL_CDC, "filter": JAIL_CDC,
+                    "about": "webhook calls to /_cdc/ refused with 403 (bad signature)"})
+    return out
+
+
+def jail_context(stack: Stack) -> dict[str, object]:
+    f2b = stack.lbc.fail2ban
+    return {
+        "domain": stack.domain,
+        "maxretry": f2b.maxretry,
+        "findtime": f2b.findtime,
+        "bantime": f2b.bantime,
+        "ignoreip": " ".join((*ALWAYS_IGNORED, *f2b.ignoreip)),
+        "logpath": FAIL2BAN_LOG,
+        "jails": jails(stack),
+    }
+
+
+def media_context(stack: Stack) -> dict[str, str] | None:
+    """/media/ serves the first bucket of the object store (public read; uploads go through the apps)."""
+    if not stack.mmc.enabled:
+        return None
+    return {"prefix": MEDIA_URL, "upstream": s3_endpoint(stack).removeprefix("http://"),
+            "bucket": stack.mmc.buckets[0]}
+
+
+def nginx_context(stack: Stack, cdc_upstream: str | None, tls: dict[str, object]) -> dict[str, object]:
     lbc = stack.lbc
-    config = "config/lbc"
-    service = Service(
-        name="lbc", role="lbc",
-        build=Build(role="lbc", repo="deploystack/lbc", context="build/lbc"),
-        environment=(("DOMAIN", stack.domain),),
-        networks=("public", "private"),
-        ports=(Port(lbc.bind, lbc.ports.http, 80), Port(lbc.bind, lbc.ports.https, 443)),
-        mounts=(Mount("lbc-certs", "/etc/deploystack-certs"),),
-        healthcheck=HealthCheck(test=("lbc-health",), interval_s=3, start_period_s=30),
-        depends_on=tuple(stack.apc.apps) + (("cdc",) if cdc_upstream else ()),
-        cap_add=("NET_ADMIN",),  # fail2ban's firewall action runs in the LBC's own namespace
-        config_dir=config,
-        reload=("sh", "-c", f"nginx -t -q -c {NGINX_CONF} && nginx -s reload -c {NGINX_CONF}"),
-    )
-    conf = ConfigFile(f"{config}/nginx.conf", "lbc/templates/nginx.conf.j2", {
+    return {
         "domain": stack.domain,
         "https_redirect_port": lbc.ports.https,
         "upstreams": upstreams(stack),
         "routes": routes(stack),
         "cdc": {"upstream": cdc_upstream} if cdc_upstream else None,
+        "media": media_context(stack),
         "client_max_body_size": lbc.client_max_body_size,
+        "connect_timeout": f"{lbc.connect_timeout_ms}ms",
         "proxy_read_timeout": f"{lbc.proxy_read_timeout}s",
-    })
+        # Sending a request body to a replica gets the same patience as reading its answer.
+        "proxy_send_timeout": f"{lbc.proxy_read_timeout}s",
+        "gzip_types": " ".join(GZIP_TYPES),
+        "fail2ban_log": FAIL2BAN_LOG if lbc.fail2ban.enabled else None,
+        "tls": tls,
+    }
+
+
+def fail2ban_configs(stack: Stack) -> list[ConfigFile]:
+    """jail.local beside nginx.conf when fail2ban is on; without it the LBC runs no fail2ban."""
+    if not stack.lbc.fail2ban.enabled:
+        return []
+    return [ConfigFile(f"{CONFIG_DIR}/{JAIL_LOCAL}", "lbc/templates/jail.local.j2", jail_context(stack))]
+
+
+def plan_lbc(stack: Stack, cdc_upstream: str | None,
+             project_dir: str = "..") -> tuple[Service, list[str], ConfigFile]:
+    """The LBC service, its volumes and its nginx.conf (jail.local: `fail2ban_configs`).
+
+    `project_dir`: the spec's folder relative to the output directory, for the binds of tls: files.
+    """
+    lbc = stack.lbc
+    tls, tls_mounts, tls_environment = tls_context(lbc, project_dir)
+    service = Service(
+        name="lbc", role="lbc",
+        build=Build(role="lbc", repo="deploystack/lbc", context="build/lbc"),
+        environment=(("DOMAIN", stack.domain), *tls_environment),
+        networks=("public", "private"),
+        ports=(Port(lbc.bind, lbc.ports.http, 80), Port(lbc.bind, lbc.ports.https, 443)),
+        mounts=(Mount("lbc-certs", CERTS_DIR), *tls_mounts),
+        # lbc-health: nginx answers on port 80, and fail2ban's server is alive when jail.local is there.
+        healthcheck=HealthCheck(test=("lbc-health",), interval_s=3, start_period_s=30),
+        depends_on=tuple(stack.apc.apps) + (("cdc",) if cdc_upstream else ()),
+        cap_add=("NET_ADMIN",),  # fail2ban's firewall action runs in the LBC's own namespace
+        config_dir=CONFIG_DIR,
+        # nginx -t, then reload; fail2ban reloads too when jail.local differs from what it loaded.
+        reload=("lbc-reload",),
+    )
+    conf = ConfigFile(f"{CONFIG_DIR}/nginx.conf", "lbc/templates/nginx.conf.j2",
+                      nginx_context(stack, cdc_upstream, tls))
     return service, ["lbc-certs"], conf

@@ -10,7 +10,7 @@ from deploystack.plan.apc import plan_apc
 from deploystack.plan.cdc import PORT as CDC_PORT
 from deploystack.plan.cdc import plan_cdc
 from deploystack.plan.dbc import plan_dbc
-from deploystack.plan.lbc import plan_lbc
+from deploystack.plan.lbc import fail2ban_configs, plan_lbc
 from deploystack.plan.mmc import plan_mmc
 from deploystack.plan.model import Network, ProjectPlan, Service
 from deploystack.plan.secrets import secret_names
@@ -27,7 +27,7 @@ def build_plan(stack: Stack, project_dir: str = "..") -> ProjectPlan:
     acc_services, acc_volumes = plan_acc(stack)
     mmc_services, mmc_volumes = plan_mmc(stack)
     cdc_services, cdc_configs = plan_cdc(stack, project_dir)
-    lbc, lbc_volumes, lbc_conf = plan_lbc(stack, f"cdc:{CDC_PORT}" if cdc_services else None)
+    lbc, lbc_volumes, lbc_conf = plan_lbc(stack, f"cdc:{CDC_PORT}" if cdc_services else None, project_dir)
     services = [*db_services, *acc_services, *mmc_services, *plan_apc(stack), *cdc_services, lbc]
     networks = [Network("public", internal=False), Network("private", internal=True)]
     if cdc_services:
@@ -37,7 +37,7 @@ def build_plan(stack: Stack, project_dir: str = "..") -> ProjectPlan:
         services=tuple(start_order(services)),
         networks=tuple(networks),
         volumes=tuple(db_volumes + acc_volumes + mmc_volumes + lbc_volumes),
-        configs=(*db_configs, *cdc_configs, lbc_conf),
+        configs=(*db_configs, *cdc_configs, lbc_conf, *fail2ban_configs(stack)),
         secrets=secret_names(stack),
     )
 

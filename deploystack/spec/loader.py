@@ -85,6 +85,15 @@ def cross_checks(stack: Stack, document: CommentedMap, spec_dir: Path) -> list[P
                             line_of(document, loc))
                 )
             owner.setdefault(route, name)
+    reserved = {"/_lbc/": "the LBC's health check", "/_cdc/": "the deploy webhook (cdc)",
+                 "/media/": "the media store (mmc)"}
+    for name, app in stack.apc.apps.items():
+        for index, route in enumerate(app.routes):
+            taken = next((what for prefix, what in reserved.items() if route.startswith(prefix)), None)
+            if taken:
+                loc = ("apc", "apps", name, "routes", index)
+                problems.append(Problem(_dotted(loc), f"route {route!r} is reserved for {taken}",
+                                        line_of(document, loc)))
     for name, app in stack.apc.apps.items():
         loc = ("apc", "apps", name, "source")
         source = spec_dir / app.source

@@ -6,10 +6,12 @@ several apps (overlapping routes) live in `Stack`'s validator so that every prob
 
 from __future__ import annotations
 
+import ipaddress
 import re
+from pathlib import PurePosixPath
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 # Compose v2 accepts lowercase letters, digits, dashes and underscores, starting with a letter or digit.
 PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -45,20 +47,104 @@ class Ports(Model):
     https: int = Field(443, ge=1, le=65535)
 
 
+# fail2ban's own duration syntax, kept to one number and one unit so nothing else reaches jail.local.
+DURATION = r"^[0-9]+[smhdw]?$"
+# A URL path of the admin login page: printed into a fail2ban regex, so only plain path characters.
+URL_PATH = r"^/[A-Za-z0-9._~/-]*$"
+# tls: files: the file names are printed into nginx.conf (their folders only into compose.yaml).
+TLS_FILE_NAME = re.compile(r"^[A-Za-z0-9._+-]+$")
+
+
 class Fail2ban(Toggle):
-    maxretry: int = Field(5, ge=1)
-    findtime: str = "10m"
-    bantime: str = "1h"
-    ignoreip: list[str] = Field(default_factory=list)
+    maxretry: int = Field(5, ge=1, description="matching requests within findtime that ban a client")
+    findtime: str = Field("10m", pattern=DURATION, description="e.g. 600, 10m, 1h")
+    bantime: str = Field("1h", pattern=DURATION, description="e.g. 3600, 1h, 1d")
+    ignoreip: list[str] = Field(default_factory=list, description="addresses or networks never banned")
+    admin_login: str = Field("/admin/login/", pattern=URL_PATH,
+                             description="the Django admin login path watched for brute force")
+
+    @field_validator("ignoreip")
+    @classmethod
+    def _addresses(cls, entries: list[str]) -> list[str]:
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                example = "e.g. 203.0.113.7 or 10.0.0.0/8"
+                raise ValueError(f"{entry!r} is not an IP address or network ({example})") from None
+        return entries
 
 
 class LBC(Model):
     bind: str = "127.0.0.1"
     ports: Ports = Field(default_factory=Ports)
     tls: Literal["self-signed", "files", "acme"] = "self-signed"
+    # Validated with the tls mode that comes before them (validate_default: also when left out).
+    cert_file: str | None = Field(None, validate_default=True,
+                                  description="tls: files: the certificate chain (PEM), relative to the spec")
+    key_file: str | None = Field(None, validate_default=True,
+                                 description="tls: files: its private key (PEM), relative to the spec")
+    acme_email: str | None = Field(None, validate_default=True,
+                                   description="tls: acme: the account e-mail for expiry notices")
+    acme_staging: bool = Field(False, description="tls: acme: use Let's Encrypt's staging CA (for trying out)")
     client_max_body_size: str = Field("10m", pattern=SIZE.pattern)
+    connect_timeout_ms: int = Field(250, ge=10, le=60_000,
+                                    description="connect timeout to a replica; a dead one costs at most this")
     proxy_read_timeout: int = Field(30, ge=1, description="seconds")
     fail2ban: Fail2ban = Field(default_factory=Fail2ban)
+
+    @field_validator("cert_file", "key_file")
+    @classmethod
+    def _tls_files(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if "tls" not in info.data:  # tls itself is wrong: that is the one problem to report
+            return value
+        tls = info.data["tls"]
+        if tls == "files" and not value:
+            raise ValueError("required when tls is 'files' (a path relative to the spec file)")
+        if tls != "files" and value:
+            raise ValueError(f"only used when tls is 'files' (tls is {tls!r})")
+        if value is None:
+            return value
+        path = PurePosixPath(value)
+        if not TLS_FILE_NAME.match(path.name):
+            raise ValueError(f"{value!r} must end in a file name of letters, digits, '.', '_', '+' or '-'")
+        # The LBC mounts the file's folder: the spec's own folder (or /) would expose stack/.env to it.
+        if str(path.parent) in {".", "/"}:
+            raise ValueError(f"{value!r}: keep the certificate and key in a folder of their own, e.g. tls/"
+                             f"{path.name} (the LBC mounts that folder read-only)")
+        return value
+
+    @field_validator("acme_email")
+    @classmethod
+    def _acme_email(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if "tls" not in info.data:
+            return value
+        tls = info.data["tls"]
+        if tls == "acme" and not value:
+            raise ValueError("required when tls is 'acme' (Let's Encrypt sends expiry notices there)")
+        if tls != "acme" and value:
+            raise ValueError(f"only used when tls is 'acme' (tls is {tls!r})")
+        if value is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", value):
+            raise ValueError(f"{value!r} is not an e-mail address")
+        return value
+
+
+class Worker(Model):
+    """Celery workers of an app: the app's image running `celery -A <app> worker` (service <app>-worker)."""
+
+    app: str | None = Field(None, description="module for `celery -A`; default: the package of wsgi")
+    concurrency: int = Field(2, ge=1, le=64)
+    queues: list[str] = Field(default_factory=lambda: ["celery"], min_length=1)
+    beat: bool = Field(False, description="also run celery beat in the first worker (one scheduler only)")
+    replicas: int = Field(1, ge=1, le=64)
+
+    @field_validator("queues")
+    @classmethod
+    def _queue_names(cls, queues: list[str]) -> list[str]:
+        for queue in queues:
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", queue):
+                raise ValueError(f"queue name {queue!r} must be letters, digits, '_', '.' or '-'")
+        return queues
 
 
 class App(Model):
@@ -70,6 +156,7 @@ class App(Model):
     replicas: int = Field(1, ge=1, le=64)
     routes: list[str] = Field(default_factory=list)
     migrate: bool = Field(True, description="run migrations when the app starts")
+    worker: Worker | None = Field(None, description="Celery workers from the same image")
     env: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("routes")
@@ -91,8 +178,13 @@ class App(Model):
         return env
 
     @property
+    def package(self) -> str:
+        """The Django project's package: `backend` for `backend.wsgi:application`."""
+        return self.wsgi.split(":")[0].rsplit(".", 1)[0]
+
+    @property
     def settings_module(self) -> str:
-        return self.settings or self.wsgi.split(":")[0].rsplit(".", 1)[0] + ".settings"
+        return self.settings or self.package + ".settings"
 
 
 class APC(Model):
@@ -104,28 +196,36 @@ class APC(Model):
         for name in apps:
             if not APP_NAME.match(name):
                 raise ValueError(f"app name {name!r} must be lowercase letters, digits and '-'")
-            if name in RESERVED_NAMES or name.startswith("db-replica-") or name.endswith("-worker"):
+            if name in RESERVED_NAMES or name.startswith("db-replica-") or name.endswith(("-worker", "-migrate")):
                 raise ValueError(f"app name {name!r} is taken by deploystack")
         return apps
 
 
+MEMORY = r"^[0-9]+[kmg]$"  # a container memory limit as Compose writes it: 512m, 1g
+
+
 class Redis(Toggle):
-    maxmemory: str = Field("256mb", pattern=r"^[0-9]+(kb|mb|gb)$")
-    appendonly: bool = False
+    maxmemory: str = Field("256mb", pattern=r"^[0-9]+(kb|mb|gb)$", description="Redis's own data limit")
+    appendonly: bool | None = Field(None, description="AOF persistence; default: on when Redis is the broker")
+    memory: str = Field("384m", pattern=MEMORY, description="container memory limit")
 
 
 class Memcached(Toggle):
-    memory_mb: int = Field(64, ge=16)
+    memory_mb: int = Field(64, ge=16, description="cache size")
+    memory: str = Field("128m", pattern=MEMORY, description="container memory limit")
 
 
 class RabbitMQ(Toggle):
     vhost: str = "app"
     user: str = "app"
+    management: bool = Field(False, description="the management plugin (HTTP API on 15672, private network)")
+    memory: str = Field("512m", pattern=MEMORY, description="container memory limit")
 
 
 class Elasticsearch(Toggle):
     enabled: bool = False
     image: str = "docker.elastic.co/elasticsearch/elasticsearch:8.15.0"
+    memory: str = Field("1g", pattern=MEMORY, description="container memory limit")
 
 
 class ACC(Model):
@@ -133,12 +233,32 @@ class ACC(Model):
     memcached: Memcached = Field(default_factory=Memcached)
     rabbitmq: RabbitMQ = Field(default_factory=RabbitMQ)
     elasticsearch: Elasticsearch = Field(default_factory=Elasticsearch)
+    cache: Literal["redis", "memcached"] | None = Field(
+        None, description="Django's default cache; default: redis when on, else memcached")
+
+    @model_validator(mode="after")
+    def _cache_is_on(self) -> ACC:
+        if self.cache is not None and not getattr(self, self.cache).enabled:
+            raise ValueError(f"cache is {self.cache!r}, but acc.{self.cache} is not enabled")
+        return self
+
+    @property
+    def django_cache(self) -> str | None:
+        if self.cache:
+            return self.cache
+        return "redis" if self.redis.enabled else "memcached" if self.memcached.enabled else None
+
+    @property
+    def redis_is_broker(self) -> bool:
+        return self.redis.enabled and not self.rabbitmq.enabled
 
 
 class MMC(Toggle):
     backend: Literal["seaweedfs", "minio"] = "seaweedfs"
-    buckets: list[str] = Field(default_factory=lambda: ["media"], min_length=1)
+    buckets: list[str] = Field(default_factory=lambda: ["media"], min_length=1,
+                               description="the first one holds Django's media and is served at /media/")
     minio_image: str = "minio/minio:latest"
+    memory: str = Field("512m", pattern=MEMORY, description="container memory limit")
 
     @field_validator("buckets")
     @classmethod

@@ -22,7 +22,8 @@ def test_services_of_the_default_blueprint(demo: Stack) -> None:
     names = [s.name for s in build_plan(demo).services]
     assert set(names) == {
         "db-primary", "db-replica-1", "redis", "memcached", "rabbitmq", "media",
-        "backend-migrate", "backend", "frontend-migrate", "frontend", "bff-migrate", "bff", "cdc", "lbc",
+        "backend-migrate", "backend", "backend-worker", "frontend-migrate", "frontend", "bff-migrate", "bff",
+        "cdc", "lbc",
     }
     # dependencies first: the LBC last, each app after its migration job, replicas after the primary
     assert names[-1] == "lbc"

@@ -86,6 +86,9 @@ BAD = [
     pytest.param("", ["(top level): the spec is empty (deploystack init writes a starter)"], id="empty"),
     pytest.param("- a\n- b\n", ["(top level) (line 1): the spec must be a mapping of keys (project, apc, ...)"],
                  id="not-a-mapping"),
+    pytest.param(MINIMAL + "      routes: [/media/uploads/]\n",
+                 ["apc.apps.backend.routes[0] (line 7): route '/media/uploads/' is reserved for the media store (mmc)"],
+                 id="reserved-route"),
     pytest.param(MINIMAL.replace("backend:", "lbc:"),
                  ["apc.apps (line 3): app name 'lbc' is taken by deploystack"], id="reserved-app-name"),
 ]

@@ -1,0 +1,52 @@
+"""`deploystack lbc ...`: the load balancer's fail2ban bans. Parse, call, print; Docker stays in engine/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from deploystack import console, operations
+from deploystack.operations import Target
+
+lbc_app = typer.Typer(
+    name="lbc",
+    help="The load balancer: fail2ban's bans (list, lift).",
+    no_args_is_help=True,
+)
+
+SpecOpt = Annotated[Path | None, typer.Option("--file", "-f", help="the spec (default ./deploystack.yaml)")]
+
+
+@lbc_app.command()
+def bans(
+    file: SpecOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Banned client addresses, per fail2ban jail."""
+    from deploystack.engine import client, lbc
+
+    project = operations.project_name(Target.of(file, None))
+    jails = lbc.bans(client.connect(), project)
+    if as_json:
+        console.as_json({jail: [ban.as_dict() for ban in held] for jail, held in jails.items()})
+        return
+    rows = [(b.jail, b.address, b.banned_at, b.expires_at) for held in jails.values() for b in held]
+    if not rows:
+        console.say(f"no bans in project {project} (jails: {', '.join(jails) or 'none'})")
+        return
+    console.table(f"bans in project {project}", ["jail", "address", "banned at (UTC)", "expires at (UTC)"], rows)
+
+
+@lbc_app.command()
+def unban(
+    address: Annotated[str, typer.Argument(help="the banned IP address")],
+    file: SpecOpt = None,
+) -> None:
+    """Lift the ban on ADDRESS in every jail that holds it."""
+    from deploystack.engine import client, lbc
+
+    project = operations.project_name(Target.of(file, None))
+    jails = lbc.unban(client.connect(), project, address)
+    console.say(f"unbanned {address} ({', '.join(jails)})")
