@@ -138,6 +138,13 @@ class Worker(Model):
     beat: bool = Field(False, description="also run celery beat in the first worker (one scheduler only)")
     replicas: int = Field(1, ge=1, le=64)
 
+    @model_validator(mode="after")
+    def _one_scheduler(self) -> Worker:
+        if self.beat and self.replicas > 1:
+            raise ValueError("beat runs in every worker replica: with beat, keep replicas at 1 "
+                             "(or give beat an app of its own)")
+        return self
+
     @field_validator("queues")
     @classmethod
     def _queue_names(cls, queues: list[str]) -> list[str]:

@@ -129,5 +129,5 @@ def test_task_round_trip_through_redis(tmp_path: Path) -> None:
         code, env = stack.exec("backend-worker", ["printenv", "CELERY_BROKER_URL"])
         assert env.startswith("redis://")
         code, out = stack.exec("backend-worker", ["python", "-c",
-            "import django; django.setup(); from notes.tasks import add; print(add.delay(20, 22).get(timeout=60))"])
+            "import django; django.setup(); from services.tasks import add; print(add.delay(20, 22).get(timeout=60))"])
         assert code == 0 and out.strip().endswith("42"), out

@@ -6,6 +6,8 @@ the replicas are sqlite files, and a "dead" replica is one whose folder does not
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,9 +42,11 @@ from django.http import HttpRequest, HttpResponse  # noqa: E402
 from django.test import RequestFactory  # noqa: E402
 
 from deploystack.contrib.django import (  # noqa: E402
+    MEDIA_STORAGE,
     MIDDLEWARE_FIRST,
     READ_YOUR_WRITES_MIDDLEWARE,
     ROUTER,
+    media_url,
     settings_from_env,
     with_health,
 )
@@ -98,6 +102,17 @@ def test_no_environment_gives_sqlite_and_locmem(tmp_path: Path) -> None:
     assert result["USE_X_FORWARDED_HOST"] is False
     assert result["DEPLOYSTACK_HEALTH_PATH"] == "/healthz"
     assert "MIDDLEWARE" not in result
+    assert result["MEDIA_URL"] == "/media/"
+    assert result["MEDIA_ROOT"] == tmp_path / "media"
+    assert result["STORAGES"] == {
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+    # No broker: tasks run in the caller, so a laptop needs no Redis or RabbitMQ.
+    assert result["CELERY_BROKER_URL"] == "memory://"
+    assert result["CELERY_RESULT_BACKEND"] == "cache+memory://"
+    assert result["CELERY_TASK_ALWAYS_EAGER"] is True
+    assert result["CELERY_TASK_STORE_EAGER_RESULT"] is True
 
 
 def test_empty_values_count_as_unset(tmp_path: Path) -> None:
@@ -180,6 +195,172 @@ def test_cache_choice_errors(tmp_path: Path, env: dict[str, str], message: str) 
     with pytest.raises(ImproperlyConfigured) as caught:
         settings_from_env(tmp_path, environ=env)
     assert str(caught.value) == message
+
+
+# Celery -----------------------------------------------------------------------------------
+
+AMQP_URL = "amqp://app:pw@rabbitmq:5672/app"
+REDIS_BROKER = "redis://:pw@redis:6379/0"
+REDIS_RESULTS = "redis://:pw@redis:6379/1"
+RELIABLE_TASKS = {
+    "CELERY_TASK_ACKS_LATE": True,
+    "CELERY_TASK_REJECT_ON_WORKER_LOST": True,
+    "CELERY_WORKER_PREFETCH_MULTIPLIER": 1,
+    "CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS": True,
+    "CELERY_TASK_TRACK_STARTED": True,
+    "CELERY_RESULT_EXPIRES": 86400,
+}
+
+
+def _celery_settings(result: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in result.items() if key.startswith("CELERY_")}
+
+
+def test_celery_with_rabbitmq_and_no_redis(tmp_path: Path) -> None:
+    celery = _celery_settings(settings_from_env(tmp_path, environ={"CELERY_BROKER_URL": AMQP_URL}))
+
+    assert celery["CELERY_BROKER_URL"] == AMQP_URL
+    assert celery["CELERY_RESULT_BACKEND"] == "rpc://"
+    assert RELIABLE_TASKS.items() <= celery.items()
+    assert "CELERY_BROKER_TRANSPORT_OPTIONS" not in celery  # RabbitMQ redelivers on a lost connection
+    assert "CELERY_TASK_ALWAYS_EAGER" not in celery
+
+
+def test_celery_with_rabbitmq_and_redis_results(tmp_path: Path) -> None:
+    env = {"CELERY_BROKER_URL": AMQP_URL, "CELERY_RESULT_BACKEND": REDIS_RESULTS}
+
+    celery = _celery_settings(settings_from_env(tmp_path, environ=env))
+
+    assert (celery["CELERY_BROKER_URL"], celery["CELERY_RESULT_BACKEND"]) == (AMQP_URL, REDIS_RESULTS)
+    assert "CELERY_BROKER_TRANSPORT_OPTIONS" not in celery
+
+
+def test_celery_with_a_redis_broker(tmp_path: Path) -> None:
+    env = {"CELERY_BROKER_URL": REDIS_BROKER, "CELERY_RESULT_BACKEND": REDIS_RESULTS}
+
+    celery = _celery_settings(settings_from_env(tmp_path, environ=env))
+
+    assert (celery["CELERY_BROKER_URL"], celery["CELERY_RESULT_BACKEND"]) == (REDIS_BROKER, REDIS_RESULTS)
+    assert RELIABLE_TASKS.items() <= celery.items()
+    # An unacknowledged task (its worker died) goes to another worker after the visibility timeout.
+    assert celery["CELERY_BROKER_TRANSPORT_OPTIONS"] == {"visibility_timeout": 3600, "unacked_restore_throttle": 1}
+
+
+def test_celery_visibility_timeout_from_the_environment(tmp_path: Path) -> None:
+    env = {"CELERY_BROKER_URL": REDIS_BROKER, "CELERY_VISIBILITY_TIMEOUT": "30"}
+
+    options = settings_from_env(tmp_path, environ=env)["CELERY_BROKER_TRANSPORT_OPTIONS"]
+
+    assert options["visibility_timeout"] == 30
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "1h"])
+def test_celery_visibility_timeout_must_be_seconds(tmp_path: Path, value: str) -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    env = {"CELERY_BROKER_URL": REDIS_BROKER, "CELERY_VISIBILITY_TIMEOUT": value}
+    with pytest.raises(ImproperlyConfigured) as caught:
+        settings_from_env(tmp_path, environ=env)
+    assert str(caught.value) == f"CELERY_VISIBILITY_TIMEOUT={value!r}: must be a positive number of seconds"
+
+
+@pytest.mark.parametrize("env", [{}, {"CELERY_BROKER_URL": AMQP_URL}, {"CELERY_BROKER_URL": REDIS_BROKER}])
+def test_celery_settings_are_celery_settings(tmp_path: Path, env: dict[str, str]) -> None:
+    """Every CELERY_* name is one that config_from_object(namespace="CELERY") knows."""
+    defaults = pytest.importorskip("celery.app.defaults")
+
+    names = {key.removeprefix("CELERY_").lower() for key in _celery_settings(settings_from_env(tmp_path, environ=env))}
+
+    assert names <= set(defaults.DEFAULTS)
+
+
+# media storage ----------------------------------------------------------------------------
+
+S3_ENV = {
+    "S3_ENDPOINT_URL": "http://media:8333",
+    "S3_ACCESS_KEY": "access",
+    "S3_SECRET_KEY": "secret",
+    "S3_BUCKET": "media",
+    "MEDIA_URL": "/media/",
+}
+
+
+def test_storages_with_s3(tmp_path: Path) -> None:
+    result = settings_from_env(tmp_path, environ=S3_ENV)
+
+    assert result["STORAGES"]["default"] == {
+        "BACKEND": MEDIA_STORAGE,
+        "OPTIONS": {
+            "endpoint_url": "http://media:8333",
+            "access_key": "access",
+            "secret_key": "secret",
+            "bucket_name": "media",
+            "addressing_style": "path",
+            "region_name": "us-east-1",
+            "signature_version": "s3v4",
+            "default_acl": None,
+            "querystring_auth": False,
+            "media_url": "/media/",
+            "file_overwrite": False,
+        },
+    }
+    # Static files stay in the image: its nginx serves them.
+    assert result["STORAGES"]["staticfiles"] == {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
+    assert result["MEDIA_URL"] == "/media/"
+    assert MEDIA_STORAGE == "deploystack.contrib.django.storage.MediaStorage"
+
+
+def test_media_url_gets_its_trailing_slash(tmp_path: Path) -> None:
+    result = settings_from_env(tmp_path, environ={**S3_ENV, "MEDIA_URL": "/files"})
+
+    assert result["MEDIA_URL"] == "/files/"
+    assert result["STORAGES"]["default"]["OPTIONS"]["media_url"] == "/files/"
+
+
+def test_s3_without_its_keys_is_an_error(tmp_path: Path) -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    env = {**S3_ENV, "S3_SECRET_KEY": "", "S3_BUCKET": ""}
+    with pytest.raises(ImproperlyConfigured) as caught:
+        settings_from_env(tmp_path, environ=env)
+    assert str(caught.value) == "S3_ENDPOINT_URL is set but S3_SECRET_KEY, S3_BUCKET is not"
+
+
+@pytest.mark.parametrize(
+    ("base", "key", "url"),
+    [
+        ("/media/", "uploads/1f0c.png", "/media/uploads/1f0c.png"),
+        ("/media", "/uploads/a b/é.txt", "/media/uploads/a%20b/%C3%A9.txt"),
+        ("https://cdn.example.com/m/", "x.bin", "https://cdn.example.com/m/x.bin"),
+    ],
+)
+def test_media_url_is_the_base_and_the_quoted_key(base: str, key: str, url: str) -> None:
+    assert media_url(base, key) == url
+
+
+def test_media_storage_urls_need_no_signature(tmp_path: Path) -> None:
+    pytest.importorskip("storages")
+    pytest.importorskip("boto3")
+    from django.utils.module_loading import import_string
+
+    options = settings_from_env(tmp_path, environ=S3_ENV)["STORAGES"]["default"]["OPTIONS"]
+    storage_class = import_string(MEDIA_STORAGE)
+    storage = storage_class(**options)  # boto3 connects lazily: nothing is called here
+
+    assert storage.url("uploads/1f0c.png") == "/media/uploads/1f0c.png"
+    assert storage.url("uploads/a b.txt") == "/media/uploads/a%20b.txt"
+    assert storage_class(**{**options, "location": "app"}).url("x.png") == "/media/app/x.png"
+    assert storage.querystring_auth is False and storage.default_acl is None
+
+
+def test_importing_the_helper_needs_only_django() -> None:
+    """settings.py imports it before anything else: no Celery, django-storages or boto3."""
+    code = (
+        "import sys, deploystack.contrib.django\n"
+        "loaded = sorted({'celery', 'kombu', 'storages', 'boto3', 'botocore'} & set(sys.modules))\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
 
 
 def test_with_health_puts_the_health_check_first_once() -> None:

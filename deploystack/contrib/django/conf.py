@@ -6,14 +6,19 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.encoding import filepath_to_uri
 
 _PACKAGE = "deploystack.contrib.django"
 MIDDLEWARE_FIRST = f"{_PACKAGE}.middleware.HealthCheckMiddleware"
 READ_YOUR_WRITES_MIDDLEWARE = f"{_PACKAGE}.middleware.ReadYourWritesMiddleware"
 ROUTER = f"{_PACKAGE}.router.PrimaryReplicaRouter"
+# Named only by its dotted path: importing it needs django-storages and boto3.
+MEDIA_STORAGE = f"{_PACKAGE}.storage.MediaStorage"
 HEALTH_PATH = "/healthz"
+MEDIA_URL = "/media/"  # where the LBC serves the media bucket
 
 # Only for runs with no environment (collectstatic at build time, a developer's laptop):
 # every deployed container gets DJANGO_SECRET_KEY from stack/.env.
@@ -22,6 +27,14 @@ REPLICA_PREFIX = "replica_"
 
 _TRUE = {"1", "true", "yes", "on"}
 _CACHE_CHOICES = ("redis", "memcached", "locmem")
+
+# With acks_late, a Redis broker hands a task that nobody acknowledged (its worker was killed) to
+# another worker this many seconds after it was taken (plus up to 10 s); it must be longer than the
+# longest task (or ETA/countdown), or a task still running is started a second time. The environment's
+# CELERY_VISIBILITY_TIMEOUT overrides it. RabbitMQ redelivers as soon as the connection drops.
+CELERY_VISIBILITY_TIMEOUT = 3600
+CELERY_RESULT_EXPIRES = 24 * 3600  # seconds a task's result stays in the result backend
+_REDIS_SCHEMES = ("redis", "rediss", "sentinel")
 
 
 def settings_from_env(base_dir: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -33,6 +46,7 @@ def settings_from_env(base_dir: str | os.PathLike[str], environ: Mapping[str, st
     base = Path(base_dir)
     databases = _databases(env, base)
     replicas = [alias for alias in databases if alias.startswith(REPLICA_PREFIX)]
+    media_base = _media_url(env)
     return {
         "SECRET_KEY": _get(env, "DJANGO_SECRET_KEY") or DEV_SECRET_KEY,
         "DEBUG": (_get(env, "DJANGO_DEBUG") or "0").lower() in _TRUE,
@@ -40,8 +54,12 @@ def settings_from_env(base_dir: str | os.PathLike[str], environ: Mapping[str, st
         "DATABASES": databases,
         "DATABASE_ROUTERS": [ROUTER] if replicas else [],
         "CACHES": {"default": _cache(env)},
+        # Static files stay in the image, served by its nginx; media go to the object store.
         "STATIC_URL": "/static/",
         "STATIC_ROOT": base / "staticfiles",
+        "MEDIA_URL": media_base,
+        "MEDIA_ROOT": base / "media",
+        "STORAGES": _storages(env, media_base),
         # TLS ends at the LBC, which sets X-Forwarded-Proto; the Host header is passed through
         # as is, so X-Forwarded-Host (which a client could forge) is not trusted.
         "SECURE_PROXY_SSL_HEADER": ("HTTP_X_FORWARDED_PROTO", "https"),
@@ -54,6 +72,7 @@ def settings_from_env(base_dir: str | os.PathLike[str], environ: Mapping[str, st
             "handlers": {"console": {"class": "logging.StreamHandler"}},
             "root": {"handlers": ["console"], "level": "WARNING"},
         },
+        **_celery(env),
     }
 
 
@@ -134,3 +153,94 @@ def _cache(env: Mapping[str, str]) -> dict[str, Any]:
     if app:  # apps share one redis/memcached: keep their keys apart
         cache["KEY_PREFIX"] = app
     return cache
+
+
+def media_url(base_url: str, key: str) -> str:
+    """The public URL of an object store key: ``base_url`` (MEDIA_URL) + the key, URL-quoted."""
+    path: str = filepath_to_uri(key.lstrip("/"))
+    return base_url.rstrip("/") + "/" + path
+
+
+def _media_url(env: Mapping[str, str]) -> str:
+    url = _get(env, "MEDIA_URL") or MEDIA_URL
+    return url if url.endswith("/") else f"{url}/"  # Django requires the trailing slash
+
+
+def _storages(env: Mapping[str, str], base_url: str) -> dict[str, dict[str, Any]]:
+    """Django's STORAGES: media in the S3 bucket when there is one, else files under MEDIA_ROOT."""
+    staticfiles = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
+    endpoint = _get(env, "S3_ENDPOINT_URL")
+    if endpoint is None:
+        # MEDIA_ROOT in the container: fine for a laptop, lost with the container in a stack.
+        return {"default": {"BACKEND": "django.core.files.storage.FileSystemStorage"}, "staticfiles": staticfiles}
+    missing = [name for name in ("S3_ACCESS_KEY", "S3_SECRET_KEY", "S3_BUCKET") if _get(env, name) is None]
+    if missing:
+        raise ImproperlyConfigured(f"S3_ENDPOINT_URL is set but {', '.join(missing)} is not")
+    options = {
+        "endpoint_url": endpoint,
+        "access_key": _get(env, "S3_ACCESS_KEY"),
+        "secret_key": _get(env, "S3_SECRET_KEY"),
+        "bucket_name": _get(env, "S3_BUCKET"),
+        # SeaweedFS and MinIO answer on one host name: no bucket.host virtual hosting.
+        "addressing_style": "path",
+        "region_name": "us-east-1",
+        "signature_version": "s3v4",
+        # The bucket is public-read through the LBC's /media/: no ACL header (SeaweedFS has no
+        # ACLs), no signed query strings, URLs are MEDIA_URL + key (MediaStorage.url).
+        "default_acl": None,
+        "querystring_auth": False,
+        "media_url": base_url,
+        # Like FileSystemStorage: a name already taken gets a suffix instead of being replaced.
+        "file_overwrite": False,
+    }
+    return {"default": {"BACKEND": MEDIA_STORAGE, "OPTIONS": options}, "staticfiles": staticfiles}
+
+
+def _celery(env: Mapping[str, str]) -> dict[str, Any]:
+    """CELERY_* settings, read by ``app.config_from_object("django.conf:settings", namespace="CELERY")``."""
+    settings: dict[str, Any] = {
+        # A task is acknowledged after it ran, not when a worker took it: a worker that dies
+        # mid-task (or whose pool process is killed) leaves it to another worker.
+        "CELERY_TASK_ACKS_LATE": True,
+        "CELERY_TASK_REJECT_ON_WORKER_LOST": True,
+        # A worker reserves one task per process at a time, so no task waits behind a long one.
+        "CELERY_WORKER_PREFETCH_MULTIPLIER": 1,
+        # With acks_late, a task running when the broker connection drops will be redelivered:
+        # stop it rather than let it run twice.
+        "CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS": True,
+        "CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP": True,
+        "CELERY_TASK_TRACK_STARTED": True,  # STARTED between PENDING and SUCCESS
+        "CELERY_RESULT_EXPIRES": CELERY_RESULT_EXPIRES,
+    }
+    broker = _get(env, "CELERY_BROKER_URL")
+    backend = _get(env, "CELERY_RESULT_BACKEND")
+    if broker is None:
+        # No broker (a laptop, a build): tasks run in the caller, and their results stay in memory.
+        return settings | {
+            "CELERY_BROKER_URL": "memory://",
+            "CELERY_RESULT_BACKEND": backend or "cache+memory://",
+            "CELERY_TASK_ALWAYS_EAGER": True,
+            "CELERY_TASK_STORE_EAGER_RESULT": True,
+        }
+    settings |= {
+        "CELERY_BROKER_URL": broker,
+        # rpc:// sends a result back to the process that sent the task, and only there.
+        "CELERY_RESULT_BACKEND": backend or "rpc://",
+    }
+    if urlsplit(broker).scheme in _REDIS_SCHEMES:
+        timeout = _seconds(env, "CELERY_VISIBILITY_TIMEOUT", CELERY_VISIBILITY_TIMEOUT)
+        settings["CELERY_BROKER_TRANSPORT_OPTIONS"] = {
+            "visibility_timeout": timeout,
+            # Look for such tasks at every sweep (each 10 s) rather than every tenth (kombu's default).
+            "unacked_restore_throttle": 1,
+        }
+    return settings
+
+
+def _seconds(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _get(env, name)
+    if value is None:
+        return default
+    if not value.isdigit() or int(value) < 1:
+        raise ImproperlyConfigured(f"{name}={value!r}: must be a positive number of seconds")
+    return int(value)

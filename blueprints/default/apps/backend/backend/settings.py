@@ -1,4 +1,8 @@
-"""Settings of the demo backend (Django REST framework); the environment comes from deploystack."""
+"""Settings of the demo backend (Django REST framework); the environment comes from deploystack.
+
+settings_from_env also gives the cache, STORAGES (media in the S3 bucket) and CELERY_* (read by
+backend/celery.py), so the services app needs nothing more here.
+"""
 
 from pathlib import Path
 
@@ -11,6 +15,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "notes",
+    "services",
 ]
 
 MIDDLEWARE = with_health(
