@@ -80,7 +80,8 @@ def test_media_backup_wipe_restore(running: Stack, tmp_path: Path) -> None:
     assert running.get(url).status_code == 404
     running.cli("media", "restore", str(tmp_path))
     restored = running.get(url)
-    assert restored.status_code == 200 and restored.content == body
+    assert restored.status_code == 200, restored.text[:500]
+    assert restored.content == body
     assert len(list(tmp_path.glob("media-*-before-restore.tar.gz"))) == 1
 
 
