@@ -107,6 +107,17 @@ def test_services_speak_their_protocols_with_the_generated_credentials(running: 
             assert not container.attrs["HostConfig"].get("PortBindings"), f"{service} publishes a port"
 
 
+def test_workers_scale_like_apps(running: Stack) -> None:
+    def workers() -> int:
+        return len([c for c in running.containers("backend-worker") if c.status == "running"])
+
+    running.cli("scale", "backend-worker=2")
+    assert workers() == 2
+    assert wait_task(running, post(running, "/api/tasks/", json={"x": 2, "y": 3}).json()["id"])["result"] == 5
+    running.cli("scale", "backend-worker=1")
+    assert workers() == 1
+
+
 def test_a_worker_killed_mid_task_does_not_lose_it(running: Stack) -> None:
     accepted = post(running, "/api/tasks/", json={"x": 1, "y": 2, "sleep": 8})
     task_id = accepted.json()["id"]
