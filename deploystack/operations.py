@@ -239,3 +239,53 @@ def media_restore(target: Target, path: Path, report: Reporter) -> Path:
                      suffix="-before-restore")
         media.restore(docker_client, stack.project, archive, build_plan(stack).service("media"), report)
     return archive
+
+
+if TYPE_CHECKING:
+    from deploystack.engine.db import Status as DbStatus
+
+
+def db_status(target: Target) -> DbStatus:
+    """Each database node's role, LSN, replication lag and slot, from the nodes themselves."""
+    from deploystack.engine import client, db
+    from deploystack.plan.dbc import PRIMARY, replica_names
+
+    stack = stack_of(target)
+    return db.status(client.connect(), stack.project, [PRIMARY, *replica_names(stack)])
+
+
+def db_backup(target: Target, folder: Path, keep: int, physical: bool, report: Reporter) -> Path:
+    """pg_dump (custom format) of the app database, or with `physical` a pg_basebackup tarball of the
+    whole cluster, into `folder`; then only the `keep` newest of that kind stay."""
+    from deploystack.engine import client, db
+
+    if keep < 1:
+        raise UsageError("--keep must be at least 1")
+    stack = stack_of(target)
+    docker_client = client.connect()
+    with project_lock(target.output):
+        return db.backup(docker_client, stack.project, stack.dbc.database, folder, keep, report, physical)
+
+
+def db_restore(target: Target, path: Path, report: Reporter) -> Path:
+    """Restore a pg_dump custom-format backup (or a folder's newest one of this project) into the app
+    database on the primary; the database is backed up next to it first, so a restore loses nothing."""
+    from deploystack.engine import client, db
+
+    stack = stack_of(target)
+    dump = path
+    if path.is_dir():
+        found = db.backups_of((p.name for p in path.iterdir()), stack.project, physical=False)
+        if not found:
+            raise UsageError(f"no database dump of project {stack.project} in {path}")
+        dump = path / found[-1]
+    if not dump.is_file():
+        raise UsageError(f"{dump}: no such backup file")
+    dump = dump.resolve()
+    db.check_dump(dump)
+    docker_client = client.connect()
+    with project_lock(target.output):
+        db.backup(docker_client, stack.project, stack.dbc.database, dump.parent, keep=10**6, report=report,
+                  suffix="-before-restore")
+        db.restore(docker_client, stack.project, stack.dbc.database, stack.dbc.user, dump, report)
+    return dump

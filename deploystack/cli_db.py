@@ -1,0 +1,77 @@
+"""`deploystack db ...`: status of the primary and its replicas, backups, restore."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from deploystack import console, operations
+from deploystack.cli_media import human
+from deploystack.operations import Target
+
+db_app = typer.Typer(help="The database (DBC): replication status, backups, restore.", no_args_is_help=True)
+
+SpecOpt = Annotated[Path | None, typer.Option("--file", "-f", help="the spec (default ./deploystack.yaml)")]
+
+
+def _or_dash(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
+def _lag_bytes(value: int | None) -> str:
+    return "-" if value is None else human(value)
+
+
+def _lag_seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+@db_app.command()
+def status(
+    file: SpecOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Each node's role, state, LSN, replication lag (bytes, seconds) and replication slot."""
+    result = operations.db_status(Target.of(file, None))
+    if as_json:
+        console.as_json(result.as_dict())
+        return
+    console.table(
+        f"database of project {result.project}",
+        ["node", "state", "role", "lsn", "lag", "lag (s)", "replication", "slot"],
+        [(n.service, n.state, n.role or f"? ({n.error})", _or_dash(n.lsn),
+          _lag_bytes(n.lag_bytes), _lag_seconds(n.lag_seconds), _or_dash(n.replication),
+          _or_dash(n.slot) + (f" ({n.slot_health})" if n.slot_health else ""))
+         for n in result.nodes],
+    )
+    if result.slots:
+        console.table("replication slots (on the primary)",
+                      ["slot", "type", "active", "health", "restart lsn", "wal status", "retained WAL"],
+                      [(s.name, s.type, "yes" if s.active else "no", s.health, _or_dash(s.restart_lsn),
+                        _or_dash(s.wal_status), _lag_bytes(s.retained_bytes)) for s in result.slots])
+
+
+@db_app.command()
+def backup(
+    folder: Annotated[Path, typer.Argument(help="where backups go (created if missing)")],
+    file: SpecOpt = None,
+    keep: Annotated[int, typer.Option(help="how many backups of this kind and project to keep in FOLDER")] = 7,
+    physical: Annotated[bool, typer.Option(
+        "--physical", help="a pg_basebackup tarball of the whole cluster (disaster recovery), not pg_dump",
+    )] = False,
+) -> None:
+    """Back up the app database (pg_dump custom format) into FOLDER; older ones beyond --keep go."""
+    path = operations.db_backup(Target.of(file, None), folder, keep, physical, console.Progress())
+    console.say(f"backed up to {path}")
+
+
+@db_app.command()
+def restore(
+    path: Annotated[Path, typer.Argument(help="a dump made by `db backup`, or a folder (its newest dump)")],
+    file: SpecOpt = None,
+) -> None:
+    """Restore a dump into the app database on the primary (backed up beside it first); replicas follow."""
+    dump = operations.db_restore(Target.of(file, None), path, console.Progress())
+    console.say(f"restored from {dump}")

@@ -1,0 +1,466 @@
+"""The database's operations: status of the primary and its replicas, backups with retention, restore.
+
+Everything runs through `docker exec` in the stack's own PostgreSQL containers, as `postgres` over the
+local socket (trusted in pg_hba.conf), so no password crosses this process:
+
+- status: `psql --csv` queries (pg_is_in_recovery, LSNs, pg_stat_replication, pg_replication_slots),
+  parsed by the pure functions below (unit-tested without Docker);
+- backup: `pg_dump -Fc` (or `pg_basebackup -Ft -z -X fetch -D -`, which reads the replication password
+  from the primary's own environment) writes to stdout; the exec's stream is copied chunk by chunk to a
+  hidden partial file next to the final name, then renamed, so memory stays flat and a half-written
+  backup never looks like one;
+- restore: the dump is streamed into the primary's /tmp as a one-file tar (`put_archive`), then
+  `pg_restore --clean --if-exists --no-owner --role=<app user> --single-transaction` runs there.
+  Replicas follow through streaming replication.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import os
+import re
+import tarfile
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import docker
+import docker.errors
+from docker.models.containers import Container
+
+from deploystack import labels
+from deploystack.engine.client import engine_errors
+from deploystack.engine.report import Reporter
+from deploystack.errors import DeployError, StackError, UsageError
+from deploystack.plan.dbc import PRIMARY, slot_name
+
+PSQL = ["timeout", "20", "psql", "-X", "-q", "--csv", "-v", "ON_ERROR_STOP=1",
+        "-h", "/run/postgresql", "-U", "postgres", "-d", "postgres"]
+STDERR_KEEP = 16_384  # bytes of a failing tool's stderr kept for the error message
+DUMP_MAGIC = b"PGDMP"  # pg_dump's custom format starts so
+CATCH_UP_S = 60.0
+
+NODE_SQL = """
+SELECT pg_is_in_recovery() AS in_recovery,
+       CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END AS lsn,
+       pg_last_wal_receive_lsn() AS receive_lsn,
+       extract(epoch FROM now() - pg_last_xact_replay_timestamp()) AS replay_age_s,
+       (SELECT status FROM pg_stat_wal_receiver) AS receiver,
+       (SELECT slot_name FROM pg_stat_wal_receiver) AS receiver_slot
+"""
+REPLICATION_SQL = """
+SELECT application_name, client_addr, state, sync_state, replay_lsn,
+       pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn) AS lag_bytes,
+       extract(epoch FROM replay_lag) AS lag_s
+  FROM pg_stat_replication ORDER BY application_name
+"""
+SLOTS_SQL = """
+SELECT slot_name, slot_type, active, restart_lsn, wal_status,
+       pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn) AS retained_bytes
+  FROM pg_replication_slots ORDER BY slot_name
+"""
+
+
+# -- pure: parsing psql's output --------------------------------------------------------------------
+
+
+def parse_csv(text: str) -> list[dict[str, str | None]]:
+    """Rows of `psql --csv` (header first) as dicts; psql prints NULL as an empty field, so '' is None."""
+    reader = csv.reader(io.StringIO(text))
+    rows = [row for row in reader if row]
+    if not rows:
+        return []
+    header, body = rows[0], rows[1:]
+    return [{key: (value if value != "" else None) for key, value in zip(header, row, strict=True)} for row in body]
+
+
+def parse_lsn(text: str | None) -> int | None:
+    """`16/B374D848` -> the byte position it names; None stays None."""
+    if not text:
+        return None
+    high, sep, low = text.strip().partition("/")
+    if not sep:
+        raise ValueError(f"not an LSN: {text!r}")
+    return (int(high, 16) << 32) | int(low, 16)
+
+
+def parse_bool(text: str | None) -> bool | None:
+    return None if text is None else text in ("t", "true", "on")
+
+
+def parse_int(text: str | None) -> int | None:
+    return None if text is None else int(float(text))
+
+
+def parse_float(text: str | None) -> float | None:
+    return None if text is None else float(text)
+
+
+# -- pure: the status picture -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Slot:
+    name: str
+    type: str
+    active: bool
+    restart_lsn: str | None
+    wal_status: str | None
+    retained_bytes: int | None
+
+    @property
+    def health(self) -> str:
+        if self.wal_status == "lost":
+            return "lost"  # the WAL it needed is gone: its replica must be rebuilt
+        return "ok" if self.active else "inactive"
+
+
+@dataclass(frozen=True)
+class Node:
+    service: str
+    container: str
+    state: str  # container state, with its health when it has one: "running (healthy)"
+    role: str | None = None  # from pg_is_in_recovery(); None when the server did not answer
+    lsn: str | None = None
+    lag_bytes: int | None = None
+    lag_seconds: float | None = None
+    replication: str | None = None  # a replica's streaming state
+    slot: str | None = None  # a replica's replication slot on the primary
+    slot_health: str | None = None  # ok, inactive, lost; missing when the primary has no such slot
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Status:
+    project: str
+    nodes: list[Node]
+    slots: list[Slot] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"project": self.project, "nodes": [asdict(n) for n in self.nodes],
+                "slots": [asdict(s) | {"health": s.health} for s in self.slots]}
+
+
+def parse_slots(text: str) -> list[Slot]:
+    return [Slot(name=row["slot_name"] or "", type=row["slot_type"] or "", active=bool(parse_bool(row["active"])),
+                 restart_lsn=row["restart_lsn"], wal_status=row["wal_status"],
+                 retained_bytes=parse_int(row["retained_bytes"]))
+            for row in parse_csv(text)]
+
+
+def replica_lag(node: dict[str, str | None], primary_lsn: str | None,
+                sender: dict[str, str | None] | None) -> tuple[int | None, float | None]:
+    """(bytes, seconds) a replica is behind, preferring the primary's view (pg_stat_replication).
+
+    Bytes: the primary's `current - replay` for this replica, else the primary's current LSN minus the
+    replica's replay LSN. Seconds: 0 when no byte is pending; else the primary's replay_lag; else, when
+    WAL is pending, the age of the last transaction the replica replayed. None when nothing tells.
+    """
+    replay = parse_lsn(node.get("lsn"))
+    lag_bytes: int | None = None
+    if sender is not None and sender.get("lag_bytes") is not None:
+        lag_bytes = max(0, parse_int(sender["lag_bytes"]) or 0)
+    elif primary_lsn is not None and replay is not None:
+        lag_bytes = max(0, (parse_lsn(primary_lsn) or 0) - replay)
+    if lag_bytes == 0:
+        return 0, 0.0
+    if sender is not None and sender.get("lag_s") is not None:
+        return lag_bytes, parse_float(sender["lag_s"])
+    received = parse_lsn(node.get("receive_lsn"))
+    pending = (lag_bytes or 0) > 0 or (received is not None and replay is not None and received > replay)
+    if pending and node.get("replay_age_s") is not None:
+        return lag_bytes, max(0.0, parse_float(node["replay_age_s"]) or 0.0)
+    return lag_bytes, None
+
+
+def assemble(project: str, observed: Sequence[tuple[str, str, str, dict[str, str | None] | None, str | None]],
+             replication_csv: str | None, slots_csv: str | None) -> Status:
+    """The status from what each node answered.
+
+    `observed`: (service, container, state, the node's NODE_SQL row or None, error) per node;
+    `replication_csv`/`slots_csv`: the primary's pg_stat_replication / pg_replication_slots, when it answered.
+    """
+    senders = {row["application_name"]: row for row in parse_csv(replication_csv or "")}
+    slots = parse_slots(slots_csv or "")
+    by_slot = {s.name: s for s in slots}
+    primary_lsn = next((row["lsn"] for service, _, _, row, _ in observed
+                        if row is not None and parse_bool(row["in_recovery"]) is False and service == PRIMARY), None)
+    nodes = []
+    for service, container, state, row, error in observed:
+        if row is None:
+            nodes.append(Node(service, container, state, error=error or "no answer"))
+            continue
+        if parse_bool(row["in_recovery"]) is False:
+            nodes.append(Node(service, container, state, role="primary", lsn=row["lsn"]))
+            continue
+        slot = row.get("receiver_slot") or slot_name(service)
+        sender = senders.get(slot)
+        lag_bytes, lag_seconds = replica_lag(row, primary_lsn, sender)
+        streaming = sender["state"] if sender is not None else (row.get("receiver") or "not connected")
+        found = by_slot.get(slot)
+        nodes.append(Node(service, container, state, role="replica", lsn=row["lsn"], lag_bytes=lag_bytes,
+                          lag_seconds=lag_seconds, replication=streaming, slot=slot,
+                          slot_health=found.health if found else ("missing" if slots_csv else None)))
+    return Status(project, nodes, slots)
+
+
+# -- pure: backup names and retention ---------------------------------------------------------------
+
+STAMP = r"\d{8}T\d{12}Z"
+
+
+def timestamp(now: dt.datetime | None = None) -> str:
+    return (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def backup_name(project: str, stamp: str, physical: bool = False, suffix: str = "") -> str:
+    """`db-<project>-<UTC stamp>[suffix].dump`, or `...[suffix]-physical.tar.gz` for a base backup."""
+    return f"db-{project}-{stamp}{suffix}" + ("-physical.tar.gz" if physical else ".dump")
+
+
+def _pattern(project: str, physical: bool) -> re.Pattern[str]:
+    end = r"-physical\.tar\.gz" if physical else r"\.dump"
+    return re.compile(rf"db-{re.escape(project)}-(?P<stamp>{STAMP})(?P<suffix>(-[a-z0-9]+)*?){end}")
+
+
+def is_backup(name: str, project: str, physical: bool) -> bool:
+    return _pattern(project, physical).fullmatch(name) is not None
+
+
+def backups_of(names: Iterable[str], project: str, physical: bool) -> list[str]:
+    """This project's backups of one kind among `names`, oldest first (by their UTC stamp)."""
+    pattern = _pattern(project, physical)
+    found = [(m["stamp"], name) for name in names if (m := pattern.fullmatch(name))]
+    return [name for _, name in sorted(found)]
+
+
+def to_remove(names: Iterable[str], project: str, physical: bool, keep: int) -> list[str]:
+    """The backups beyond the `keep` newest of this project and kind (others' files are never named)."""
+    if keep < 1:
+        raise ValueError("keep must be at least 1")
+    return backups_of(names, project, physical)[:-keep]
+
+
+def single_file_tar(name: str, size: int, chunks: Iterable[bytes], mtime: float = 0.0) -> Iterator[bytes]:
+    """A tar stream of one file, made on the fly from its chunks (the file is never held in memory)."""
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = size, 0o600, int(mtime)
+    yield info.tobuf(format=tarfile.PAX_FORMAT)
+    sent = 0
+    for chunk in chunks:
+        sent += len(chunk)
+        yield chunk
+    if sent != size:
+        raise StackError(f"{name} changed size while being sent ({size} -> {sent} bytes)")
+    yield b"\0" * ((-size) % tarfile.BLOCKSIZE) + b"\0" * (2 * tarfile.BLOCKSIZE)
+
+
+# -- Docker: finding the nodes and running things in them ---------------------------------------------
+
+
+def db_containers(client: docker.DockerClient, project: str) -> dict[str, Container]:
+    with engine_errors("finding the database containers"):
+        found = client.containers.list(all=True, filters={"label": f"{labels.PROJECT}={project}"})
+    return {c.labels.get(labels.SERVICE, ""): c for c in found
+            if c.labels.get(labels.SERVICE, "").startswith("db-") and c.labels.get(labels.ONEOFF) != "True"}
+
+
+def container_state(container: Container) -> str:
+    state = container.attrs.get("State", {})
+    health = (state.get("Health") or {}).get("Status")
+    status = str(state.get("Status", container.status))
+    return f"{status} ({health})" if health else status
+
+
+def _exec(client: docker.DockerClient, container: Container, command: list[str],
+          doing: str) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of `command` in a running container."""
+    with engine_errors(doing):
+        code, (out, err) = container.exec_run(command, demux=True)
+    return int(code), (out or b"").decode(errors="replace"), (err or b"").decode(errors="replace")
+
+
+def psql(client: docker.DockerClient, container: Container, sql: str) -> tuple[str | None, str | None]:
+    """(csv output, None) or (None, why it failed)."""
+    try:
+        code, out, err = _exec(client, container, [*PSQL, "-c", sql], f"querying {container.name}")
+    except DeployError as exc:  # one node's failure must not hide the others
+        return None, str(exc)
+    if code != 0:
+        lines = (err or out).strip().splitlines()
+        return None, (lines[-1] if lines else f"psql exited with {code}")
+    return out, None
+
+
+def status(client: docker.DockerClient, project: str, services: Sequence[str]) -> Status:
+    """Each wanted node (and any other db-* container of the project), whatever state it is in."""
+    containers = db_containers(client, project)
+    names = list(services) + sorted(set(containers) - set(services))
+    observed: list[tuple[str, str, str, dict[str, str | None] | None, str | None]] = []
+    primary: Container | None = None
+    for service in names:
+        container = containers.get(service)
+        if container is None:
+            observed.append((service, "-", "missing", None, "no container (is the stack up?)"))
+            continue
+        state = container_state(container)
+        if container.status != "running":
+            observed.append((service, container.name or "", state, None, f"container {container.status}"))
+            continue
+        out, error = psql(client, container, NODE_SQL)
+        rows = parse_csv(out) if out is not None else []
+        row = rows[0] if rows else None
+        observed.append((service, container.name or "", state, row, error))
+        if row is not None and parse_bool(row["in_recovery"]) is False and (primary is None or service == PRIMARY):
+            primary = container
+    replication = slots = None
+    if primary is not None:
+        replication, _ = psql(client, primary, REPLICATION_SQL)
+        slots, _ = psql(client, primary, SLOTS_SQL)
+    return assemble(project, observed, replication, slots)
+
+
+def primary_container(client: docker.DockerClient, project: str) -> Container:
+    container = db_containers(client, project).get(PRIMARY)
+    if container is None or container.status != "running":
+        raise UsageError(f"project {project} has no running {PRIMARY} (is the stack up? `deploystack ps`)")
+    return container
+
+
+# -- backups ----------------------------------------------------------------------------------------
+
+
+def _stream_to_file(client: docker.DockerClient, container: Container, command: list[str], path: Path,
+                    doing: str) -> None:
+    """Run `command` in `container`, its stdout going to `path` as it comes (binary, flat memory).
+
+    The file appears under a hidden partial name first and is renamed once the command succeeded.
+    """
+    partial = path.with_name(f".{path.name}.partial")
+    errors = bytearray()
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # backups hold every row: owner only
+    try:
+        with os.fdopen(fd, "wb") as handle, engine_errors(doing):
+            exec_id = client.api.exec_create(container.id, command, stdout=True, stderr=True)["Id"]
+            for out, err in client.api.exec_start(exec_id, stream=True, demux=True):
+                if out:
+                    handle.write(out)
+                if err:
+                    errors.extend(err)
+                    del errors[:-STDERR_KEEP]
+            handle.flush()
+            os.fsync(handle.fileno())
+            code = client.api.exec_inspect(exec_id)["ExitCode"]
+        if code != 0:
+            message = errors.decode(errors="replace").strip() or f"exit code {code}"
+            raise StackError(f"{doing} failed in {container.name}:\n{message}")
+        if partial.stat().st_size == 0:
+            raise StackError(f"{doing}: {container.name} wrote nothing")
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def backup(client: docker.DockerClient, project: str, database: str, folder: Path, keep: int, report: Reporter,
+           physical: bool = False, suffix: str = "") -> Path:
+    """A backup of the primary into `folder`, then only the `keep` newest of this project and kind stay."""
+    folder = folder.resolve()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create the backup folder {folder}: {exc.strerror}") from None
+    container = primary_container(client, project)
+    path = folder / backup_name(project, timestamp(), physical, suffix)
+    if physical:
+        # The replication user's password is read from the primary's own environment, inside it.
+        command = ["bash", "-c", 'PGPASSWORD=$REPLICATION_PASSWORD exec pg_basebackup -h 127.0.0.1 -p 5432 '
+                   '-U "$REPLICATION_USER" --no-password -D - -Ft -z -X fetch --checkpoint=fast']
+        report.step(f"base backup of {container.name} (the whole cluster) to {path}")
+    else:
+        command = ["pg_dump", "-h", "/run/postgresql", "-U", "postgres", "-d", database, "-Fc"]
+        report.step(f"dumping database {database} from {container.name} to {path}")
+    _stream_to_file(client, container, command, path, "pg_basebackup" if physical else "pg_dump")
+    report.step(f"wrote {path.name} ({path.stat().st_size} bytes)")
+    for old in to_remove((p.name for p in folder.iterdir()), project, physical, keep):
+        report.step(f"removing old backup {old} (keeping {keep})")
+        (folder / old).unlink()
+    return path
+
+
+# -- restore ----------------------------------------------------------------------------------------
+
+
+def check_dump(path: Path) -> None:
+    """A pg_dump custom-format file, or a UsageError that says what it is instead."""
+    if path.name.endswith(".tar.gz") or path.name.endswith(".tgz"):
+        raise UsageError(
+            f"{path} is a physical (pg_basebackup) backup: `db restore` restores pg_dump dumps only. "
+            "A physical backup replaces the whole cluster by hand: see docs/db.md, "
+            "\"Restoring a physical backup\"")
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(len(DUMP_MAGIC))
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    if head != DUMP_MAGIC:
+        raise UsageError(f"{path} is not a pg_dump custom-format dump (made by `deploystack db backup`)")
+
+
+def _chunks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
+    with path.open("rb") as handle:
+        while chunk := handle.read(size):
+            yield chunk
+
+
+def restore(client: docker.DockerClient, project: str, database: str, owner: str, dump: Path,
+            report: Reporter) -> None:
+    """pg_restore `dump` into `database` on the primary, in one transaction; then wait (bounded) for the
+    replicas to replay it."""
+    container = primary_container(client, project)
+    inside = f"deploystack-restore-{timestamp()}.dump"
+    size = dump.stat().st_size
+    report.step(f"copying {dump.name} ({size} bytes) into {container.name}")
+    with engine_errors(f"copying {dump.name} into {container.name}"):
+        if not container.put_archive("/tmp", single_file_tar(inside, size, _chunks(dump), dump.stat().st_mtime)):
+            raise StackError(f"copying {dump.name} into {container.name} failed")
+    try:
+        report.step(f"restoring database {database} from {dump.name}")
+        code, out, err = _exec(client, container, [
+            "pg_restore", "-h", "/run/postgresql", "-U", "postgres", f"--role={owner}", "-d", database,
+            "--clean", "--if-exists", "--no-owner", "--single-transaction", "--exit-on-error", f"/tmp/{inside}",
+        ], f"restoring into {container.name}")
+        if code != 0:
+            raise StackError(f"pg_restore failed in {container.name} (nothing was changed: it ran in one "
+                             f"transaction):\n{(err or out).strip()[-STDERR_KEEP:]}")
+    finally:
+        _exec(client, container, ["rm", "-f", f"/tmp/{inside}"], f"cleaning up {container.name}")
+    wait_for_replicas(client, project, container, report)
+
+
+def wait_for_replicas(client: docker.DockerClient, project: str, primary: Container, report: Reporter,
+                      timeout: float = CATCH_UP_S) -> None:
+    """Report when each running replica has replayed up to the primary's current LSN (bounded wait)."""
+    out, error = psql(client, primary, "SELECT pg_current_wal_lsn() AS lsn")
+    rows = parse_csv(out or "")
+    target = parse_lsn(rows[0]["lsn"]) if rows else None
+    if target is None:
+        report.step(f"could not read the primary's LSN ({error}); not waiting for replicas")
+        return
+    replicas = [c for s, c in sorted(db_containers(client, project).items()) if s != PRIMARY and c.status == "running"]
+    deadline = time.monotonic() + timeout
+    for replica in replicas:
+        while True:
+            out, _ = psql(client, replica, "SELECT pg_last_wal_replay_lsn() AS lsn")
+            rows = parse_csv(out or "")
+            replayed = parse_lsn(rows[0]["lsn"]) if rows else None
+            if replayed is not None and replayed >= target:
+                report.step(f"{replica.name} has replayed the restore")
+                break
+            if time.monotonic() > deadline:
+                report.step(f"{replica.name} has not replayed the restore yet after {timeout:.0f}s: "
+                            "see `deploystack db status`")
+                break
+            time.sleep(0.5)
