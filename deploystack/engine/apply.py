@@ -20,6 +20,7 @@ from deploystack.engine import converge
 from deploystack.engine.client import engine_errors
 from deploystack.engine.containers import CONFIG_MOUNT, ContainerSpec, config_files_hash, wanted_specs
 from deploystack.engine.health import Readiness, wait_ready
+from deploystack.engine.lookup import project_containers
 from deploystack.engine.report import Reporter
 from deploystack.errors import EngineError
 from deploystack.plan.model import ProjectPlan, Service
@@ -35,11 +36,6 @@ def network_name(project: str, name: str) -> str:
 
 def volume_name(project: str, name: str) -> str:
     return f"{project}_{name}"
-
-
-def project_containers(client: docker.DockerClient, project: str) -> list[Container]:
-    with engine_errors("listing containers"):
-        return list(client.containers.list(all=True, filters={"label": f"{labels.PROJECT}={project}"}))
 
 
 def observed(container: Container) -> converge.Observed:

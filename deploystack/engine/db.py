@@ -33,6 +33,7 @@ from docker.models.containers import Container
 
 from deploystack import labels
 from deploystack.engine.client import engine_errors
+from deploystack.engine.lookup import service_container
 from deploystack.engine.report import Reporter
 from deploystack.errors import DeployError, StackError, UsageError
 from deploystack.plan.dbc import PRIMARY, slot_name
@@ -324,10 +325,7 @@ def status(client: docker.DockerClient, project: str, services: Sequence[str]) -
 
 
 def primary_container(client: docker.DockerClient, project: str) -> Container:
-    container = db_containers(client, project).get(PRIMARY)
-    if container is None or container.status != "running":
-        raise UsageError(f"project {project} has no running {PRIMARY} (is the stack up? `deploystack ps`)")
-    return container
+    return service_container(client, project, PRIMARY, running=True)
 
 
 # -- backups ----------------------------------------------------------------------------------------

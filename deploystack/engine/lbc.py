@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass
 import docker
 import docker.models.containers
 
-from deploystack import labels
 from deploystack.engine.client import engine_errors
+from deploystack.engine.lookup import service_container
 from deploystack.errors import StackError, UsageError
 
 SERVICE = "lbc"
@@ -32,13 +32,8 @@ class Ban:
 
 
 def lbc_container(client: docker.DockerClient, project: str) -> docker.models.containers.Container:
-    """The project's running LBC, found by Compose's labels."""
-    selector = {"label": [f"{labels.PROJECT}={project}", f"{labels.SERVICE}={SERVICE}"], "status": "running"}
-    with engine_errors(f"looking for the lbc container of project {project}"):
-        found = client.containers.list(filters=selector)
-    if not found:
-        raise UsageError(f"project {project} has no running lbc container (is the stack up? deploystack up)")
-    return found[0]
+    """The project's running LBC."""
+    return service_container(client, project, SERVICE, running=True)
 
 
 def _exec(container: docker.models.containers.Container, command: list[str]) -> tuple[int, str]:

@@ -14,12 +14,12 @@ import docker
 import docker.errors
 from docker.models.containers import Container
 
-from deploystack import labels
 from deploystack.engine.apply import volume_name
 from deploystack.engine.client import engine_errors
 from deploystack.engine.health import Readiness
+from deploystack.engine.lookup import service_container
 from deploystack.engine.report import Reporter
-from deploystack.errors import StackError, UsageError
+from deploystack.errors import StackError
 from deploystack.plan.model import Service
 
 SERVICE = "media"
@@ -31,12 +31,7 @@ def backup_prefix(project: str) -> str:
 
 
 def media_container(client: docker.DockerClient, project: str) -> Container:
-    with engine_errors("finding the media container"):
-        found = client.containers.list(all=True, filters={"label": [
-            f"{labels.PROJECT}={project}", f"{labels.SERVICE}={SERVICE}"]})
-    if not found:
-        raise UsageError(f"project {project} has no media service running (is mmc enabled and the stack up?)")
-    return found[0]
+    return service_container(client, project, SERVICE)
 
 
 def usage_bytes(client: docker.DockerClient, project: str) -> int:

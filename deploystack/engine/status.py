@@ -11,8 +11,8 @@ import docker
 import docker.errors
 
 from deploystack import labels
-from deploystack.engine.apply import project_containers
 from deploystack.engine.client import engine_errors
+from deploystack.engine.lookup import project_containers
 from deploystack.engine.report import Reporter
 from deploystack.errors import UsageError
 

@@ -4,30 +4,20 @@ from __future__ import annotations
 
 import docker.errors
 
-from deploystack import labels
 from deploystack.engine.apply import network_name
 from deploystack.engine.client import connect, engine_errors
+from deploystack.engine.lookup import service_container
 from deploystack.errors import UsageError
 
 
-def _container(project: str, service: str, number: int = 1) -> docker.models.containers.Container:
-    client = connect()
-    with engine_errors(f"finding {service}"):
-        found = client.containers.list(all=True, filters={"label": [
-            f"{labels.PROJECT}={project}", f"{labels.SERVICE}={service}", f"{labels.NUMBER}={number}"]})
-    if not found:
-        raise UsageError(f"no container {number} of service {service!r} in project {project}")
-    return found[0]
-
-
 def private_address(project: str, service: str) -> str:
-    container = _container(project, service)
+    container = service_container(connect(), project, service)
     networks = container.attrs["NetworkSettings"]["Networks"]
     return str(networks[network_name(project, "private")]["IPAddress"])
 
 
 def exec_in(project: str, service: str, number: int, command: list[str]) -> tuple[int, str]:
-    container = _container(project, service, number)
+    container = service_container(connect(), project, service, number)
     with engine_errors(f"running {command[0]} in {container.name}"):
         try:
             code, output = container.exec_run(command)

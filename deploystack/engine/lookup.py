@@ -1,0 +1,30 @@
+"""Finding a project's containers by Compose's labels: one place for every command that needs one."""
+
+from __future__ import annotations
+
+import docker
+from docker.models.containers import Container
+
+from deploystack import labels
+from deploystack.engine.client import engine_errors
+from deploystack.errors import UsageError
+
+
+def project_containers(client: docker.DockerClient, project: str) -> list[Container]:
+    with engine_errors("listing containers"):
+        return list(client.containers.list(all=True, filters={"label": f"{labels.PROJECT}={project}"}))
+
+
+def service_container(client: docker.DockerClient, project: str, service: str, number: int = 1,
+                      running: bool = False) -> Container:
+    """Replica `number` of `service`; with `running`, only a running one. UsageError when there is none."""
+    selector: dict[str, object] = {"label": [f"{labels.PROJECT}={project}", f"{labels.SERVICE}={service}",
+                                             f"{labels.NUMBER}={number}"]}
+    if running:
+        selector["status"] = "running"
+    with engine_errors(f"looking for {service} of project {project}"):
+        found = client.containers.list(all=True, filters=selector)
+    if not found:
+        state = "running " if running else ""
+        raise UsageError(f"project {project} has no {state}{service} container (is the stack up? deploystack ps)")
+    return found[0]
