@@ -135,12 +135,16 @@ def scale(target: Target, args: list[str], report: Reporter, ca_bundle: Path | N
 
 
 def _converge(docker_client: DockerClient, rendered: Rendered, report: Reporter) -> Outcome:
-    from deploystack.engine import apply, images
+    from deploystack.engine import apply, db, images
+    from deploystack.plan.dbc import slot_name
 
     images.require_registry_images(docker_client, rendered, report)
     images.ensure_base_image(docker_client, report)
     images.build_images(docker_client, rendered, report)
-    return apply.Converger(docker_client, rendered, report).up()
+    outcome = apply.Converger(docker_client, rendered, report).up()
+    replicas = [s.name for s in rendered.plan.services if s.name.startswith("db-replica-")]
+    db.drop_stale_slots(docker_client, rendered.plan.project, [slot_name(r) for r in replicas], report)
+    return outcome
 
 
 def _generated(target: Target, ca_bundle: Path | None, report: Reporter | None = None) -> Rendered:

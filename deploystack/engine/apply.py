@@ -128,6 +128,11 @@ class Converger:
         wanted = [converge.Wanted(service.name, s.number, s.name, s.config_hash, service.one_shot)
                   for s in specs.values()]
         steps = converge.plan_service(wanted, mine)
+        if service.scalable:
+            # Replicas that are not serving anyway are replaced first: the running ones keep serving,
+            # and the LBC's reloads between replacements never name a replica that is down.
+            running = {o.number for o in mine if o.status == "running"}
+            steps.sort(key=lambda step: step.number in running)
         self.outcome.steps += steps
         checks: list[Readiness] = []
         for step in steps:
@@ -152,7 +157,7 @@ class Converger:
                 check = wait_ready(self.client, spec.name, service, self.report)
                 check.wait()
                 if service.upstream:
-                    self._reload_lbc_if_running()
+                    self._reload_lbc_if_running(mid_rollout=True)
             else:
                 if step.action == converge.Action.RECREATE:
                     self._remove(step)
@@ -251,10 +256,18 @@ class Converger:
 
     # -- reloading the LBC --------------------------------------------------------------------------
 
-    def _reload_lbc_if_running(self) -> None:
+    def _reload_lbc_if_running(self, mid_rollout: bool = False) -> None:
         for service in self.plan.services:
             if service.reload is not None and service.role == "lbc":
-                self._reload(service, force=True)
+                try:
+                    self._reload(service, force=True)
+                except EngineError as exc:
+                    if not mid_rollout:
+                        raise
+                    # e.g. a replica of another app, new in this run, does not exist yet: nginx keeps
+                    # its old configuration (passive checks route around the replaced replica) until
+                    # the LBC's own step reloads it, which must succeed.
+                    self.report.step(f"LBC not reloaded mid-rollout, will be at the end: {str(exc).splitlines()[-1]}")
 
     def _reload_if_stale(self, service: Service) -> None:
         self._reload(service, force=self.app_changes)

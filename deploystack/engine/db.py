@@ -462,3 +462,25 @@ def wait_for_replicas(client: docker.DockerClient, project: str, primary: Contai
                             "see `deploystack db status`")
                 break
             time.sleep(0.5)
+
+
+def drop_stale_slots(client: docker.DockerClient, project: str, wanted: Sequence[str], report: Reporter) -> None:
+    """Drop the primary's inactive `replica_*` slots that no replica in the spec uses any more.
+
+    A slot pins WAL on the primary until its replica reads it: one left behind by a removed replica
+    would fill the disk. Replicas make their own slots; deploystack removes them (`up`, `scale dbc=N`).
+    """
+    try:
+        container = primary_container(client, project)
+    except UsageError:
+        return  # no primary running: nothing to clean, and nothing pinned
+    keep = ",".join(wanted)
+    sql = ("SELECT slot_name, pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+           "WHERE slot_type = 'physical' AND NOT active AND slot_name LIKE 'replica\\_%' "
+           f"AND slot_name <> ALL (string_to_array('{keep}', ','))")
+    out, error = psql(client, container, sql)
+    if error is not None:
+        report.detail(f"could not drop stale replication slots: {error}")
+        return
+    for row in parse_csv(out or ""):
+        report.step(f"dropped replication slot {row['slot_name']} (its replica is gone)")

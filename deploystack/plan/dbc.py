@@ -9,6 +9,7 @@ from deploystack.spec.models import Stack
 PRIMARY = "db-primary"
 REPLICATION_USER = "replicator"
 PORT = 5432
+MAX_WAL_SENDERS = 2 * 16 + 4  # dbc.replicas is at most 16
 
 
 def replica_names(stack: Stack) -> list[str]:
@@ -35,8 +36,9 @@ def plan_dbc(stack: Stack) -> tuple[list[Service], list[str], list[ConfigFile]]:
     services = [
         Service(
             name=PRIMARY, role="dbc", build=build,
-            environment=(("DB_ROLE", "primary"), *common,
-                         ("REPLICA_SLOTS", ",".join(slot_name(r) for r in replicas))),
+            # No list of replicas here: each replica makes its own slot, so adding one never
+            # recreates the primary.
+            environment=(("DB_ROLE", "primary"), *common),
             mounts=(Mount(f"{PRIMARY}-data", "/var/lib/postgresql/data"),),
             healthcheck=health, config_dir=config, stop_grace_s=60,
         )
@@ -54,7 +56,9 @@ def plan_dbc(stack: Stack) -> tuple[list[Service], list[str], list[ConfigFile]]:
     configs = [
         ConfigFile(f"{config}/postgresql.conf", "db/templates/postgresql.conf.j2", {
             "max_connections": dbc.max_connections,
-            "max_wal_senders": max(4, len(replicas) * 2 + 2),
+            # Sized for the spec's most replicas (a sender each, plus one per base backup), not for
+            # today's count: changing it needs a restart, and `scale dbc=N` must not restart the primary.
+            "max_wal_senders": MAX_WAL_SENDERS,
             "shared_buffers": dbc.shared_buffers,
             "settings": {},
         }),

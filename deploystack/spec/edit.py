@@ -18,7 +18,8 @@ ASSIGNMENT = re.compile(r"^([a-z][a-z0-9-]*)=(.*)$")
 
 
 def parse_scale_args(args: list[str], apps: list[str], workers: Sequence[str] = ()) -> dict[str, int]:
-    """`apc=4` (every app), `backend=4 frontend=2`, `backend-worker=3` -> {target: replicas}; later words win.
+    """`apc=4` (every app), `backend=4 frontend=2`, `backend-worker=3`, `dbc=2` (database replicas)
+    -> {target: replicas}; later words win.
 
     `workers`: the apps that have Celery workers; their targets are `<app>-worker`.
     """
@@ -32,6 +33,9 @@ def parse_scale_args(args: list[str], apps: list[str], workers: Sequence[str] = 
         target, count = match.groups()
         if not count.isdigit():
             raise UsageError(f"{arg!r}: the replica count must be a whole number")
+        if target == "dbc":  # database replicas: 0 is a primary alone
+            wanted["dbc"] = int(count)
+            continue
         if int(count) < 1:
             raise UsageError(f"{arg!r}: an app needs at least 1 replica (use `deploystack down` to stop the stack)")
         if target == "apc":
@@ -40,7 +44,8 @@ def parse_scale_args(args: list[str], apps: list[str], workers: Sequence[str] = 
             wanted[target] = int(count)
         else:
             targets = ", ".join([*apps, *(f"{w}-worker" for w in workers)])
-            raise UsageError(f"{arg!r}: no app named {target!r} (apps: {targets}; or apc for all)")
+            raise UsageError(f"{arg!r}: no app named {target!r} (apps: {targets}; apc for all; dbc for "
+                             "database replicas)")
     return wanted
 
 
@@ -53,7 +58,9 @@ def set_replicas(text: str, replicas: dict[str, int]) -> str:
     document: CommentedMap = yaml.load(text)
     apps = document["apc"]["apps"]
     for target, count in replicas.items():
-        if target in apps:
+        if target == "dbc":
+            document.setdefault("dbc", CommentedMap())["replicas"] = count
+        elif target in apps:
             apps[target]["replicas"] = count
         else:
             apps[target.removesuffix("-worker")]["worker"]["replicas"] = count

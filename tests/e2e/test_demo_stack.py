@@ -44,6 +44,18 @@ def test_notes_are_stored_in_postgres(stack: Stack) -> None:
     assert code == 0 and out.decode().strip() == "hello from e2e"
 
 
+def test_a_note_is_read_back_from_a_replica(stack: Stack) -> None:
+    """Writes go to the primary; a later read is served by a replica (X-DB-Alias), whose table has the row."""
+    note_id = requests.post(stack.https + "/api/notes/", json={"text": "read me from a replica"}, verify=False,
+                            timeout=10).json()["id"]
+    aliases = [stack.get(f"/api/notes/{note_id}/").headers["X-DB-Alias"] for _ in range(10)]
+    assert "replica_1" in aliases
+    (replica,) = stack.containers("db-replica-1")
+    code, out = replica.exec_run(["psql", "-U", "postgres", "-d", "app", "-tAc",
+                                  f"SELECT text FROM notes_note WHERE id = {int(note_id)}"])
+    assert code == 0 and out.decode().strip() == "read me from a replica"
+
+
 @pytest.mark.parametrize(("app", "path"), [("backend", "/api/health/"), ("frontend", "/"), ("bff", "/bff/health/")])
 def test_every_replica_answers_round_robin(stack: Stack, app: str, path: str) -> None:
     replicas = {c.attrs["Config"]["Hostname"] for c in stack.containers(app)}

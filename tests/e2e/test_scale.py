@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterator
 
 import pytest
+import requests
 
 from tests.e2e.conftest import Stack
 from tests.load import LoadLoop
@@ -54,6 +57,32 @@ def test_a_killed_replica_costs_no_failed_or_slow_get(running: Stack) -> None:
     result = load.result
     assert result.failures == [], result.failures[:5]
     assert max(result.latencies) < 1.0, f"slowest request took {max(result.latencies):.2f}s"
+
+
+def replica_has_note(stack: Stack, replica: str, note_id: int) -> bool:
+    (container,) = stack.containers(replica)
+    code, out = container.exec_run(["psql", "-U", "postgres", "-d", "app", "-tAc",
+                                    f"SELECT text FROM notes_note WHERE id = {int(note_id)}"])
+    return code == 0 and out.decode().strip() == "for the new replica"
+
+
+def test_a_new_database_replica_catches_up_and_a_removed_one_leaves_no_slot(running: Stack) -> None:
+    stack = running
+    created = requests.post(stack.https + "/api/notes/", json={"text": "for the new replica"}, verify=False,
+                            timeout=10)
+    note_id = created.json()["id"]
+    stack.cli("scale", "dbc=2")
+    deadline = time.monotonic() + 60
+    while not replica_has_note(stack, "db-replica-2", note_id):
+        assert time.monotonic() < deadline, "db-replica-2 never caught up"
+        time.sleep(1)
+    status = json.loads(stack.cli("db", "status", "--json").stdout)
+    assert sorted(n["service"] for n in status["nodes"] if n["role"] == "replica") == ["db-replica-1", "db-replica-2"]
+    stack.cli("scale", "dbc=1")
+    assert stack.containers("db-replica-2") == []
+    (primary,) = stack.containers("db-primary")
+    code, out = primary.exec_run(["psql", "-U", "postgres", "-tAc", "SELECT slot_name FROM pg_replication_slots"])
+    assert out.decode().split() == ["replica_1"]
 
 
 def test_scale_refuses_bad_targets_and_leaves_the_spec_alone(running: Stack) -> None:
