@@ -187,6 +187,12 @@ def down(target: Target, report: Reporter, volumes: bool) -> None:
         status.down(docker_client, project, volumes, report)
 
 
+def remove_project_images(project: str, report: Reporter) -> None:
+    from deploystack.engine import client, images
+
+    images.remove_project_images(client.connect(), project, report)
+
+
 def starter_spec() -> str:
     from deploystack.resources import blueprints_root
 

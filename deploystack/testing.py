@@ -96,6 +96,7 @@ class StackUnderTest:
                         self.project, self.spec, self.spec)
             return
         operations.down(self.target, self.report, volumes=True)
+        operations.remove_project_images(self.project, self.report)
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def __enter__(self) -> StackUnderTest:

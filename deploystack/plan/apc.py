@@ -65,7 +65,8 @@ def app_environment(stack: Stack, name: str, app: App) -> tuple[tuple[str, str],
             f"amqp://{acc.rabbitmq.user}:" + ref("RABBITMQ_PASSWORD") + f"@rabbitmq:5672/{acc.rabbitmq.vhost}"
         )
     elif acc.redis.enabled:
-        env["CELERY_BROKER_URL"] = redis_url
+        # Its own database: the cache's clear() is a FLUSHDB of database 0, which would drop queued tasks.
+        env["CELERY_BROKER_URL"] = "redis://:" + ref("REDIS_PASSWORD") + "@redis:6379/2"
     if stack.mmc.enabled:
         env |= {
             "S3_ENDPOINT_URL": s3_endpoint(stack),

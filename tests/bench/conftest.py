@@ -7,12 +7,15 @@ labels, so deploystack ignores it.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import docker
 import docker.errors
 import pytest
 from docker.models.containers import Container
+from ruamel.yaml import YAML
 
 from deploystack.testing import StackUnderTest
 from tests.conftest import BLUEPRINTS
@@ -57,6 +60,67 @@ def stack() -> Iterator[BenchStack]:
 @pytest.fixture(scope="session")
 def probe(stack: BenchStack) -> Iterator[Container]:
     """A sleeping container from the backend's image on the private network, to exec load clients in."""
+    image = stack.docker.containers.get(stack.replica_name("backend", 1)).attrs["Config"]["Image"]
+    container = stack.docker.containers.run(
+        image, entrypoint=["sleep"], command=[str(PROBE_LIFETIME_S)], name=stack.probe_name,
+        network=stack.network("private"), labels={"io.deploystack.bench": stack.project}, detach=True,
+    )
+    try:
+        yield container
+    finally:
+        remove_probe(stack)
+
+
+# -- peer stacks of the ACC/MMC benchmark ------------------------------------------------------------
+
+
+def derive_default_spec(folder: Path, change: Callable[[Any], None]) -> Path:
+    """The default blueprint's spec with `change` applied to its data (comments kept), in `folder`, its
+    app sources made absolute so that the copy works from anywhere."""
+    source = BLUEPRINTS / "default" / "deploystack.yaml"
+    yaml = YAML()
+    data = yaml.load(source)
+    for app in data["apc"]["apps"].values():
+        app["source"] = str((source.parent / app["source"]).resolve())
+    change(data)
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = folder / "deploystack.yaml"
+    with spec.open("w", encoding="utf-8") as handle:
+        yaml.dump(data, handle)
+    return spec
+
+
+def remove_project_images(client: docker.DockerClient, project: str) -> None:
+    """Untag the app images built for `project` (`<project>/<app>:<hash>`): `down` leaves them, and
+    every test stack has a project name of its own. An image that other tags share only loses this tag."""
+    for image in client.images.list():
+        for tag in image.tags:
+            if tag.startswith(f"{project}/"):
+                with contextlib.suppress(docker.errors.APIError):
+                    client.images.remove(tag)
+
+
+@contextlib.contextmanager
+def peer_stack(spec: Path, services: list[str]) -> Iterator[BenchStack]:
+    """A stack of `services` (and what they need) from `spec`, removed at the end with its probe and
+    its app images, also when starting it or a benchmark fails."""
+    under_test = StackUnderTest(spec, services=services)
+    client = docker.from_env()
+    try:
+        with under_test:
+            bench_stack = BenchStack(under_test, client)
+            try:
+                yield bench_stack
+            finally:
+                remove_probe(bench_stack)
+    finally:
+        remove_project_images(client, under_test.project)
+
+
+@contextlib.contextmanager
+def probe_in(stack: BenchStack) -> Iterator[Container]:
+    """What the `probe` fixture gives, for any stack: a sleeping container from the backend's image on
+    its private network, removed at the end."""
     image = stack.docker.containers.get(stack.replica_name("backend", 1)).attrs["Config"]["Image"]
     container = stack.docker.containers.run(
         image, entrypoint=["sleep"], command=[str(PROBE_LIFETIME_S)], name=stack.probe_name,

@@ -40,7 +40,7 @@ def test_redis_broker_gets_an_aof_and_the_cache_choice_reaches_the_apps(tmp_path
     spec = write_spec(tmp_path, BASE + "acc: {rabbitmq: false, memcached: true, cache: memcached}\n")
     plan = build_plan(load_stack(spec))
     env = dict(plan.service("backend-worker").environment)
-    assert env["CELERY_BROKER_URL"] == "redis://:${REDIS_PASSWORD}@redis:6379/0"
+    assert env["CELERY_BROKER_URL"] == "redis://:${REDIS_PASSWORD}@redis:6379/2"  # not the cache's database
     assert env["DJANGO_CACHE"] == "memcached"
     assert dict(plan.service("redis").environment)["REDIS_APPENDONLY"] == "yes"
     assert plan.service("redis").mem_limit == "384m" and plan.service("memcached").mem_limit == "128m"

@@ -6,6 +6,8 @@ the replicas are sqlite files, and a "dead" replica is one whose folder does not
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -20,6 +22,7 @@ django = pytest.importorskip("django")
 from django.conf import settings  # noqa: E402
 
 _DB_DIR = Path(tempfile.mkdtemp(prefix="deploystack-contrib-"))
+atexit.register(shutil.rmtree, _DB_DIR, ignore_errors=True)
 if not settings.configured:
     settings.configure(
         DATABASES={

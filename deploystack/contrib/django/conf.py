@@ -146,7 +146,7 @@ def _cache(env: Mapping[str, str]) -> dict[str, Any]:
         return {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
     backend = {
         "redis": "django.core.cache.backends.redis.RedisCache",
-        "memcached": "django.core.cache.backends.memcached.PyMemcacheCache",
+        "memcached": f"{_PACKAGE}.cache.PersistentPyMemcacheCache",
     }[choice]
     cache: dict[str, Any] = {"BACKEND": backend, "LOCATION": available[choice]}
     app = _get(env, "DEPLOYSTACK_APP")
