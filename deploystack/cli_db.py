@@ -75,3 +75,14 @@ def restore(
     """Restore a dump into the app database on the primary (backed up beside it first); replicas follow."""
     dump = operations.db_restore(Target.of(file, None), path, console.Progress())
     console.say(f"restored from {dump}")
+
+
+@db_app.command()
+def promote(
+    replica: Annotated[str, typer.Argument(help="the replica to promote, e.g. db-replica-1")],
+    file: SpecOpt = None,
+    force: Annotated[bool, typer.Option(help="stop a primary that still runs, and promote anyway")] = False,
+) -> None:
+    """Promote a replica when the primary is lost: it becomes db-primary (apps reconnect), replicas re-clone."""
+    kept = operations.db_promote(Target.of(file, None), replica, force, console.Progress())
+    console.say(f"{replica} promoted: it is db-primary now; the old primary's data is kept in volume {kept}")

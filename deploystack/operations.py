@@ -299,3 +299,20 @@ def db_restore(target: Target, path: Path, report: Reporter) -> Path:
                   suffix="-before-restore")
         db.restore(docker_client, stack.project, stack.dbc.database, stack.dbc.user, dump, report)
     return dump
+
+
+def db_promote(target: Target, replica: str, force: bool, report: Reporter) -> str:
+    """Promote `replica` when the primary is lost: its data becomes db-primary's, every replica re-clones,
+    and the database services are brought back up (names unchanged, so apps just reconnect). Returns the
+    volume that keeps the old primary's data."""
+    from deploystack.engine import client, failover
+    from deploystack.plan.dbc import PRIMARY, replica_names
+
+    docker_client = client.connect()
+    with project_lock(target.output):
+        rendered = _generated(target, None, report)
+        replicas = replica_names(stack_of(target))
+        kept = failover.promote(docker_client, rendered.plan.project, replica, replicas, force, report)
+        database = dataclasses.replace(rendered, plan=subset(rendered.plan, [PRIMARY, *replicas]))
+        _converge(docker_client, database, report)
+    return kept

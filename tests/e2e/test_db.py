@@ -150,3 +150,26 @@ def test_a_stopped_replica_shows_as_stopped_not_a_traceback(db_stack: StackUnder
         replica.start()
     eventually(lambda: next(n for n in status(db_stack)["nodes"] if n["service"] == "db-replica-1")["replication"]
                == "streaming", "the replica streaming again", timeout=120)
+
+
+def test_promote_after_losing_the_primary_keeps_every_replicated_row() -> None:
+    """Its own stack (the module's is left alone): rows replicated, primary killed, replica promoted,
+    writes again, and every earlier row is on the new primary and on the re-cloned replica."""
+    with StackUnderTest(DEFAULT, services=["db-replica-1"]) as stack:
+        sql(stack, "db-primary", "CREATE TABLE ledger(n int); INSERT INTO ledger SELECT generate_series(1, 500)")
+        eventually(lambda: sql(stack, "db-replica-1", "SELECT count(*) FROM ledger") == "500", "replicated")
+        docker.from_env().containers.get(f"{stack.project}-db-primary-1").kill()
+
+        refused = cli(stack, "promote", "db-replica-9", check=False)
+        assert refused.returncode == 2 and "not a replica of this stack" in refused.stderr
+        result = cli(stack, "promote", "db-replica-1")
+        assert "db-replica-1 promoted" in result.stdout
+
+        assert sql(stack, "db-primary", "SELECT pg_is_in_recovery()") == "f"
+        sql(stack, "db-primary", "INSERT INTO ledger VALUES (501)")
+        assert sql(stack, "db-primary", "SELECT count(*), max(n) FROM ledger") == "501|501"
+        eventually(lambda: sql(stack, "db-replica-1", "SELECT count(*) FROM ledger") == "501", "re-cloned replica")
+        assert sql(stack, "db-replica-1", "SELECT pg_is_in_recovery()") == "t"
+        kept = [v.name for v in docker.from_env().volumes.list(
+            filters={"label": f"com.docker.compose.project={stack.project}"}) if "before-promote" in (v.name or "")]
+        assert len(kept) == 1
