@@ -59,6 +59,20 @@ def test_a_killed_replica_costs_no_failed_or_slow_get(running: Stack) -> None:
     assert max(result.latencies) < 1.0, f"slowest request took {max(result.latencies):.2f}s"
 
 
+def test_a_database_replica_killed_under_read_load_costs_no_failed_read(running: Stack) -> None:
+    stack = running
+    note_id = requests.post(stack.https + "/api/notes/", json={"text": "read under load"}, verify=False,
+                            timeout=10).json()["id"]
+    (replica,) = stack.containers("db-replica-1")
+    with LoadLoop(stack.https + f"/api/notes/{note_id}/", threads=4, max_requests=4000, max_seconds=120) as load:
+        load.wait_for(300)
+        replica.kill()
+        killed_at = load.result.total
+        load.wait_for(killed_at + 1000)
+    assert load.result.failures == [], load.result.failures[:5]
+    stack.cli("up")  # the replica starts again and catches up
+
+
 def replica_has_note(stack: Stack, replica: str, note_id: int) -> bool:
     (container,) = stack.containers(replica)
     code, out = container.exec_run(["psql", "-U", "postgres", "-d", "app", "-tAc",

@@ -18,15 +18,18 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, Error, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, Error, InterfaceError, OperationalError, connections, transaction
+from django.db import router as django_router
 
 from .conf import REPLICA_PREFIX
+
+T = TypeVar("T")
 
 PRIMARY: str = DEFAULT_DB_ALIAS  # "default"
 
@@ -100,6 +103,10 @@ class PrimaryReplicaRouter:
             self._dead_since[alias] = now
         return PRIMARY
 
+    def mark_dead(self, alias: str) -> None:
+        """Skip `alias` for the next `ttl` seconds (a query on it just failed)."""
+        self._dead_since[alias] = time.monotonic()
+
     def _known_dead(self, alias: str, now: float) -> bool:
         since = self._dead_since.get(alias)
         return since is not None and now - since < self.ttl
@@ -116,3 +123,20 @@ class PrimaryReplicaRouter:
         except Error:
             return False
         return True
+
+
+def retry_on_primary(read: Callable[[], T]) -> T:
+    """Run `read`; when the replica it used fails under it (killed, restarting), skip that replica for a
+    while and run the read again on the primary. Reads only: never wrap a write in this."""
+    try:
+        return read()
+    except (OperationalError, InterfaceError):
+        alias = used_alias.get()
+        if alias == PRIMARY:
+            raise
+        for candidate in django_router.routers:
+            if isinstance(candidate, PrimaryReplicaRouter):
+                candidate.mark_dead(alias)
+        connections[alias].close()
+        with pin_to_primary():
+            return read()

@@ -7,7 +7,7 @@ from rest_framework.decorators import api_view
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from deploystack.contrib.django.router import pin_to_primary, used_alias
+from deploystack.contrib.django.router import pin_to_primary, retry_on_primary, used_alias
 
 from .models import Note
 from .serializers import NoteSerializer
@@ -30,7 +30,8 @@ class NoteDetail(generics.RetrieveAPIView):
     serializer_class = NoteSerializer
 
     def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        note = Note.objects.filter(pk=kwargs["pk"]).first()
+        # A replica that dies under the query costs a retry on the primary, not a failed request.
+        note = retry_on_primary(lambda: Note.objects.filter(pk=kwargs["pk"]).first())
         if note is None and used_alias.get() != "default":
             # A replica may lag behind the primary: a note created a moment ago may be
             # missing there, so ask the primary before answering 404.
