@@ -30,9 +30,9 @@ down: venv ## stop the demo stack (volumes kept), and an engine that make starte
 	$(BIN)/deploystack down -f $(DEMO)
 	@scripts/engine.sh stop
 
-test: venv ## unit tests, then end-to-end tests on a real engine (started and stopped if needed)
+test: venv ## unit, then one-role integration (testcontainers), then end-to-end tests on a real engine
 	@scripts/engine.sh start
-	@status=0; $(PYTEST) tests/unit && $(PYTEST) tests/e2e || status=$$?; \
+	@status=0; $(PYTEST) tests/unit && $(PYTEST) tests/integration && $(PYTEST) tests/e2e || status=$$?; \
 	  scripts/engine.sh stop; exit $$status
 
 unit: venv ## unit tests only (no Docker; installs graphviz for the diagram tests if missing)
