@@ -159,15 +159,18 @@ def prune_superseded(client: docker.DockerClient, rendered: Rendered, report: Re
 
 
 def remove_project_images(client: docker.DockerClient, project: str, report: Reporter) -> None:
-    """Untag this project's own app images (`<project>/<app>:<hash>`) that no container uses.
+    """Untag this project's own app images (`<project>/<app>:<hash>`).
 
     For throwaway projects (deploystack.testing gives each run its own name): their images would
-    otherwise pile up, one set per test run. Layers shared with other images stay.
+    otherwise pile up, one set per test run. An image another tag or a container still needs keeps its
+    layers; the engine refuses to drop what a container uses, and that tag then stays.
     """
     with engine_errors("removing the project's images"):
-        in_use = {c.attrs["Image"] for c in client.containers.list(all=True)}
         for image in client.images.list():
             for tag in image.tags:
-                if tag.startswith(f"{project}/") and image.id not in in_use:
-                    report.detail(f"removing image {tag}")
-                    client.images.remove(tag)
+                if tag.startswith(f"{project}/"):
+                    try:
+                        client.images.remove(tag)
+                        report.detail(f"removed image {tag}")
+                    except docker.errors.APIError as exc:
+                        report.detail(f"kept {tag}: {exc.explanation}")
