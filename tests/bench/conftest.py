@@ -60,15 +60,8 @@ def stack() -> Iterator[BenchStack]:
 @pytest.fixture(scope="session")
 def probe(stack: BenchStack) -> Iterator[Container]:
     """A sleeping container from the backend's image on the private network, to exec load clients in."""
-    image = stack.docker.containers.get(stack.replica_name("backend", 1)).attrs["Config"]["Image"]
-    container = stack.docker.containers.run(
-        image, entrypoint=["sleep"], command=[str(PROBE_LIFETIME_S)], name=stack.probe_name,
-        network=stack.network("private"), labels={"io.deploystack.bench": stack.project}, detach=True,
-    )
-    try:
+    with probe_in(stack) as container:
         yield container
-    finally:
-        remove_probe(stack)
 
 
 # -- peer stacks of the ACC/MMC benchmark ------------------------------------------------------------
