@@ -173,3 +173,12 @@ def test_promote_after_losing_the_primary_keeps_every_replicated_row() -> None:
         kept = [v.name for v in docker.from_env().volumes.list(
             filters={"label": f"com.docker.compose.project={stack.project}"}) if "before-promote" in (v.name or "")]
         assert len(kept) == 1
+
+
+def test_a_backup_restores_into_a_fresh_stack(db_stack: StackUnderTest, tmp_path: Path) -> None:
+    sql(db_stack, "db-primary", "CREATE TABLE moving(n int); INSERT INTO moving SELECT generate_series(1, 300)")
+    cli(db_stack, "backup", str(tmp_path))
+    (dump,) = tmp_path.glob(f"db-{db_stack.project}-*.dump")
+    with StackUnderTest(DEFAULT, services=["db-primary"]) as fresh:
+        cli(fresh, "restore", str(dump))
+        assert sql(fresh, "db-primary", "SELECT count(*), sum(n) FROM moving") == "300|45150"
