@@ -142,8 +142,11 @@ def _converge(docker_client: DockerClient, rendered: Rendered, report: Reporter)
     images.ensure_base_image(docker_client, report)
     images.build_images(docker_client, rendered, report)
     outcome = apply.Converger(docker_client, rendered, report).up()
-    replicas = [s.name for s in rendered.plan.services if s.name.startswith("db-replica-")]
-    db.drop_stale_slots(docker_client, rendered.plan.project, [slot_name(r) for r in replicas], report)
+    names = [s.name for s in rendered.plan.services]
+    if "db-primary" in names:  # the database is part of this converge (not a subset without it)
+        replicas = [name for name in names if name.startswith("db-replica-")]
+        db.drop_stale_slots(docker_client, rendered.plan.project, [slot_name(r) for r in replicas], report)
+        db.remove_stale_replica_volumes(docker_client, rendered.plan.project, replicas, report)
     return outcome
 
 

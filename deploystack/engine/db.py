@@ -484,3 +484,22 @@ def drop_stale_slots(client: docker.DockerClient, project: str, wanted: Sequence
         return
     for row in parse_csv(out or ""):
         report.step(f"dropped replication slot {row['slot_name']} (its replica is gone)")
+
+
+def remove_stale_replica_volumes(client: docker.DockerClient, project: str, wanted: Sequence[str],
+                                 report: Reporter) -> None:
+    """Remove the data volumes of replicas the spec no longer has (after `scale dbc=N` down).
+
+    A replica's data is a copy of the primary's, so nothing is lost; a kept volume would come back
+    stale at the next scale-up and could not catch up once the primary has recycled the WAL it needs.
+    """
+    pattern = re.compile(rf"^{re.escape(project)}_(db-replica-\d+)-data$")
+    with engine_errors("removing old replica volumes"):
+        for volume in client.volumes.list(filters={"label": f"{labels.PROJECT}={project}"}):
+            match = pattern.match(volume.name or "")
+            if match and match.group(1) not in wanted:
+                try:
+                    volume.remove()
+                    report.step(f"removed volume {volume.name} (its replica is gone)")
+                except docker.errors.APIError as exc:
+                    report.detail(f"kept volume {volume.name}: {exc.explanation}")

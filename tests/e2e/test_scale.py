@@ -94,6 +94,10 @@ def test_a_new_database_replica_catches_up_and_a_removed_one_leaves_no_slot(runn
     assert sorted(n["service"] for n in status["nodes"] if n["role"] == "replica") == ["db-replica-1", "db-replica-2"]
     stack.cli("scale", "dbc=1")
     assert stack.containers("db-replica-2") == []
+    label = {"label": f"com.docker.compose.project={stack.project}"}
+    volumes = {v.name for v in stack.docker.volumes.list(filters=label)}
+    assert f"{stack.project}_db-replica-2-data" not in volumes, "a removed replica's copy would come back stale"
+    assert f"{stack.project}_db-replica-1-data" in volumes
     (primary,) = stack.containers("db-primary")
     code, out = primary.exec_run(["psql", "-U", "postgres", "-tAc", "SELECT slot_name FROM pg_replication_slots"])
     assert out.decode().split() == ["replica_1"]
