@@ -7,6 +7,7 @@ labels, so deploystack ignores it.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -123,3 +124,10 @@ def probe_in(stack: BenchStack) -> Iterator[Container]:
         yield container
     finally:
         remove_probe(stack)
+
+
+def publish(report: dict[str, Any], text: str, path: Path) -> None:
+    """Every benchmark's ending: its JSON written to `path` and its table printed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print("\n\n" + text + f"\n\nJSON: {path}")

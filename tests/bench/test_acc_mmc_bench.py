@@ -35,7 +35,7 @@ import pytest
 from docker.models.containers import Container
 
 from tests.bench import acc_mmc_probe
-from tests.bench.conftest import BenchStack, derive_default_spec, peer_stack, probe_in
+from tests.bench.conftest import BenchStack, derive_default_spec, peer_stack, probe_in, publish
 from tests.bench.test_lbc_bench import environment, medians, percentile, ratio
 from tests.conftest import REPO
 
@@ -199,9 +199,7 @@ def results(stack: BenchStack) -> Iterator[Results]:
     collected = Results()
     yield collected
     report = summarize(collected, stack)
-    RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS_FILE.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print("\n\n" + table(report) + f"\n\nJSON: {RESULTS_FILE}")
+    publish(report, table(report), RESULTS_FILE)
 
 
 # -- running the probes ------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from ruamel.yaml import YAML
 from deploystack.render.envfile import read_env
 from deploystack.render.project import ENV_FILE
 from deploystack.spec import load_stack
-from tests.bench.conftest import BenchStack
+from tests.bench.conftest import BenchStack, publish
 from tests.bench.test_lbc_bench import environment, medians, percentile, ratio
 from tests.conftest import REPO
 from tests.load import LoadLoop
@@ -136,9 +136,7 @@ def results(stack: BenchStack) -> Iterator[Results]:
     collected = Results()
     yield collected
     report = summarize(collected, stack)
-    RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS_FILE.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print("\n\n" + table(report) + f"\n\nJSON: {RESULTS_FILE}")
+    publish(report, table(report), RESULTS_FILE)
 
 
 @pytest.fixture(scope="module")

@@ -36,7 +36,7 @@ from docker.types import EndpointConfig, Mount
 from ruamel.yaml import YAML
 
 from deploystack import labels
-from tests.bench.conftest import BenchStack
+from tests.bench.conftest import BenchStack, publish
 from tests.conftest import REPO
 from tests.load import LoadLoop
 
@@ -306,9 +306,7 @@ def results(stack: BenchStack) -> Iterator[Results]:
     collected = Results()
     yield collected
     report = summarize(collected, stack)
-    RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS_FILE.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print("\n\n" + table(report, stack) + f"\n\nJSON: {RESULTS_FILE}")
+    publish(report, table(report, stack), RESULTS_FILE)
 
 
 # -- 3. latency: direct vs through the LBC -----------------------------------------------------------
