@@ -7,6 +7,7 @@ import fcntl
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -45,7 +46,17 @@ class Target:
 
 def render(target: Target, ca_bundle: Path | None = None) -> Rendered:
     stack = load_stack(target.spec)
+    fetch_new_git_sources(stack, target)
     return render_project(stack, target.spec, target.output, read_ca_bundle(ca_bundle))
+
+
+def fetch_new_git_sources(stack: Stack, target: Target) -> None:
+    """An app from git that has no checkout yet gets its branch's head; later, only `deploy` moves it."""
+    from deploystack import gitsource
+
+    for name, app in stack.apc.apps.items():
+        if app.git is not None and gitsource.head(target.output, name) is None:
+            gitsource.fetch(name, app.git, target.spec.resolve().parent, target.output, None)
 
 
 def generate(target: Target, ca_bundle: Path | None = None, dry_run: bool = False) -> writer.Changes:
@@ -59,18 +70,27 @@ def generate(target: Target, ca_bundle: Path | None = None, dry_run: bool = Fals
 
 
 @contextmanager
-def project_lock(output: Path) -> Iterator[None]:
-    """One deploystack run at a time per output directory; a second one fails at once, clearly."""
+def project_lock(output: Path, wait_s: float = 0, report: Reporter | None = None) -> Iterator[None]:
+    """One deploystack run at a time per output directory. A second one fails at once, clearly, or
+    with `wait_s` queues behind the first (deploys do: a push during a rollout waits its turn)."""
     state = output / STATE_DIR
     state.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + wait_s
     with open(state / "lock", "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise LockedError(f"{output} is busy: deploystack run by {holder} holds its lock; "
-                              "wait for it to finish") from None
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                if time.monotonic() >= deadline:
+                    raise LockedError(f"{output} is busy: deploystack run by {holder} holds its lock; "
+                                      "wait for it to finish") from None
+                if report is not None and wait_s:
+                    report.step(f"waiting for the run of {holder} to finish (queued)")
+                    report = None  # say it once
+                time.sleep(1)
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()}")
@@ -105,7 +125,7 @@ def up(target: Target, report: Reporter, ca_bundle: Path | None = None,
         rendered = _generated(target, ca_bundle, report)
         if services:
             rendered = dataclasses.replace(rendered, plan=subset(rendered.plan, services))
-        return _converge(docker_client, rendered, report)
+        return _converge(docker_client, rendered, report, partial=bool(services))
 
 
 def scale(target: Target, args: list[str], report: Reporter, ca_bundle: Path | None = None) -> dict[str, int]:
@@ -134,14 +154,15 @@ def scale(target: Target, args: list[str], report: Reporter, ca_bundle: Path | N
         return replicas
 
 
-def _converge(docker_client: DockerClient, rendered: Rendered, report: Reporter) -> Outcome:
+def _converge(docker_client: DockerClient, rendered: Rendered, report: Reporter, partial: bool = False) -> Outcome:
+    """`partial`: the plan is a subset; services outside it are left as they are."""
     from deploystack.engine import apply, db, images
     from deploystack.plan.dbc import slot_name
 
     images.require_registry_images(docker_client, rendered, report)
     images.ensure_base_image(docker_client, report)
     images.build_images(docker_client, rendered, report)
-    outcome = apply.Converger(docker_client, rendered, report).up()
+    outcome = apply.Converger(docker_client, rendered, report).up(partial=partial)
     names = [s.name for s in rendered.plan.services]
     if "db-primary" in names:  # the database is part of this converge (not a subset without it)
         replicas = [name for name in names if name.startswith("db-replica-")]
@@ -163,6 +184,11 @@ def _generated(target: Target, ca_bundle: Path | None, report: Reporter | None =
                         f"{len(changes.changed)} changed, {len(changes.removed)} removed files)")
         writer.write(rendered.files, rendered.output, changes)
     return rendered
+
+
+def write_rendered(rendered: Rendered) -> None:
+    """Write what differs between `rendered` and the output on disk (the caller holds the lock)."""
+    writer.write(rendered.files, rendered.output, writer.compare(rendered.files, rendered.output))
 
 
 def write_text_atomically(path: Path, text: str) -> None:
@@ -317,5 +343,5 @@ def db_promote(target: Target, replica: str, force: bool, report: Reporter) -> s
         replicas = replica_names(stack_of(target))
         kept = failover.promote(docker_client, rendered.plan.project, replica, replicas, force, report)
         database = dataclasses.replace(rendered, plan=subset(rendered.plan, [PRIMARY, *replicas]))
-        _converge(docker_client, database, report)
+        _converge(docker_client, database, report, partial=True)
     return kept

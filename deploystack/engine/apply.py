@@ -73,11 +73,13 @@ class Converger:
 
     # -- the whole project --------------------------------------------------------------------------
 
-    def up(self) -> Outcome:
+    def up(self, partial: bool = False) -> Outcome:
+        """`partial`: the plan is a subset of the project (a deploy's migrations, say): other services'
+        containers are not orphans."""
         self._networks()
         self._volumes()
         existing = [observed(c) for c in project_containers(self.client, self.plan.project)]
-        for step in converge.orphans({s.name for s in self.plan.services}, existing):
+        for step in [] if partial else converge.orphans({s.name for s in self.plan.services}, existing):
             self._remove(step)
         pending = list(self.plan.services)
         ready: set[str] = set()
@@ -181,46 +183,7 @@ class Converger:
         self.leaving = []
 
     def _create(self, spec: ContainerSpec) -> None:
-        service = spec.service
-        project = self.plan.project
-        self.report.step(f"creating {spec.name}")
-        mounts = [
-            Mount(target=m.target, type="bind" if m.bind else "volume", read_only=m.read_only,
-                  source=str((self.rendered.output / m.source).resolve()) if m.bind
-                  else volume_name(project, m.source))
-            for m in service.mounts
-        ]
-        if service.config_dir:
-            mounts.append(Mount(target=CONFIG_MOUNT, source=str(self.rendered.output / service.config_dir),
-                                type="bind", read_only=True))
-        hc = service.healthcheck
-        healthcheck = None if hc is None else {
-            "test": ["CMD", *hc.test], "interval": hc.interval_s * 10**9, "timeout": hc.timeout_s * 10**9,
-            "retries": hc.retries, "start_period": hc.start_period_s * 10**9,
-        }
-        first, *others = service.networks
-        aliases = [service.name, *service.aliases]
-        with engine_errors(f"creating {spec.name}"):
-            container = self.client.containers.create(
-                spec.image,
-                command=list(service.command) if service.command else None,
-                name=spec.name,
-                environment=spec.environment,
-                labels=spec.labels,
-                healthcheck=healthcheck,
-                mounts=mounts,
-                ports={f"{p.container_port}/tcp": (p.host_ip, p.host_port) for p in service.ports},
-                restart_policy={"Name": "no"} if service.one_shot else {"Name": "unless-stopped"},
-                cap_add=list(service.cap_add) or None,
-                mem_limit=service.mem_limit,
-                network=network_name(project, first),
-                networking_config={network_name(project, first): EndpointConfig(
-                    version=self.client.api._version, aliases=aliases)},
-                detach=True,
-            )
-            for net in others:
-                self.client.networks.get(network_name(project, net)).connect(container, aliases=aliases)
-            container.start()
+        create_container(self.client, self.rendered, spec, self.report)
         self.created.add(spec.name)
 
     def _remove(self, step: converge.Step) -> None:
@@ -241,18 +204,6 @@ class Converger:
         if step.action == converge.Action.REMOVE and any(
                 s.name == step.service and s.upstream for s in self.plan.services):
             self.app_changes = True
-
-    def _wait_for_old_workers(self, container: Container) -> None:
-        """After a reload, nginx's old workers finish the requests they hold; wait (bounded) for them."""
-        # "[s]hutting": the pattern must not match this sh -c's own command line.
-        count = ["sh", "-c", "grep -l '[s]hutting down' /proc/[0-9]*/cmdline 2>/dev/null | wc -l"]
-        deadline = time.monotonic() + DRAIN_SECONDS
-        while time.monotonic() < deadline:
-            code, out = container.exec_run(count)
-            if code != 0 or out.decode().strip() == "0":
-                return
-            time.sleep(0.2)
-        self.report.detail(f"old nginx workers still draining after {DRAIN_SECONDS}s; going on")
 
     # -- reloading the LBC --------------------------------------------------------------------------
 
@@ -300,5 +251,64 @@ class Converger:
                                       + out.decode(errors="replace").strip())
                 self.report.step(f"reloaded {name}")
                 self.outcome.reloaded.append(name)
-                self._wait_for_old_workers(container)
+                wait_for_old_workers(container, self.report)
             container.exec_run(["sh", "-c", f"echo {want} > {APPLIED_HASH_FILE}"])
+
+
+def create_container(client: docker.DockerClient, rendered: Rendered, spec: ContainerSpec,
+                     report: Reporter) -> Container:
+    """Create and start one container of a service, on its networks, with its mounts and health check."""
+    service = spec.service
+    project = rendered.plan.project
+    report.step(f"creating {spec.name}")
+    mounts = [
+        Mount(target=m.target, type="bind" if m.bind else "volume", read_only=m.read_only,
+              source=str((rendered.output / m.source).resolve()) if m.bind
+              else volume_name(project, m.source))
+        for m in service.mounts
+    ]
+    if service.config_dir:
+        mounts.append(Mount(target=CONFIG_MOUNT, source=str(rendered.output / service.config_dir),
+                            type="bind", read_only=True))
+    hc = service.healthcheck
+    healthcheck = None if hc is None else {
+        "test": ["CMD", *hc.test], "interval": hc.interval_s * 10**9, "timeout": hc.timeout_s * 10**9,
+        "retries": hc.retries, "start_period": hc.start_period_s * 10**9,
+    }
+    first, *others = service.networks
+    aliases = [service.name, *service.aliases]
+    with engine_errors(f"creating {spec.name}"):
+        container = client.containers.create(
+            spec.image,
+            command=list(service.command) if service.command else None,
+            name=spec.name,
+            environment=spec.environment,
+            labels=spec.labels,
+            healthcheck=healthcheck,
+            mounts=mounts,
+            ports={f"{p.container_port}/tcp": (p.host_ip, p.host_port) for p in service.ports},
+            restart_policy={"Name": "no"} if service.one_shot else {"Name": "unless-stopped"},
+            cap_add=list(service.cap_add) or None,
+            mem_limit=service.mem_limit,
+            network=network_name(project, first),
+            networking_config={network_name(project, first): EndpointConfig(
+                version=client.api._version, aliases=aliases)},
+            detach=True,
+        )
+        for net in others:
+            client.networks.get(network_name(project, net)).connect(container, aliases=aliases)
+        container.start()
+    return container
+
+
+def wait_for_old_workers(container: Container, report: Reporter) -> None:
+    """After a reload, nginx's old workers finish the requests they hold; wait (bounded) for them."""
+    # "[s]hutting": the pattern must not match this sh -c's own command line.
+    count = ["sh", "-c", "grep -l '[s]hutting down' /proc/[0-9]*/cmdline 2>/dev/null | wc -l"]
+    deadline = time.monotonic() + DRAIN_SECONDS
+    while time.monotonic() < deadline:
+        code, out = container.exec_run(count)
+        if code != 0 or out.decode().strip() == "0":
+            return
+        time.sleep(0.2)
+    report.detail(f"old nginx workers still draining after {DRAIN_SECONDS}s; going on")

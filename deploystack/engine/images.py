@@ -138,13 +138,14 @@ def _build(client: docker.DockerClient, context: Path, image: str, args: dict[st
 
 
 def prune_superseded(client: docker.DockerClient, rendered: Rendered, report: Reporter) -> None:
-    """Remove older tags of this project's own app images, unless a container still uses them.
+    """Remove older tags of this project's own app images, unless a container still uses them or a
+    recent deploy did (rollbacks want those).
 
     Content-hash tags never move, so old builds stay tagged and would pile up. The role images
     (deploystack/lbc, ...) are shared by every project on the engine: another project may be about to
     start the tag this one no longer wants, so those are left to `docker image prune`.
     """
-    current = {job.image for job in rendered.builds}
+    current = {job.image for job in rendered.builds} | set(rendered.images.values()) | rendered.retained
     own = f"{rendered.plan.project}/"
     with engine_errors("pruning old images"):
         in_use = {c.attrs["Image"] for c in client.containers.list(all=True)}

@@ -28,3 +28,19 @@ def service_container(client: docker.DockerClient, project: str, service: str, n
         state = "running " if running else ""
         raise UsageError(f"project {project} has no {state}{service} container (is the stack up? deploystack ps)")
     return found[0]
+
+
+def running_image(client: docker.DockerClient, project: str, service: str) -> str | None:
+    """The image reference replica 1 of `service` was created from, if it runs."""
+    try:
+        container = service_container(client, project, service, running=True)
+    except UsageError:
+        return None
+    return str(container.attrs.get("Config", {}).get("Image") or "") or None
+
+
+def remove_service_containers(client: docker.DockerClient, project: str, service: str) -> None:
+    with engine_errors(f"removing {service}"):
+        for container in client.containers.list(
+                all=True, filters={"label": [f"{labels.PROJECT}={project}", f"{labels.SERVICE}={service}"]}):
+            container.remove(force=True)

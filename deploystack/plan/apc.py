@@ -89,7 +89,8 @@ def plan_apc(stack: Stack) -> list[Service]:
         build = Build(
             role="apc", repo=f"{stack.project}/{name}", context=f"build/apps/{name}",
             args=(("DJANGO_SETTINGS_MODULE", app.settings_module),),
-            app_source=PurePosixPath(app.source),
+            app_source=PurePosixPath(app.source) if app.source is not None else None,
+            app=name, from_git=app.git is not None,
         )
         env = app_environment(stack, name, app)
         depends = backing

@@ -19,6 +19,8 @@ class Build:
     context: str  # the build context's folder inside the output directory
     args: tuple[tuple[str, str], ...] = ()
     app_source: PurePosixPath | None = None  # relative to the spec's folder, copied in as app/
+    app: str | None = None  # the app whose image this is (deploys and rollbacks are per app)
+    from_git: bool = False  # the app's git checkout (see gitsource), not app_source, is copied in
     with_package: bool = False  # copy deploystack itself in as deploystack-src/ (CDC runs it)
 
 

@@ -39,14 +39,14 @@ def tree(root: Path, prefix: str) -> dict[str, FileData]:
     return files
 
 
-def context_files(build: Build, spec_dir: Path, ca_bundle: bytes) -> dict[str, FileData]:
-    """The files of one build context, keyed by path inside the context."""
+def context_files(build: Build, app_source: Path | None, ca_bundle: bytes) -> dict[str, FileData]:
+    """The files of one build context, keyed by path inside the context (`app_source`: an app's folder)."""
     role_dir = compose_root() / build.role
     files = tree(role_dir, "")
     files |= tree(compose_root() / "_sourced", "_sourced")
     files["ca-bundle.crt"] = FileData(ca_bundle)
-    if build.app_source is not None:
-        source = spec_dir / build.app_source
+    if app_source is not None:
+        source = app_source
         if not (source / "manage.py").is_file():
             raise UsageError(f"app source {source} is not a Django project (no manage.py there)")
         files |= tree(source, "app")

@@ -6,8 +6,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from deploystack import history
 from deploystack.errors import UsageError
+from deploystack.gitsource import checkout_dir, head
 from deploystack.plan import ProjectPlan, build_plan
+from deploystack.plan.model import Build
 from deploystack.render.compose import compose_data, dump_yaml
 from deploystack.render.contexts import FileData, content_hash, context_files
 from deploystack.render.envfile import complete_secrets, env_text, read_env
@@ -34,6 +37,8 @@ class Rendered:
     images: dict[str, str]  # service name -> image reference
     builds: tuple[BuildJob, ...]  # one per distinct build context
     secrets: dict[str, str]
+    source_images: dict[str, str]  # app -> the image its source builds (differs from images when pinned)
+    retained: frozenset[str]  # images of recent deploys, kept for a quick rollback
 
 
 def read_ca_bundle(path: Path | None) -> bytes:
@@ -54,24 +59,45 @@ def render_project(stack: Stack, spec_path: Path, output: Path, ca_bundle: bytes
     for config in plan.configs:
         files[config.path] = FileData(render_template(config.template, config.context).encode())
 
+    records = history.read(output)
     images: dict[str, str] = {}
     builds: dict[str, BuildJob] = {}
+    source_images: dict[str, str] = {}
     for service in plan.services:
         if service.build is None:
             images[service.name] = service.image or ""
             continue
         build = service.build
         if build.context not in builds:
-            context = context_files(build, spec_dir, ca_bundle)
-            image = f"{build.repo}:{content_hash(context | _args_file(dict(build.args)))}"
+            context = context_files(build, _app_source(build, spec_dir, output), ca_bundle)
+            tag = content_hash(context | _args_file(dict(build.args)))
+            if build.from_git and build.app is not None:
+                tag = f"{(head(output, build.app) or 'unknown')[:12]}-{tag}"  # the commit, readable in `docker ps`
+            image = f"{build.repo}:{tag}"
             builds[build.context] = BuildJob(image, build.context, dict(build.args))
             files |= {f"{build.context}/{name}": data for name, data in context.items()}
         images[service.name] = builds[build.context].image
+        if build.app is not None:
+            source_images[build.app] = images[service.name]
+            pinned = history.pinned_image(records, build.app, images[service.name])
+            images[service.name] = pinned or images[service.name]
 
     secrets = complete_secrets(plan.secrets, read_env(output / ENV_FILE))
     files[ENV_FILE] = FileData(env_text(secrets).encode(), 0o600)
     files[COMPOSE_FILE] = FileData(dump_yaml(compose_data(plan, images)).encode())
-    return Rendered(plan, output, files, images, tuple(builds.values()), secrets)
+    return Rendered(plan, output, files, images, tuple(builds.values()), secrets, source_images,
+                    frozenset(history.recent_images(records)))
+
+
+def _app_source(build: Build, spec_dir: Path, output: Path) -> Path | None:
+    if build.from_git:
+        assert build.app is not None
+        checkout = checkout_dir(output, build.app)
+        if not checkout.is_dir():
+            raise UsageError(f"app {build.app} comes from git and has not been fetched yet: "
+                             "deploystack up (or deploy) fetches it")
+        return checkout
+    return spec_dir / build.app_source if build.app_source is not None else None
 
 
 def _args_file(args: dict[str, str]) -> dict[str, FileData]:

@@ -95,6 +95,8 @@ def cross_checks(stack: Stack, document: CommentedMap, spec_dir: Path) -> list[P
                 problems.append(Problem(_dotted(loc), f"route {route!r} is reserved for {taken}",
                                         line_of(document, loc)))
     for name, app in stack.apc.apps.items():
+        if app.source is None:  # a git app: its checkout is checked when it is fetched
+            continue
         loc = ("apc", "apps", name, "source")
         source = spec_dir / app.source
         if not (source / "manage.py").is_file():

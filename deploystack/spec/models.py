@@ -154,8 +154,35 @@ class Worker(Model):
         return queues
 
 
+# A branch name as git allows it, kept to characters that need no quoting anywhere they are printed.
+BRANCH = re.compile(r"^(?!-)(?!.*\.\.)[A-Za-z0-9._/-]+(?<![./])$")
+
+
+def branch_name(name: str) -> str:
+    if not BRANCH.match(name):
+        raise ValueError(f"{name!r} is not a branch name (letters, digits, '.', '_', '/' and '-')")
+    return name
+
+
+class GitSource(Model):
+    """Where `deploystack deploy` fetches an app from: a URL git understands, or a local repository."""
+
+    url: str = Field(min_length=1, description="https://, ssh://, file:// or a path (relative to the spec file)")
+    branch: str = Field("master", description="deployed when no --ref is given")
+
+    _branch = field_validator("branch")(branch_name)
+
+    @field_validator("url")
+    @classmethod
+    def _no_options(cls, url: str) -> str:
+        if url.startswith("-") or any(c.isspace() for c in url):
+            raise ValueError(f"{url!r} is not a repository URL or path")
+        return url
+
+
 class App(Model):
-    source: str = Field(description="path of the Django project, relative to the spec file")
+    source: str | None = Field(None, description="path of the Django project, relative to the spec file")
+    git: GitSource | None = Field(None, description="deploy from this repository instead of `source`")
     wsgi: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", description="module:callable")
     settings: str | None = Field(None, description="settings module; default: <package of wsgi>.settings")
     server: Literal["gunicorn", "uwsgi"] = "gunicorn"
@@ -165,6 +192,14 @@ class App(Model):
     migrate: bool = Field(True, description="run migrations when the app starts")
     worker: Worker | None = Field(None, description="Celery workers from the same image")
     env: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> App:
+        if self.source is None and self.git is None:
+            raise ValueError("give the app's `source` (a folder) or its `git` repository")
+        if self.source is not None and self.git is not None:
+            raise ValueError("give `source` or `git`, not both: deploys from git ignore a local folder")
+        return self
 
     @field_validator("routes")
     @classmethod
@@ -287,6 +322,7 @@ class DBC(Model):
 class CDC(Toggle):
     enabled: bool = False
     branch: str = "master"
+    _branch = field_validator("branch")(branch_name)
     provider: Literal["github", "gitlab", "gitea"] = "github"
 
 

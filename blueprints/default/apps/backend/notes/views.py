@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 from typing import Any
 
 from django.db.models import QuerySet
@@ -48,6 +49,14 @@ def health(request: Request) -> Response:
     return Response({"app": "backend"})
 
 
+# A VERSION file at the project's top, when its repository has one (the CDC tests' pushes change it).
+VERSION_FILE = Path(__file__).resolve().parent.parent / "VERSION"
+
+
 @api_view(["GET"])
 def version(request: Request) -> Response:
-    return Response({"version": os.environ.get("APP_VERSION", "dev")})
+    """APP_VERSION from the environment, else the VERSION file, else "dev"."""
+    found = os.environ.get("APP_VERSION")
+    if not found and VERSION_FILE.is_file():
+        found = VERSION_FILE.read_text(encoding="utf-8").strip()
+    return Response({"version": found or "dev"})

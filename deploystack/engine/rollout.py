@@ -1,0 +1,171 @@
+"""Replace an app's replicas one at a time with no failed request: the rolling step of `deploy`.
+
+For each replica `<project>-<app>-<n>`:
+
+1. the running container is renamed `<name>-old` (nginx keeps its address from its last reload, so it
+   goes on serving);
+2. a new container takes the name and must pass its health check;
+3. the LBC reloads with both in the app's upstream, then again without `-old`; nginx's old workers
+   finish the requests they hold (bounded wait);
+4. the old container stops: its own nginx and app server finish what is in flight.
+
+A new replica that fails its health check stops the rollout: it is removed, its old container gets its
+name back, and `Rollout.restore` puts the old definition back on the replicas already replaced.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import docker
+import docker.errors
+from docker.models.containers import Container
+
+from deploystack.engine.apply import APPLIED_HASH_FILE, create_container, wait_for_old_workers
+from deploystack.engine.client import engine_errors
+from deploystack.engine.containers import ContainerSpec, config_files_hash, wanted_specs
+from deploystack.engine.health import wait_ready
+from deploystack.engine.report import Reporter
+from deploystack.errors import EngineError, StackError
+from deploystack.plan.apc import APP_PORT
+from deploystack.plan.model import ConfigFile, Service
+from deploystack.render.project import Rendered
+from deploystack.render.templates import render_template
+
+PARKED = "-old"  # suffix of a replica being replaced, while it still serves
+
+
+class Rollout:
+    def __init__(self, client: docker.DockerClient, rendered: Rendered, app: str, report: Reporter) -> None:
+        self.client = client
+        self.rendered = rendered
+        self.service = rendered.plan.service(app)
+        self.report = report
+        self.lbc = next((s for s in rendered.plan.services if s.role == "lbc"), None)
+        self.replaced: list[int] = []  # replica numbers running the new definition
+
+    def run(self) -> None:
+        """Replace every replica (changed or not: a deploy restarts them all), one at a time."""
+        for spec in wanted_specs(self.rendered, self.service):
+            self._replace(spec)
+            self.replaced.append(spec.number)
+        self._reload()  # the plan's own LBC config, whatever state a reload left behind
+
+    def restore(self, old: Rendered) -> None:
+        """Put `old`'s definition back on the replicas this rollout replaced (same one-at-a-time steps)."""
+        back = Rollout(self.client, old, self.service.name, self.report)
+        for spec in wanted_specs(old, back.service):
+            if spec.number in self.replaced:
+                back._replace(spec)
+        back._reload()
+
+    # -- one replica --------------------------------------------------------------------------------
+
+    def _replace(self, spec: ContainerSpec) -> None:
+        old = self._container(spec.name)
+        if old is not None and old.status != "running":  # not serving: nothing to hand over
+            self._stop(old)
+            old = None
+        parked = spec.name + PARKED
+        leftover = self._container(parked)  # from a run that was killed half-way
+        if leftover is not None:
+            self._stop(leftover)
+        if old is not None:
+            with engine_errors(f"renaming {spec.name}"):
+                old.rename(parked)
+        self.report.step(f"{spec.name}: starting the new replica")
+        try:
+            create_container(self.client, self.rendered, spec, self.report)
+            wait_ready(self.client, spec.name, self.service, self.report).wait()
+        except StackError:
+            new = self._container(spec.name)
+            if new is not None:
+                self._stop(new, grace=0)
+            if old is not None:
+                with engine_errors(f"renaming {parked} back"):
+                    old.rename(spec.name)
+            raise
+        if old is None:
+            self._reload()
+            return
+        self._reload(extra=[parked])  # the new replica joins the upstream, the old one still in it
+        self._reload()  # the old one leaves it; nginx's old workers have drained
+        self.report.step(f"{spec.name}: replaced; stopping the old replica")
+        self._stop(old)
+
+    def _container(self, name: str) -> Container | None:
+        with engine_errors(f"inspecting {name}"):
+            try:
+                return self.client.containers.get(name)
+            except docker.errors.NotFound:
+                return None
+
+    def _stop(self, container: Container, grace: int | None = None) -> None:
+        with engine_errors(f"removing {container.name}"):
+            try:
+                if container.status == "running":
+                    container.stop(timeout=self.service.stop_grace_s if grace is None else grace)
+                container.remove(force=True)
+            except docker.errors.NotFound:
+                pass
+
+    # -- the LBC ------------------------------------------------------------------------------------
+
+    def _reload(self, extra: list[str] | None = None) -> None:
+        """Write the LBC's nginx.conf with `extra` replicas in this app's upstream, reload, wait for the
+        old workers. With no extra, the file is the plan's own and the LBC's applied hash says so."""
+        if self.lbc is None:
+            return
+        lbc_name = self.rendered.plan.container_name(self.lbc)
+        lbc = self._container(lbc_name)
+        if lbc is None or lbc.status != "running" or self.lbc.reload is None:
+            return
+        config = self._nginx_config()
+        if extra:
+            data = render_template(config.template, self._with_servers(config, extra)).encode()
+        else:
+            data = self.rendered.files[config.path].data
+        _write(self.rendered.output / config.path, data)
+        with engine_errors(f"reloading {lbc_name}"):
+            code, out = lbc.exec_run(list(self.lbc.reload))
+            if code != 0:
+                raise EngineError(f"reloading {lbc_name} failed, the old configuration stays in use:\n"
+                                  + out.decode(errors="replace").strip())
+            wait_for_old_workers(lbc, self.report)
+            if not extra:
+                want = config_files_hash(self.rendered, self.lbc)
+                lbc.exec_run(["sh", "-c", f"echo {want} > {APPLIED_HASH_FILE}"])
+
+    def _nginx_config(self) -> ConfigFile:
+        assert self.lbc is not None
+        path = f"{self.lbc.config_dir}/nginx.conf"
+        return next(c for c in self.rendered.plan.configs if c.path == path)
+
+    def _with_servers(self, config: ConfigFile, extra: list[str]) -> dict[str, object]:
+        context = dict(config.context)
+        upstreams = []
+        for upstream in context["upstreams"]:  # type: ignore[attr-defined]
+            if upstream["name"] == self.service.name:
+                upstream = {**upstream, "servers": [*upstream["servers"], *(f"{n}:{APP_PORT}" for n in extra)]}
+            upstreams.append(upstream)
+        context["upstreams"] = upstreams
+        return context
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Replace a file atomically: the LBC bind-mounts its folder and must never read half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def service_of(rendered: Rendered, name: str) -> Service | None:
+    return next((s for s in rendered.plan.services if s.name == name), None)
