@@ -1,3 +1,5 @@
+"""`python -m deploystack`: the CLI (the CDC image runs it this way)."""
+
 from deploystack.cli import main
 
 main()

@@ -18,7 +18,7 @@ from docker.types import EndpointConfig, Mount
 from deploystack import labels
 from deploystack.engine import converge
 from deploystack.engine.client import engine_errors
-from deploystack.engine.containers import CONFIG_MOUNT, ContainerSpec, config_files_hash, wanted_specs
+from deploystack.engine.containers import CONFIG_MOUNT, ContainerSpec, config_files_hash, interpolate, wanted_specs
 from deploystack.engine.health import Readiness, wait_ready
 from deploystack.engine.lookup import project_containers
 from deploystack.engine.report import Reporter
@@ -262,7 +262,8 @@ def create_container(client: docker.DockerClient, rendered: Rendered, spec: Cont
     project = rendered.plan.project
     report.step(f"creating {spec.name}")
     mounts = [
-        Mount(target=m.target, type="bind" if m.bind else "volume", read_only=m.read_only,
+        Mount(target=interpolate(m.target, rendered.secrets), type="bind" if m.bind else "volume",
+              read_only=m.read_only,
               source=str((rendered.output / m.source).resolve()) if m.bind
               else volume_name(project, m.source))
         for m in service.mounts

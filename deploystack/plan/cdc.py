@@ -7,6 +7,9 @@ from deploystack.plan.secrets import ref
 from deploystack.spec.models import Stack
 
 PORT = 9000
+# Not secrets, but host paths that only rendering knows: .env carries them, like Compose variables.
+PROJECT_PATH = "DEPLOYSTACK_PROJECT_DIR"
+SPEC_PATH = "DEPLOYSTACK_SPEC"
 
 
 def plan_cdc(stack: Stack, project_dir: str) -> tuple[list[Service], list[ConfigFile]]:
@@ -19,15 +22,19 @@ def plan_cdc(stack: Stack, project_dir: str) -> tuple[list[Service], list[Config
         build=Build(role="cdc", repo="deploystack/cdc", context="build/cdc", with_package=True),
         environment=(("CDC_WEBHOOK_SECRET", ref("CDC_WEBHOOK_SECRET")),
                      ("CDC_BRANCH", stack.cdc.branch),
-                     ("DEPLOYSTACK_PROJECT", stack.project)),
+                     ("CDC_PROVIDER", stack.cdc.provider),
+                     ("DEPLOYSTACK_PROJECT", stack.project),
+                     ("DEPLOYSTACK_SPEC", ref(SPEC_PATH))),
         # egress: fetching git sources needs the outside world, which `private` does not give.
         networks=("private", "egress"),
         # The Docker socket is root on the host: see docs/ARCHITECTURE.md, "CDC and the socket".
+        # The spec's folder is mounted at its own host path: `deploy` inside creates containers whose
+        # bind mounts (stack/config/...) the engine resolves on the host.
         mounts=(Mount("/var/run/docker.sock", "/var/run/docker.sock", bind=True),
-                Mount(project_dir, "/project", bind=True)),
+                Mount(project_dir, ref(PROJECT_PATH), bind=True)),
         healthcheck=HealthCheck(test=("cdc-health",), start_period_s=30),
         config_dir=config,
     )
     hooks = ConfigFile(f"{config}/hooks.json", "cdc/templates/hooks.json.j2",
-                       {"project": stack.project, "branch": stack.cdc.branch})
+                       {"project": stack.project, "provider": stack.cdc.provider})
     return [service], [hooks]

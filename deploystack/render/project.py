@@ -10,6 +10,7 @@ from deploystack import history
 from deploystack.errors import UsageError
 from deploystack.gitsource import checkout_dir, head
 from deploystack.plan import ProjectPlan, build_plan
+from deploystack.plan.cdc import PROJECT_PATH, SPEC_PATH
 from deploystack.plan.model import Build
 from deploystack.render.compose import compose_data, dump_yaml
 from deploystack.render.contexts import FileData, content_hash, context_files
@@ -48,6 +49,11 @@ def read_ca_bundle(path: Path | None) -> bytes:
             return path.read_bytes()
         except OSError as exc:
             raise UsageError(f"--ca-bundle {path}: {exc.strerror}") from None
+    # Inside the CDC container: the bundle its image was built with, i.e. the host's, so that a deploy
+    # from there renders the same build contexts (and image tags) as the host does.
+    image_bundle = Path(os.environ.get("DEPLOYSTACK_CA_BUNDLE", ""))
+    if image_bundle.name and image_bundle.is_file():
+        return image_bundle.read_bytes()
     return DEFAULT_CA_BUNDLE.read_bytes() if DEFAULT_CA_BUNDLE.is_file() else b""
 
 
@@ -83,6 +89,8 @@ def render_project(stack: Stack, spec_path: Path, output: Path, ca_bundle: bytes
             images[service.name] = pinned or images[service.name]
 
     secrets = complete_secrets(plan.secrets, read_env(output / ENV_FILE))
+    if stack.cdc.enabled:
+        secrets |= {PROJECT_PATH: str(spec_dir), SPEC_PATH: str(spec_path.resolve())}
     files[ENV_FILE] = FileData(env_text(secrets).encode(), 0o600)
     files[COMPOSE_FILE] = FileData(dump_yaml(compose_data(plan, images)).encode())
     return Rendered(plan, output, files, images, tuple(builds.values()), secrets, source_images,
