@@ -57,8 +57,15 @@ def read(output: Path) -> list[Deploy]:
 def append(output: Path, record: Deploy) -> None:
     file = path(output)
     file.parent.mkdir(parents=True, exist_ok=True)
-    with file.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(asdict(record), sort_keys=True) + "\n")
+    with file.open("a+b") as handle:
+        handle.seek(0, os.SEEK_END)
+        if handle.tell() > 0:
+            handle.seek(-1, os.SEEK_END)
+            cut_short = handle.read(1) != b"\n"  # a crash mid-write: don't glue this record onto it
+            handle.seek(0, os.SEEK_END)
+            if cut_short:
+                handle.write(b"\n")
+        handle.write((json.dumps(asdict(record), sort_keys=True) + "\n").encode())
         handle.flush()
         os.fsync(handle.fileno())
 
@@ -81,11 +88,13 @@ def rollback_target(records: list[Deploy], app: str) -> Deploy | None:
     ok = [r for r in records if r.app == app and r.result == OK]
     if not ok:
         return None
-    last = ok[-1]
-    earlier = next((r for r in reversed(ok[:-1]) if r.image != last.image), None)
-    if earlier is None and last.previous != last.image:  # the image `up` started before the first deploy
-        earlier = replace(last, image=last.previous, ref=last.previous_ref or "previous")
-    return earlier
+    running = ok[-1].image
+    for record in reversed(ok):
+        if record.image != running:
+            return record
+        if record.previous != running:  # e.g. the image `up` started, before the first deploy
+            return replace(record, image=record.previous, ref=record.previous_ref or "previous")
+    return None
 
 
 def recent_images(records: list[Deploy], per_app: int = 3) -> set[str]:

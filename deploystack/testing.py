@@ -26,6 +26,7 @@ from ruamel.yaml import YAML
 from deploystack import operations
 from deploystack.engine.report import Reporter
 from deploystack.errors import UsageError
+from deploystack.gitsource import resolve_url
 from deploystack.operations import Target
 from deploystack.plan.dbc import PRIMARY
 from deploystack.render.envfile import read_env
@@ -50,7 +51,8 @@ def free_port() -> int:
 
 
 def derive_spec(spec: Path, folder: Path, project: str, http: int, https: int) -> Path:
-    """A copy of `spec` in `folder` with another project name, loopback ports and absolute app sources."""
+    """A copy of `spec` in `folder` with another project name, loopback ports and absolute app sources
+    (folders, and git repositories given as local paths)."""
     yaml = YAML(typ="rt")
     data = yaml.load(spec.read_text(encoding="utf-8"))
     data["project"] = project
@@ -58,7 +60,10 @@ def derive_spec(spec: Path, folder: Path, project: str, http: int, https: int) -
     lbc["bind"] = "127.0.0.1"
     lbc["ports"] = {"http": http, "https": https}
     for app in data["apc"]["apps"].values():
-        app["source"] = str((spec.resolve().parent / app["source"]).resolve())
+        if "source" in app:
+            app["source"] = str((spec.resolve().parent / app["source"]).resolve())
+        if "git" in app:
+            app["git"]["url"] = resolve_url(app["git"]["url"], spec.resolve().parent)
     derived = folder / "deploystack.yaml"
     with derived.open("w", encoding="utf-8") as handle:
         yaml.dump(data, handle)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
+
 from deploystack.plan.model import Build, ConfigFile, HealthCheck, Mount, Service
 from deploystack.plan.secrets import ref
 from deploystack.spec.models import Stack
@@ -10,6 +12,18 @@ PORT = 9000
 # Not secrets, but host paths that only rendering knows: .env carries them, like Compose variables.
 PROJECT_PATH = "DEPLOYSTACK_PROJECT_DIR"
 SPEC_PATH = "DEPLOYSTACK_SPEC"
+
+
+def local_repositories(stack: Stack) -> list[str]:
+    """Apps' git sources given as absolute local paths (or file:// URLs): the CDC needs to see them at
+    the same path. Relative paths are inside the spec's folder, which it mounts anyway."""
+    paths = []
+    for app in stack.apc.apps.values():
+        url = app.git.url if app.git is not None else ""
+        path = url.removeprefix("file://")
+        if path.startswith("/") and (url.startswith("file://") or "://" not in url):
+            paths.append(str(PurePosixPath(path)))
+    return sorted(set(paths))
 
 
 def plan_cdc(stack: Stack, project_dir: str) -> tuple[list[Service], list[ConfigFile]]:
@@ -31,7 +45,8 @@ def plan_cdc(stack: Stack, project_dir: str) -> tuple[list[Service], list[Config
         # The spec's folder is mounted at its own host path: `deploy` inside creates containers whose
         # bind mounts (stack/config/...) the engine resolves on the host.
         mounts=(Mount("/var/run/docker.sock", "/var/run/docker.sock", bind=True),
-                Mount(project_dir, ref(PROJECT_PATH), bind=True)),
+                Mount(project_dir, ref(PROJECT_PATH), bind=True),
+                *(Mount(path, path, bind=True, read_only=True) for path in local_repositories(stack))),
         healthcheck=HealthCheck(test=("cdc-health",), start_period_s=30),
         config_dir=config,
     )

@@ -91,6 +91,21 @@ BAD = [
                  id="reserved-route"),
     pytest.param(MINIMAL.replace("backend:", "lbc:"),
                  ["apc.apps (line 3): app name 'lbc' is taken by deploystack"], id="reserved-app-name"),
+    pytest.param(MINIMAL + "      git: {url: repos/backend.git}\n",
+                 ["apc.apps.backend (line 4): give `source` or `git`, not both: deploys from git ignore a "
+                  "local folder"], id="source-and-git"),
+    pytest.param(MINIMAL.replace("      source: apps/backend\n", ""),
+                 ["apc.apps.backend (line 4): give the app's `source` (a folder) or its `git` repository"],
+                 id="no-source"),
+    pytest.param(MINIMAL.replace("source: apps/backend", "git: {url: repos/b.git, branch: -x}"),
+                 ["apc.apps.backend.git.branch (line 5): '-x' is not a branch name (letters, digits, '.', '_', "
+                  "'/' and '-')"], id="git-branch"),
+    pytest.param(MINIMAL.replace("source: apps/backend", "git: {url: --upload-pack=x}"),
+                 ["apc.apps.backend.git.url (line 5): '--upload-pack=x' is not a repository URL or path"],
+                 id="git-url-option"),
+    pytest.param(MINIMAL + "cdc:\n  enabled: true\n  branch: 'main branch'\n",
+                 ["cdc.branch (line 9): 'main branch' is not a branch name (letters, digits, '.', '_', '/' and "
+                  "'-')"], id="cdc-branch"),
 ]
 
 
@@ -123,3 +138,10 @@ def test_missing_file(tmp_path: Path) -> None:
     assert [str(p) for p in caught.value.problems] == [
         f"(top level): spec file {tmp_path}/nope.yaml not found (deploystack init writes one)"
     ]
+
+
+def test_an_app_from_git_needs_no_folder(spec_dir: Path) -> None:
+    stack = load_stack(write_spec(spec_dir, MINIMAL.replace("source: apps/backend",
+                                                            "git: {url: repos/backend.git, branch: main}")))
+    app = stack.apc.apps["backend"]
+    assert app.source is None and app.git is not None and (app.git.url, app.git.branch) == ("repos/backend.git", "main")

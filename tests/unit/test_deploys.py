@@ -1,0 +1,150 @@
+"""Deploys without an engine: the history's pins and rollback targets, git checkouts from a real local
+repository, which apps a deploy takes, and the webhook rule per forge."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from deploystack import gitsource, history
+from deploystack.deploys import apps_to_deploy
+from deploystack.errors import StackError, UsageError
+from deploystack.render.templates import render_template
+from deploystack.spec import load_stack
+from deploystack.spec.models import GitSource
+from tests.conftest import write_spec
+
+GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+
+
+def record(image: str, previous: str, result: str = history.OK, source_image: str | None = None,
+           ref: str = "source", kind: str = "deploy") -> history.Deploy:
+    return history.Deploy(app="backend", kind=kind, ref=ref, image=image, source_image=source_image or image,
+                          previous=previous, started="2026-11-28T00:00:00+00:00", seconds=1.0, trigger="test",
+                          result=result)
+
+
+def test_history_round_trip_skips_a_line_cut_short(tmp_path: Path) -> None:
+    history.append(tmp_path, record("app:2", "app:1"))
+    with history.path(tmp_path).open("a") as handle:
+        handle.write('{"app": "backend", "ki')  # a crash mid-write
+    history.append(tmp_path, record("app:3", "app:2"))
+    assert [r.image for r in history.read(tmp_path)] == ["app:2", "app:3"]
+    assert history.read(tmp_path / "nowhere") == []
+
+
+def test_a_rollback_pins_its_image_until_the_source_changes() -> None:
+    records = [record("app:2", "app:1"), record("app:1", "app:2", kind="rollback", source_image="app:2")]
+    assert history.pinned_image(records, "backend", "app:2") == "app:1"  # source as it was: pinned
+    assert history.pinned_image(records, "backend", "app:9") is None  # source changed: it wins
+    assert history.pinned_image(records[:1], "backend", "app:2") is None  # a deploy pins nothing
+    assert history.pinned_image(records, "other", "app:2") is None
+
+
+def test_rollback_target_skips_failed_and_identical_deploys() -> None:
+    records = [record("app:2", "app:1"), record("app:2", "app:2"), record("app:3", "app:2", history.ROLLED_BACK)]
+    target = history.rollback_target(records, "backend")
+    assert target is not None and target.image == "app:1"  # what ran before the first deploy
+    records.append(record("app:4", "app:2", ref="c4"))
+    target = history.rollback_target(records, "backend")
+    assert target is not None and target.image == "app:2"
+    assert history.rollback_target([record("app:1", "app:1")], "backend") is None
+    assert history.rollback_target([], "backend") is None
+
+
+def test_recent_images_are_kept_for_rollbacks() -> None:
+    records = [record(f"app:{n}", f"app:{n - 1}") for n in range(2, 7)]
+    records.append(record("app:9", "app:6", history.ROLLED_BACK))
+    assert history.recent_images(records, per_app=3) == {"app:6", "app:5", "app:4"}
+
+
+@pytest.fixture()
+def forge(tmp_path: Path) -> tuple[Path, list[str]]:
+    """A bare repository with two commits on master (each with manage.py), pushed from a work tree."""
+    bare, work = tmp_path / "repos" / "app.git", tmp_path / "work"
+    subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
+    work.mkdir()
+    subprocess.run(["git", "init", "-q", "-b", "master"], cwd=work, check=True)
+    shas = []
+    for version in ("v1", "v2"):
+        (work / "manage.py").write_text("# Django\n")
+        (work / "VERSION").write_text(version)
+        subprocess.run([*GIT, "add", "-A"], cwd=work, check=True)
+        subprocess.run([*GIT, "commit", "-qm", version], cwd=work, check=True)
+        subprocess.run([*GIT, "push", "-q", str(bare), "HEAD:refs/heads/master"], cwd=work, check=True)
+        shas.append(subprocess.run(["git", "rev-parse", "HEAD"], cwd=work, capture_output=True, text=True,
+                                   check=True).stdout.strip())
+    return tmp_path, shas
+
+
+def test_fetch_checks_out_the_branch_head_or_a_given_commit(forge: tuple[Path, list[str]]) -> None:
+    root, (first, second) = forge
+    output = root / "stack"
+    source = GitSource(url="repos/app.git")
+    assert gitsource.fetch("app", source, root, output, None) == second
+    checkout = gitsource.checkout_dir(output, "app")
+    assert (checkout / "VERSION").read_text() == "v2"
+    (checkout / "stray.txt").write_text("left by a build")
+    assert gitsource.fetch("app", source, root, output, first[:10]) == first
+    assert (checkout / "VERSION").read_text() == "v1" and not (checkout / "stray.txt").exists()
+    assert gitsource.head(output, "app") == first
+
+
+def test_fetch_refuses_bad_refs_and_unknown_commits(forge: tuple[Path, list[str]]) -> None:
+    root, _ = forge
+    source = GitSource(url="repos/app.git")
+    with pytest.raises(UsageError, match="is not a commit id or a branch name"):
+        gitsource.fetch("app", source, root, root / "stack", "--upload-pack=touch /tmp/x")
+    with pytest.raises(UsageError, match="is not a commit on branch master"):
+        gitsource.fetch("app", source, root, root / "stack", "0" * 40)
+    with pytest.raises(StackError, match="git fetch failed"):
+        gitsource.fetch("app", GitSource(url="repos/missing.git"), root, root / "stack", None)
+
+
+def test_urls_stay_and_paths_resolve_against_the_spec(tmp_path: Path) -> None:
+    assert gitsource.resolve_url("https://example.invalid/a.git", tmp_path) == "https://example.invalid/a.git"
+    assert gitsource.resolve_url("git@example.invalid:team/a.git", tmp_path) == "git@example.invalid:team/a.git"
+    assert gitsource.resolve_url("repos/a.git", tmp_path) == str(tmp_path / "repos" / "a.git")
+
+
+SPEC = """\
+project: shop
+apc:
+  apps:
+    backend:
+      git: {url: repos/backend.git}
+      wsgi: backend.wsgi:application
+    frontend:
+      source: apps/frontend
+      wsgi: frontend.wsgi:application
+"""
+
+
+def test_which_apps_a_deploy_takes(spec_dir: Path) -> None:
+    stack = load_stack(write_spec(spec_dir, SPEC, apps=("frontend",)))
+    assert apps_to_deploy(stack, None, None) == ["backend", "frontend"]
+    assert apps_to_deploy(stack, None, "abc1234") == ["backend"]
+    assert apps_to_deploy(stack, "frontend", None) == ["frontend"]
+    with pytest.raises(UsageError, match="app frontend is built from its folder"):
+        apps_to_deploy(stack, "frontend", "abc1234")
+    with pytest.raises(UsageError, match="no app 'shop'"):
+        apps_to_deploy(stack, "shop", None)
+
+
+@pytest.mark.parametrize(("provider", "kind", "header"), [
+    ("github", "payload-hmac-sha256", "X-Hub-Signature-256"),
+    ("gitea", "payload-hmac-sha256", "X-Gitea-Signature"),
+    ("gitlab", "value", "X-Gitlab-Token"),
+])
+def test_the_hook_checks_the_providers_signature_and_passes_sha_and_ref(provider: str, kind: str,
+                                                                       header: str) -> None:
+    (hook,) = json.loads(render_template("cdc/templates/hooks.json.j2", {"project": "shop", "provider": provider}))
+    (rule,) = hook["trigger-rule"]["or"]
+    assert rule["match"]["type"] == kind and rule["match"]["parameter"] == {"source": "header", "name": header}
+    assert hook["pass-arguments-to-command"] == [{"source": "payload", "name": "after"},
+                                                 {"source": "payload", "name": "ref"}]
+    assert hook["execute-command"] == "/usr/local/bin/cdc-deploy"  # fixed: nothing of a payload chooses it
+    assert hook["trigger-rule-mismatch-http-response-code"] == 403
