@@ -216,7 +216,7 @@ def _offsite_node(name: str, sender: dict[str, str | None] | None, slot: Slot | 
     if sender is None:
         return Node(name, "-", "remote", replication="not connected" if primary_answered else None, slot=name,
                     slot_health=slot.health if slot else ("missing" if primary_answered else None),
-                    error=None if primary_answered else "the primary did not answer")
+                    error="not connected to the primary" if primary_answered else "the primary did not answer")
     lag_bytes = parse_int(sender["lag_bytes"])
     return Node(name, sender["client_addr"] or "-", "remote", role="replica", lsn=sender["replay_lsn"],
                 lag_bytes=None if lag_bytes is None else max(0, lag_bytes),

@@ -146,4 +146,5 @@ def test_status_shows_the_offsite_replica_from_the_primary() -> None:
     assert (node.service, node.container, node.state, node.role, node.replication, node.lag_bytes,
             node.slot_health) == ("offsite_dr", "203.0.113.4", "remote", "replica", "streaming", 0, "ok")
     gone = db.assemble("demo", observed, "application_name\n", SLOTS.replace(",t,", ",f,"), "offsite_dr").nodes[-1]
-    assert (gone.role, gone.replication, gone.slot_health) == (None, "not connected", "inactive")
+    assert (gone.role, gone.replication, gone.slot_health, gone.error) == (
+        None, "not connected", "inactive", "not connected to the primary")
