@@ -325,7 +325,7 @@ def db_promote(target: Target, replica: str, force: bool, report: Reporter) -> s
     return kept
 
 
-def export_replica(target: Target, folder: Path) -> writer.Changes:
+def export_replica(target: Target, folder: Path, ca_bundle: Path | None = None) -> writer.Changes:
     """Write the offsite replica's folder (render/offsite.py) into `folder`.
 
     The stack's output is generated first when stale: the password and CA in the folder must be the ones
@@ -342,7 +342,7 @@ def export_replica(target: Target, folder: Path) -> writer.Changes:
         raise UsageError(f"--output {folder}: the folder is not empty and holds no earlier export; "
                          "choose an empty or new folder")
     with project_lock(target.output):
-        rendered = _generated(target, None)
+        rendered = _generated(target, ca_bundle)
     files = replica_bundle(stack, rendered)
     changes = writer.compare(files, folder)
     writer.write(files, folder, changes)

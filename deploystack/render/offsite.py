@@ -64,10 +64,12 @@ def replica_bundle(stack: Stack, rendered: Rendered) -> dict[str, FileData]:
 
 
 def _compose(name: str, image: str) -> dict[str, Any]:
+    """The replica for Compose, with run.sh's container and volume names, so promote.sh finds it either way."""
     host_ip, port = DEFAULT_PUBLISH.split(":")
     return {
         "name": name,
         "services": {"replica": {
+            "container_name": name,
             "image": image,
             "build": {"context": "./image", "args": {"BASE_IMAGE": DEFAULT_BASE}},
             "env_file": ["replica.env"],
@@ -80,7 +82,7 @@ def _compose(name: str, image: str) -> dict[str, Any]:
             "restart": "unless-stopped",
             "stop_grace_period": "60s",
         }},
-        "volumes": {"data": {}},
+        "volumes": {"data": {"name": f"{name}-data"}},
     }
 
 

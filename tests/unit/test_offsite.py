@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import stat
 from pathlib import Path
 
+import jsonschema
 import pytest
 from cryptography import x509
 from ruamel.yaml import YAML
@@ -17,6 +19,7 @@ from deploystack.plan.dbc import PRIMARY
 from deploystack.render.envfile import read_env
 from deploystack.spec import load_stack
 from tests.conftest import BLUEPRINTS, write_spec
+from tests.unit.test_render import COMPOSE_SCHEMA
 from tests.unit.test_spec import MINIMAL
 
 OFFSITE = MINIMAL + """\
@@ -115,8 +118,12 @@ def test_export_writes_a_self_contained_folder(spec: Path, tmp_path: Path) -> No
     assert (bundle / "image/Dockerfile").is_file() and (bundle / "image/entrypoint").is_file()
     assert _mode(bundle / "run.sh") == 0o755
     compose = YAML(typ="safe").load((bundle / "compose.yaml").read_text())
+    jsonschema.validate(compose, json.loads(COMPOSE_SCHEMA.read_text()))
     service = compose["services"]["replica"]
     assert service["build"]["context"] == "./image" and service["env_file"] == ["replica.env"]
+    # run.sh's names, so promote.sh finds a replica started either way
+    assert (service["container_name"], compose["volumes"]["data"]["name"]) == (
+        "shop-offsite-dr", "shop-offsite-dr-data")
 
     assert export_replica(target, bundle).any is False  # again: identical
 
