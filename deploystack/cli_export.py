@@ -6,6 +6,27 @@ bundle); the work is in operations/plan/render, this module only wires arguments
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
+from deploystack import console, operations
+from deploystack.operations import Target
+
 export_app = typer.Typer(help="Write what runs the stack, or part of it, elsewhere.", no_args_is_help=True)
+
+
+@export_app.command()
+def replica(
+    output: Annotated[Path, typer.Option("--output", "-o",
+                                         help="the folder to write (new, empty, or an earlier export)")],
+    file: Annotated[Path | None, typer.Option("--file", "-f", help="the spec (default ./deploystack.yaml)")] = None,
+    ca_bundle: Annotated[Path | None, typer.Option(
+        "--ca-bundle", help="CA bundle for pip in builds, as given to up (default: the host's)")] = None,
+) -> None:
+    """The offsite replica (dbc.offsite) as a folder to copy to the other host: image, CA, credentials, run.sh."""
+    changes = operations.export_replica(Target.of(file, None), output, ca_bundle)
+    console.say(f"{output}: {len(changes.created)} created, {len(changes.changed)} changed, "
+                f"{len(changes.identical)} identical; copy it to the other host and run ./run.sh there "
+                "(README.md says more)")

@@ -166,7 +166,10 @@ def _converge(docker_client: DockerClient, rendered: Rendered, report: Reporter,
     names = [s.name for s in rendered.plan.services]
     if "db-primary" in names:  # the database is part of this converge (not a subset without it)
         replicas = [name for name in names if name.startswith("db-replica-")]
-        db.drop_stale_slots(docker_client, rendered.plan.project, [slot_name(r) for r in replicas], report)
+        slots = [slot_name(r) for r in replicas]
+        offsite = dict(rendered.plan.service("db-primary").environment).get("OFFSITE_USER")
+        slots += [offsite] if offsite else []  # the offsite replica's slot is named like its role
+        db.drop_stale_slots(docker_client, rendered.plan.project, slots, report)
         db.remove_stale_replica_volumes(docker_client, rendered.plan.project, replicas, report)
     return outcome
 
@@ -287,10 +290,11 @@ if TYPE_CHECKING:
 def db_status(target: Target) -> DbStatus:
     """Each database node's role, LSN, replication lag and slot, from the nodes themselves."""
     from deploystack.engine import client, db
-    from deploystack.plan.dbc import PRIMARY, replica_names
+    from deploystack.plan.dbc import PRIMARY, offsite_role, replica_names
 
     stack = stack_of(target)
-    return db.status(client.connect(), stack.project, [PRIMARY, *replica_names(stack)])
+    offsite = offsite_role(stack.dbc.offsite) if stack.dbc.offsite else None
+    return db.status(client.connect(), stack.project, [PRIMARY, *replica_names(stack)], offsite)
 
 
 def db_backup(target: Target, folder: Path, keep: int, physical: bool, report: Reporter) -> Path:
@@ -345,3 +349,27 @@ def db_promote(target: Target, replica: str, force: bool, report: Reporter) -> s
         database = dataclasses.replace(rendered, plan=subset(rendered.plan, [PRIMARY, *replicas]))
         _converge(docker_client, database, report, partial=True)
     return kept
+
+
+def export_replica(target: Target, folder: Path, ca_bundle: Path | None = None) -> writer.Changes:
+    """Write the offsite replica's folder (render/offsite.py) into `folder`.
+
+    The stack's output is generated first when stale: the password and CA in the folder must be the ones
+    the primary gets at its next `up`, and they are made (once) by that generation.
+    """
+    from deploystack.render.offsite import BUNDLE_MARK, replica_bundle
+
+    stack = load_stack(target.spec)
+    if stack.dbc.offsite is None:
+        raise UsageError(f"{target.spec}: dbc.offsite is not declared; declare the offsite replica there first "
+                         "(see docs/db.md), then deploystack up")
+    folder = folder.resolve()
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / BUNDLE_MARK).is_file():
+        raise UsageError(f"--output {folder}: the folder is not empty and holds no earlier export; "
+                         "choose an empty or new folder")
+    with project_lock(target.output):
+        rendered = _generated(target, ca_bundle)
+    files = replica_bundle(stack, rendered)
+    changes = writer.compare(files, folder)
+    writer.write(files, folder, changes)
+    return changes

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,3 +26,15 @@ def write_spec(folder: Path, text: str, apps: tuple[str, ...] = ("backend",)) ->
 @pytest.fixture
 def spec_dir(tmp_path: Path) -> Path:
     return tmp_path
+
+
+def eventually(check: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
+    """Poll `check()` until it returns something truthy; bounded."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not after {timeout:.0f}s")
+        time.sleep(0.5)

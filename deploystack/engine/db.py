@@ -178,11 +178,12 @@ def replica_lag(node: dict[str, str | None], primary_lsn: str | None,
 
 
 def assemble(project: str, observed: Sequence[tuple[str, str, str, dict[str, str | None] | None, str | None]],
-             replication_csv: str | None, slots_csv: str | None) -> Status:
+             replication_csv: str | None, slots_csv: str | None, offsite: str | None = None) -> Status:
     """The status from what each node answered.
 
     `observed`: (service, container, state, the node's NODE_SQL row or None, error) per node;
-    `replication_csv`/`slots_csv`: the primary's pg_stat_replication / pg_replication_slots, when it answered.
+    `replication_csv`/`slots_csv`: the primary's pg_stat_replication / pg_replication_slots, when it answered;
+    `offsite`: the offsite replica's slot (and application name), seen from the primary only.
     """
     senders = {row["application_name"]: row for row in parse_csv(replication_csv or "")}
     slots = parse_slots(slots_csv or "")
@@ -205,7 +206,23 @@ def assemble(project: str, observed: Sequence[tuple[str, str, str, dict[str, str
         nodes.append(Node(service, container, state, role="replica", lsn=row["lsn"], lag_bytes=lag_bytes,
                           lag_seconds=lag_seconds, replication=streaming, slot=slot,
                           slot_health=found.health if found else ("missing" if slots_csv else None)))
+    if offsite is not None:
+        nodes.append(_offsite_node(offsite, senders.get(offsite), by_slot.get(offsite), slots_csv is not None))
     return Status(project, nodes, slots)
+
+
+def _offsite_node(name: str, sender: dict[str, str | None] | None, slot: Slot | None, primary_answered: bool) -> Node:
+    """The offsite replica as the primary sees it: no container here, so its address stands in for one."""
+    if sender is None:
+        return Node(name, "-", "remote", replication="not connected" if primary_answered else None, slot=name,
+                    slot_health=slot.health if slot else ("missing" if primary_answered else None),
+                    error="not connected to the primary" if primary_answered else "the primary did not answer")
+    lag_bytes = parse_int(sender["lag_bytes"])
+    return Node(name, sender["client_addr"] or "-", "remote", role="replica", lsn=sender["replay_lsn"],
+                lag_bytes=None if lag_bytes is None else max(0, lag_bytes),
+                lag_seconds=0.0 if lag_bytes == 0 else parse_float(sender["lag_s"]),
+                replication=sender["state"], slot=name,
+                slot_health=slot.health if slot else "missing")
 
 
 # -- pure: backup names and retention ---------------------------------------------------------------
@@ -296,8 +313,9 @@ def psql(client: docker.DockerClient, container: Container, sql: str) -> tuple[s
     return out, None
 
 
-def status(client: docker.DockerClient, project: str, services: Sequence[str]) -> Status:
-    """Each wanted node (and any other db-* container of the project), whatever state it is in."""
+def status(client: docker.DockerClient, project: str, services: Sequence[str], offsite: str | None = None) -> Status:
+    """Each wanted node (and any other db-* container of the project), whatever state it is in; and the
+    offsite replica `offsite` (its slot name) as the primary sees it."""
     containers = db_containers(client, project)
     names = list(services) + sorted(set(containers) - set(services))
     observed: list[tuple[str, str, str, dict[str, str | None] | None, str | None]] = []
@@ -321,7 +339,7 @@ def status(client: docker.DockerClient, project: str, services: Sequence[str]) -
     if primary is not None:
         replication, _ = psql(client, primary, REPLICATION_SQL)
         slots, _ = psql(client, primary, SLOTS_SQL)
-    return assemble(project, observed, replication, slots)
+    return assemble(project, observed, replication, slots, offsite)
 
 
 def primary_container(client: docker.DockerClient, project: str) -> Container:
@@ -465,10 +483,11 @@ def wait_for_replicas(client: docker.DockerClient, project: str, primary: Contai
 
 
 def drop_stale_slots(client: docker.DockerClient, project: str, wanted: Sequence[str], report: Reporter) -> None:
-    """Drop the primary's inactive `replica_*` slots that no replica in the spec uses any more.
+    """Drop the primary's inactive `replica_*` and `offsite_*` slots that no replica in the spec uses any more.
 
     A slot pins WAL on the primary until its replica reads it: one left behind by a removed replica
-    would fill the disk. Replicas make their own slots; deploystack removes them (`up`, `scale dbc=N`).
+    would fill the disk. Replicas make their own slots; deploystack removes them (`up`, `scale dbc=N`,
+    and the offsite replica's once `dbc.offsite` leaves the spec).
     """
     try:
         container = primary_container(client, project)
@@ -476,7 +495,8 @@ def drop_stale_slots(client: docker.DockerClient, project: str, wanted: Sequence
         return  # no primary running: nothing to clean, and nothing pinned
     keep = ",".join(wanted)
     sql = ("SELECT slot_name, pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-           "WHERE slot_type = 'physical' AND NOT active AND slot_name LIKE 'replica\\_%' "
+           "WHERE slot_type = 'physical' AND NOT active "
+           "AND (slot_name LIKE 'replica\\_%' OR slot_name LIKE 'offsite\\_%') "
            f"AND slot_name <> ALL (string_to_array('{keep}', ','))")
     out, error = psql(client, container, sql)
     if error is not None:

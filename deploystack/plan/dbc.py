@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from deploystack.plan.model import Build, ConfigFile, HealthCheck, Mount, Service
+from deploystack.plan.model import Build, ConfigFile, HealthCheck, Mount, Port, Service
 from deploystack.plan.secrets import ref
-from deploystack.spec.models import Stack
+from deploystack.spec.models import DBC, Offsite, Stack
 
 PRIMARY = "db-primary"
 REPLICATION_USER = "replicator"
 PORT = 5432
-MAX_WAL_SENDERS = 2 * 16 + 4  # dbc.replicas is at most 16
+MAX_WAL_SENDERS = 2 * 16 + 4  # dbc.replicas is at most 16 (plus the offsite replica and its base backup)
+CONFIG_DIR = "config/db"
+# The primary's server certificate, in the config folder; the entrypoint copies the key to where only
+# postgres can read it (a bind-mounted file keeps the host's owner).
+TLS_CERT, TLS_KEY = f"{CONFIG_DIR}/tls/server.crt", f"{CONFIG_DIR}/tls/server.key"
+SERVER_TLS_DIR = "/run/postgresql/tls"
+OFFSITE_SECRET = "OFFSITE_REPLICATION_PASSWORD"
+OFFSITE_NETWORK = "offsite"
 
 
 def replica_names(stack: Stack) -> list[str]:
@@ -20,8 +27,38 @@ def slot_name(replica: str) -> str:
     return replica.removeprefix("db-").replace("-", "_")  # db-replica-1 -> replica_1
 
 
+def offsite_role(offsite: Offsite) -> str:
+    """The offsite replica's replication role, slot and application_name on the primary."""
+    return f"offsite_{offsite.name}"
+
+
+def postgresql_conf(dbc: DBC, tls: bool) -> dict[str, object]:
+    return {
+        "max_connections": dbc.max_connections,
+        # Sized for the spec's most replicas (a sender each, plus one per base backup), not for
+        # today's count: changing it needs a restart, and `scale dbc=N` must not restart the primary.
+        "max_wal_senders": MAX_WAL_SENDERS,
+        "shared_buffers": dbc.shared_buffers,
+        "settings": {},
+        "tls": {"cert": f"{SERVER_TLS_DIR}/server.crt", "key": f"{SERVER_TLS_DIR}/server.key"} if tls else None,
+    }
+
+
+def pg_hba_conf(stack: Stack, offsite: Offsite | None) -> dict[str, object]:
+    dbc = stack.dbc
+    # Without an offsite replica nothing outside the private network reaches PostgreSQL. With one, the
+    # published port is the same listener the apps use, so the app and in-stack replication roles are
+    # limited to the containers of the private network, by name: PostgreSQL looks the client address up
+    # in Docker's DNS (`<container>.<project>_private`); a connection through the published port comes
+    # from a gateway or a remote address, which has no such name. 127.0.0.1 is `db backup --physical`.
+    clients = ["127.0.0.1/32", f".{stack.project}_private"] if offsite else ["all"]
+    return {"database": dbc.database, "user": dbc.user, "replication_user": REPLICATION_USER,
+            "clients": clients, "offsite_user": offsite_role(offsite) if offsite else None}
+
+
 def plan_dbc(stack: Stack) -> tuple[list[Service], list[str], list[ConfigFile]]:
     dbc = stack.dbc
+    offsite = dbc.offsite
     build = Build(role="db", repo="deploystack/db", context="build/db")
     common = (
         ("POSTGRES_DB", dbc.database),
@@ -31,14 +68,23 @@ def plan_dbc(stack: Stack) -> tuple[list[Service], list[str], list[ConfigFile]]:
         ("REPLICATION_PASSWORD", ref("REPLICATION_PASSWORD")),
     )
     health = HealthCheck(test=("db-health",), start_period_s=120)
-    config = "config/db"
+    config = CONFIG_DIR
     replicas = replica_names(stack)
+    primary_env: tuple[tuple[str, str], ...] = (("DB_ROLE", "primary"), *common)
+    published: tuple[Port, ...] = ()
+    networks: tuple[str, ...] = ("private",)
+    if offsite is not None:
+        # The offsite replica makes its own slot, as the in-stack ones do; the primary only has its role.
+        primary_env += (("OFFSITE_USER", offsite_role(offsite)), ("OFFSITE_PASSWORD", ref(OFFSITE_SECRET)))
+        published = (Port(offsite.bind, offsite.port, PORT),)
+        # `private` is internal, and Docker publishes no port there: a network of its own for it.
+        networks = (OFFSITE_NETWORK, "private")
     services = [
         Service(
             name=PRIMARY, role="dbc", build=build,
             # No list of replicas here: each replica makes its own slot, so adding one never
             # recreates the primary.
-            environment=(("DB_ROLE", "primary"), *common),
+            environment=primary_env, networks=networks, ports=published,
             mounts=(Mount(f"{PRIMARY}-data", "/var/lib/postgresql/data"),),
             healthcheck=health, config_dir=config, stop_grace_s=60,
         )
@@ -53,17 +99,10 @@ def plan_dbc(stack: Stack) -> tuple[list[Service], list[str], list[ConfigFile]]:
                 healthcheck=health, config_dir=config, depends_on=(PRIMARY,), stop_grace_s=60,
             )
         )
+    # One folder for every node: with TLS on, an in-stack replica serves it too (and keeps it if promoted).
     configs = [
-        ConfigFile(f"{config}/postgresql.conf", "db/templates/postgresql.conf.j2", {
-            "max_connections": dbc.max_connections,
-            # Sized for the spec's most replicas (a sender each, plus one per base backup), not for
-            # today's count: changing it needs a restart, and `scale dbc=N` must not restart the primary.
-            "max_wal_senders": MAX_WAL_SENDERS,
-            "shared_buffers": dbc.shared_buffers,
-            "settings": {},
-        }),
-        ConfigFile(f"{config}/pg_hba.conf", "db/templates/pg_hba.conf.j2", {
-            "database": dbc.database, "user": dbc.user, "replication_user": REPLICATION_USER,
-        }),
+        ConfigFile(f"{config}/postgresql.conf", "db/templates/postgresql.conf.j2",
+                   postgresql_conf(dbc, tls=offsite is not None)),
+        ConfigFile(f"{config}/pg_hba.conf", "db/templates/pg_hba.conf.j2", pg_hba_conf(stack, offsite)),
     ]
     return services, [m.source for s in services for m in s.mounts], configs

@@ -9,7 +9,7 @@ from deploystack.plan.acc import plan_acc
 from deploystack.plan.apc import plan_apc
 from deploystack.plan.cdc import PORT as CDC_PORT
 from deploystack.plan.cdc import plan_cdc
-from deploystack.plan.dbc import plan_dbc
+from deploystack.plan.dbc import OFFSITE_NETWORK, plan_dbc
 from deploystack.plan.lbc import fail2ban_configs, plan_lbc
 from deploystack.plan.mmc import plan_mmc
 from deploystack.plan.model import Network, ProjectPlan, Service
@@ -32,6 +32,8 @@ def build_plan(stack: Stack, project_dir: str = "..") -> ProjectPlan:
     networks = [Network("public", internal=False), Network("private", internal=True)]
     if cdc_services:
         networks.append(Network("egress", internal=False))
+    if stack.dbc.offsite is not None:
+        networks.append(Network(OFFSITE_NETWORK, internal=False))  # db-primary's published port only
     return ProjectPlan(
         project=stack.project,
         services=tuple(start_order(services)),

@@ -19,6 +19,8 @@ def secret_names(stack: Stack) -> tuple[str, ...]:
         names += ["S3_ACCESS_KEY", "S3_SECRET_KEY"]
     if stack.cdc.enabled:
         names.append("CDC_WEBHOOK_SECRET")
+    if stack.dbc.offsite is not None:
+        names.append("OFFSITE_REPLICATION_PASSWORD")
     return tuple(names)
 
 

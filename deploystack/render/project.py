@@ -14,6 +14,7 @@ from deploystack.plan.cdc import PROJECT_PATH, SPEC_PATH
 from deploystack.plan.model import Build
 from deploystack.render.compose import compose_data, dump_yaml
 from deploystack.render.contexts import FileData, content_hash, context_files
+from deploystack.render.dbtls import offsite_tls
 from deploystack.render.envfile import complete_secrets, env_text, read_env
 from deploystack.render.templates import render_template
 from deploystack.spec.models import Stack
@@ -64,6 +65,8 @@ def render_project(stack: Stack, spec_path: Path, output: Path, ca_bundle: bytes
     files: dict[str, FileData] = {}
     for config in plan.configs:
         files[config.path] = FileData(render_template(config.template, config.context).encode())
+    if stack.dbc.offsite is not None:
+        files |= offsite_tls(stack.project, stack.dbc.offsite.host, output)
 
     records = history.read(output)
     images: dict[str, str] = {}

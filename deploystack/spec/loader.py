@@ -102,6 +102,14 @@ def cross_checks(stack: Stack, document: CommentedMap, spec_dir: Path) -> list[P
         if not (source / "manage.py").is_file():
             problems.append(Problem(_dotted(loc), f"no Django project at {source} (manage.py not found)",
                                     line_of(document, loc)))
+    offsite = stack.dbc.offsite
+    if offsite is not None:
+        lbc = stack.lbc
+        same_address = lbc.bind in (offsite.bind, "0.0.0.0")
+        if same_address and offsite.port in (lbc.ports.http, lbc.ports.https):
+            loc = ("dbc", "offsite", "port")
+            problems.append(Problem(_dotted(loc), f"port {offsite.port} on {offsite.bind} is already the LBC's",
+                                    line_of(document, loc)))
     return problems
 
 

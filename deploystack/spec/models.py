@@ -311,12 +311,55 @@ class MMC(Toggle):
         return buckets
 
 
+# A DNS name (labels of letters, digits and '-') or an IP address: what the other host dials.
+HOST_NAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                       r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+
+
+class Offsite(Model):
+    """A replica on another host: the primary publishes its port for it, over TLS, with its own role."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,30}$",
+                      description="names its role and replication slot on the primary: offsite_<name>")
+    host: str = Field(description="the DNS name or address the other host uses to reach this one "
+                                  "(written into the primary's certificate)")
+    bind: str = Field(description="the address of this host the primary's port is published on")
+    port: int = Field(5432, ge=1, le=65535, description="the published port on `bind`")
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        if not HOST_NAME.match(value) and not _is_ip(value):
+            raise ValueError(f"{value!r} is not a DNS name or an IP address")
+        return value
+
+    @field_validator("bind")
+    @classmethod
+    def _bind(cls, value: str) -> str:
+        if not _is_ip(value):
+            raise ValueError(f"{value!r} is not an IP address of this host")
+        if ipaddress.ip_address(value).is_unspecified:
+            raise ValueError(f"{value!r} would publish the database on every interface: "
+                             "name the one address the other host reaches")
+        return value
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
 class DBC(Model):
     replicas: int = Field(1, ge=0, le=16)
     database: str = Field("app", pattern=r"^[a-z_][a-z0-9_]*$")
     user: str = Field("app", pattern=r"^[a-z_][a-z0-9_]*$")
     max_connections: int = Field(100, ge=10)
     shared_buffers: str = "128MB"
+    offsite: Offsite | None = Field(None, description="a disaster-recovery replica on another host "
+                                                      "(`deploystack export replica` writes what it runs)")
 
 
 class CDC(Toggle):

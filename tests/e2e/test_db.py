@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import docker
 import pytest
 
 from deploystack.testing import StackUnderTest
-from tests.conftest import BLUEPRINTS
+from tests.conftest import BLUEPRINTS, eventually
 
 pytestmark = pytest.mark.docker
 
@@ -47,18 +46,6 @@ def sql(stack: StackUnderTest, service: str, query: str) -> str:
     code, out = stack.exec(service, ["psql", "-X", "-U", "postgres", "-d", "app", "-qtAc", query])
     assert code == 0, out
     return out.strip()
-
-
-def eventually(check: Any, what: str, timeout: float = 60.0) -> Any:
-    """Poll `check()` until it returns something truthy; bounded."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not after {timeout:.0f}s")
-        time.sleep(0.5)
 
 
 def test_status_shows_one_primary_and_one_streaming_replica_that_catches_up(db_stack: StackUnderTest) -> None:

@@ -106,6 +106,22 @@ BAD = [
     pytest.param(MINIMAL + "cdc:\n  enabled: true\n  branch: 'main branch'\n",
                  ["cdc.branch (line 9): 'main branch' is not a branch name (letters, digits, '.', '_', '/' and "
                   "'-')"], id="cdc-branch"),
+    pytest.param(MINIMAL + "dbc:\n  offsite: {name: dr, host: dr.example.org, bind: 0.0.0.0}\n",
+                 ["dbc.offsite.bind (line 8): '0.0.0.0' would publish the database on every interface: "
+                  "name the one address the other host reaches"], id="offsite-every-interface"),
+    pytest.param(MINIMAL + "dbc:\n  offsite:\n    name: dr\n    host: dr.example.org\n    bind: db.local\n",
+                 ["dbc.offsite.bind (line 11): 'db.local' is not an IP address of this host"], id="offsite-bind"),
+    pytest.param(MINIMAL + "dbc:\n  offsite:\n    name: dr\n    host: 'dr example'\n    bind: 10.0.0.5\n",
+                 ["dbc.offsite.host (line 10): 'dr example' is not a DNS name or an IP address"],
+                 id="offsite-host"),
+    pytest.param(MINIMAL + "dbc:\n  offsite:\n    name: DR\n    host: 10.0.0.9\n    bind: 10.0.0.5\n",
+                 ["dbc.offsite.name (line 9): has the wrong form (got 'DR'): expected to match "
+                  "^[a-z][a-z0-9_]{0,30}$"], id="offsite-name"),
+    pytest.param(MINIMAL + "dbc:\n  offsite:\n    name: dr\n    bind: 10.0.0.5\n",
+                 ["dbc.offsite.host (line 8): required"], id="offsite-host-missing"),
+    pytest.param(MINIMAL + "lbc:\n  bind: 0.0.0.0\n  ports: {https: 8443}\n"
+                 "dbc:\n  offsite: {name: dr, host: 10.0.0.9, bind: 10.0.0.5, port: 8443}\n",
+                 ["dbc.offsite.port (line 11): port 8443 on 10.0.0.5 is already the LBC's"], id="offsite-lbc-port"),
 ]
 
 
