@@ -92,15 +92,17 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
 
 @contextmanager
 def role_container(project: Project, service: str, port: int, timeout_s: float,
-                   volumes: dict[str, str] | None = None) -> Iterator[tuple[DockerContainer, int]]:
+                   volumes: dict[str, str] | None = None,
+                   env: dict[str, str] | None = None) -> Iterator[tuple[DockerContainer, int]]:
     """One container of `service`'s image, port `port` published on 127.0.0.1 (engine-picked host port),
-    started and waited for with the image's own health script; yields (container, host port)."""
+    started and waited for with the image's own health script; yields (container, host port).
+    `env`: instead of the plan's environment."""
     health = project.rendered.plan.service(service).healthcheck
     assert health is not None, f"{service} has no health check"
     container = (
         DockerContainer(project.image(service))
         .with_name(f"deploystack-it-{service}-{project.run_id}-{uuid.uuid4().hex[:4]}")
-        .with_envs(**project.environment(service))
+        .with_envs(**(env if env is not None else project.environment(service)))
         .waiting_for(ExecWaitStrategy(list(health.test)).with_startup_timeout(timeout_s).with_poll_interval(0.5))
     )
     # with_bind_ports() only takes a port number (it would bind every interface): docker-py's
