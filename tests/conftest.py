@@ -29,12 +29,17 @@ def spec_dir(tmp_path: Path) -> Path:
 
 
 def eventually(check: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
-    """Poll `check()` until it returns something truthy; bounded."""
+    """Poll `check()` until it returns something truthy; bounded. A check that fails an assertion (a
+    table not replicated yet, say) counts as "not yet"; its last message is kept for the timeout."""
     deadline = time.monotonic() + timeout
+    last = ""
     while True:
-        value = check()
+        try:
+            value = check()
+        except AssertionError as exc:
+            value, last = None, f" (last: {str(exc).splitlines()[0] if str(exc) else 'assertion failed'})"
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not after {timeout:.0f}s")
+            raise AssertionError(f"{what}: not after {timeout:.0f}s{last}")
         time.sleep(0.5)

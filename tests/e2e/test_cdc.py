@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 
 import docker
@@ -205,3 +206,29 @@ def test_bad_deploy_input_is_a_clear_error(cdc: tuple[Stack, Repo, Forge]) -> No
     unknown = stack.cli("deploy", "--ref", "1234567890abcdef1234567890abcdef12345678", check=False)
     assert unknown.returncode == 2 and "is not a commit on branch master" in unknown.stderr
     assert "Traceback" not in unknown.stderr + bad_ref.stderr
+
+
+def test_pushes_during_a_rollout_queue_and_the_newest_wins(cdc: tuple[Stack, Repo, Forge]) -> None:
+    """Three pushes in a row: deploys never overlap, the push overtaken while queued is skipped, and the
+    last commit is what serves."""
+    stack, repo, forge = cdc
+    before = len(records(stack))
+    shas = []
+    for name in ("v4", "v5", "v6"):
+        shas.append(repo.commit(name))
+        assert forge.push(shas[-1]).status_code == 200
+        time.sleep(0.5)  # in order, but well within the first rollout
+    wait_until(lambda: record_of(stack, shas[-1]) is not None, "the newest push to be deployed", timeout=400)
+    assert version(stack) == "v6"
+    new = records(stack)[before:]
+    deployed = [r.ref for r in new]
+    assert deployed == [sha for sha in shas if sha in deployed] and deployed[-1] == shas[-1]  # in push order
+    assert all(r.result == history.OK for r in new)
+    for earlier, later in zip(new, new[1:], strict=False):
+        ended = datetime.fromisoformat(earlier.started).timestamp() + earlier.seconds
+        assert ended <= datetime.fromisoformat(later.started).timestamp() + 1, "deploys overlapped"
+    log = stack.containers("cdc")[0].logs()
+    skipped = [sha for sha in shas if sha not in deployed]
+    assert skipped, "the middle push, queued behind the first rollout, was overtaken by the last"
+    for sha in skipped:
+        assert f"skipping {sha}: a newer push".encode() in log
