@@ -19,6 +19,7 @@ urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # the stack
 class Result:
     ok: int = 0
     failures: list[str] = field(default_factory=list)
+    failed_at: list[float] = field(default_factory=list)  # time.monotonic() at each failure's end
     latencies: list[float] = field(default_factory=list)
     served_by: set[str] = field(default_factory=set)
     # GETs sent on a kept-alive connection that the LBC closed while reloading, before any reply, and
@@ -100,3 +101,4 @@ class LoadLoop:
                     self.result.served_by.add(served)
                 else:
                     self.result.failures.append(error)
+                    self.result.failed_at.append(began + elapsed)
