@@ -18,6 +18,7 @@ import docker
 import docker.errors
 from ruamel.yaml import YAML
 
+from deploystack import labels
 from deploystack.engine.client import engine_errors
 from deploystack.engine.report import Reporter
 from deploystack.errors import EngineError, StackError, UsageError
@@ -94,7 +95,7 @@ def deploy(client: docker.DockerClient, rendered: SwarmRendered, report: Reporte
     # Images are on the nodes already or in the spec's registry: no digest lookup in a registry.
     docker_cli("stack", "deploy", "--compose-file", str(rendered.stack_file), "--resolve-image", "never",
                "--prune", "--detach=true", project)
-    wait_converged(client, project, {s.name for s in rendered.plan.services if s.one_shot}, report)
+    wait_converged(client, project, report)
 
 
 def scale(client: docker.DockerClient, project: str, replicas: dict[str, int], report: Reporter) -> None:
@@ -105,7 +106,7 @@ def scale(client: docker.DockerClient, project: str, replicas: dict[str, int], r
             service = client.services.get(service_name(project, name))
             service.scale(count)
         report.step(f"{name}: {count} replica(s)")
-    wait_converged(client, project, set(), report)
+    wait_converged(client, project, report)
 
 
 @dataclass
@@ -147,7 +148,7 @@ def service_state(client: docker.DockerClient, service: Any, project: str, one_s
     return ServiceState(name, done, f"{len(running)}/{want} healthy" + (f" ({errors[-1]})" if errors else ""))
 
 
-def wait_converged(client: docker.DockerClient, project: str, one_shot: set[str], report: Reporter,
+def wait_converged(client: docker.DockerClient, project: str, report: Reporter,
                    timeout_s: float = CONVERGE_TIMEOUT_S) -> None:
     """Until every service runs its wanted number of healthy tasks and every job completed."""
     deadline = time.monotonic() + timeout_s
@@ -155,7 +156,7 @@ def wait_converged(client: docker.DockerClient, project: str, one_shot: set[str]
     while True:
         with engine_errors("listing the stack's services"):
             services = client.services.list(filters={"label": f"{NAMESPACE}={project}"})
-            states = [service_state(client, s, project, s.name.removeprefix(f"{project}_") in one_shot)
+            states = [service_state(client, s, project, labels.ONE_SHOT in (s.attrs["Spec"].get("Labels") or {}))
                       for s in services]
         waiting = [s for s in states if not s.done]
         if services and not waiting:

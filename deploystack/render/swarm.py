@@ -111,6 +111,7 @@ def deploy(service: Service, settings: Settings) -> dict[str, Any]:
         "failure_action": "rollback", "monitor": "15s",
     }
     out["rollback_config"] = {"parallelism": 1, "order": order}
+    out["labels"] = {labels.ROLE: service.role, **({labels.ONE_SHOT: "true"} if service.one_shot else {})}
     return out
 
 

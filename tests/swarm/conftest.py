@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterator
+from typing import Any
 
 import docker
 import pytest
@@ -61,10 +62,14 @@ def swarm_stack(swarm_node: docker.DockerClient) -> Iterator[Stack]:
         yield Stack(under_test, swarm_node)
 
 
-def tasks(client: docker.DockerClient, project: str, service: str) -> list[dict[str, object]]:
+def wanted_tasks(client: docker.DockerClient, project: str, service: str) -> list[dict[str, Any]]:
+    """The service's tasks that the swarm wants running: starting (health check not passed yet) or running."""
+    return list(client.api.tasks(filters={"service": f"{project}_{service}", "desired-state": "running"}))
+
+
+def tasks(client: docker.DockerClient, project: str, service: str) -> list[dict[str, Any]]:
     """The service's tasks that run now (healthy: a task with a health check runs once it passes)."""
-    found = client.api.tasks(filters={"service": f"{project}_{service}", "desired-state": "running"})
-    return [t for t in found if t["Status"]["State"] == "running"]
+    return [t for t in wanted_tasks(client, project, service) if t["Status"]["State"] == "running"]
 
 
 def task_container(client: docker.DockerClient, project: str, service: str) -> docker.models.containers.Container:
