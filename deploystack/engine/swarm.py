@@ -144,8 +144,11 @@ def service_state(client: docker.DockerClient, service: Any, project: str, one_s
     running = [t for t in tasks if t["DesiredState"] == "running" and t["Status"]["State"] == "running"]
     wanted = [t for t in tasks if t["DesiredState"] == "running"]
     want = spec["Mode"]["Replicated"]["Replicas"] if "Replicated" in spec["Mode"] else max(len(wanted), 1)
-    done = len(running) == want == len(wanted) and update not in ("updating",)
-    return ServiceState(name, done, f"{len(running)}/{want} healthy" + (f" ({errors[-1]})" if errors else ""))
+    # Tasks on their way out still finish the requests they hold: done once they stopped too.
+    leaving = [t for t in tasks if t["DesiredState"] != "running" and t["Status"]["State"] == "running"]
+    done = len(running) == want == len(wanted) and not leaving and update not in ("updating",)
+    why = f"{len(running)}/{want} healthy" + (f", {len(leaving)} stopping" if leaving else "")
+    return ServiceState(name, done, why + (f" ({errors[-1]})" if errors else ""))
 
 
 def wait_converged(client: docker.DockerClient, project: str, report: Reporter,

@@ -106,11 +106,15 @@ def deploy(service: Service, settings: Settings) -> dict[str, Any]:
     # Apps start their new task and wait for its health check before the old one stops; the LBC and the
     # stateful services cannot overlap (host ports; one server per data volume), so theirs stop first.
     order = "start-first" if service.scalable else "stop-first"
-    out["update_config"] = {
-        "parallelism": 1, "delay": duration(settings.update_delay_s), "order": order,
-        "failure_action": "rollback", "monitor": "15s",
-    }
-    out["rollback_config"] = {"parallelism": 1, "order": order}
+    if service.one_shot:
+        # A job's task exits by design: the update's monitor would count that as a failure and roll back.
+        out["update_config"] = {"parallelism": 1, "order": order, "failure_action": "continue"}
+    else:
+        out["update_config"] = {
+            "parallelism": 1, "delay": duration(settings.update_delay_s), "order": order,
+            "failure_action": "rollback", "monitor": "15s",
+        }
+        out["rollback_config"] = {"parallelism": 1, "order": order}
     out["labels"] = {labels.ROLE: service.role, **({labels.ONE_SHOT: "true"} if service.one_shot else {})}
     return out
 
