@@ -141,7 +141,7 @@ def scale(target: Target, args: list[str], report: Reporter, ca_bundle: Path | N
 
             _, exported = _swarm_generated(target, None, ca_bundle, None)  # the stack file says them too
             if "dbc" in replicas:  # database replicas are services of their own: a deploy adds or prunes them
-                engine_swarm.deploy(docker_client, exported, report)
+                engine_swarm.deploy(docker_client, exported, report, registry=bool(new_stack.swarm.registry))
             apps = {name: count for name, count in replicas.items() if name != "dbc"}
             if apps:
                 engine_swarm.scale(docker_client, new_stack.project, apps, report)
@@ -186,7 +186,7 @@ def up_swarm(target: Target, report: Reporter, ca_bundle: Path | None = None) ->
         registry = load_stack(target.spec).swarm.registry
         if registry:
             swarm.push_images(docker_client, sorted(wanted), registry, report)
-        swarm.deploy(docker_client, exported, report)
+        swarm.deploy(docker_client, exported, report, registry=bool(registry))
         return exported
 
 

@@ -87,14 +87,15 @@ def docker_cli(*args: str) -> str:
     return result.stdout
 
 
-def deploy(client: docker.DockerClient, rendered: SwarmRendered, report: Reporter) -> None:
+def deploy(client: docker.DockerClient, rendered: SwarmRendered, report: Reporter, registry: bool = False) -> None:
+    """`registry`: the images come from the spec's registry; the nodes get this client's login for it."""
     project = rendered.plan.project
     require_manager(client)
     require_node_labels(client, labels_used(YAML(typ="safe").load(rendered.stack_yaml)))
     report.step(f"docker stack deploy {project} ({rendered.stack_file})")
     # Images are on the nodes already or in the spec's registry: no digest lookup in a registry.
     docker_cli("stack", "deploy", "--compose-file", str(rendered.stack_file), "--resolve-image", "never",
-               "--prune", "--detach=true", project)
+               "--prune", "--detach=true", *(["--with-registry-auth"] if registry else []), project)
     wait_converged(client, project, report)
 
 
