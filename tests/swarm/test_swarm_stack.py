@@ -137,6 +137,7 @@ def test_rolling_update_of_an_app_under_load_is_start_first_with_no_failed_reque
         load.wait_for(load.result.total + 200)
     result = load.result
     assert result.failures == [], result.failures[:5]
+    assert result.total >= 400
     assert len(after) == 2 and not (after & before), "every backend task was replaced"
     assert seen_after == after
     # Start-first: a new task starts beside the two old ones, and two tasks always run (healthy).
