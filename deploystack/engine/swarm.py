@@ -93,21 +93,23 @@ def deploy(client: docker.DockerClient, rendered: SwarmRendered, report: Reporte
     require_manager(client)
     require_node_labels(client, labels_used(YAML(typ="safe").load(rendered.stack_yaml)))
     report.step(f"docker stack deploy {project} ({rendered.stack_file})")
+    since = engine_time(client)
     # Images are on the nodes already or in the spec's registry: no digest lookup in a registry.
     docker_cli("stack", "deploy", "--compose-file", str(rendered.stack_file), "--resolve-image", "never",
                "--prune", "--detach=true", *(["--with-registry-auth"] if registry else []), project)
-    wait_converged(client, project, report)
+    wait_converged(client, project, report, since)
 
 
 def scale(client: docker.DockerClient, project: str, replicas: dict[str, int], report: Reporter) -> None:
     """A service scale for each app: new tasks join the LBC through Docker's DNS once healthy."""
     require_manager(client)
+    since = engine_time(client)
     for name, count in replicas.items():
         with engine_errors(f"scaling {name}"):
             service = client.services.get(service_name(project, name))
             service.scale(count)
         report.step(f"{name}: {count} replica(s)")
-    wait_converged(client, project, report)
+    wait_converged(client, project, report, since)
 
 
 @dataclass
@@ -117,20 +119,34 @@ class ServiceState:
     why: str  # what it waits for, or why it failed
 
 
+def moment(stamp: str) -> tuple[str, float]:
+    """An engine time stamp (RFC 3339, UTC), comparable: the engine trims trailing zeros of the fraction."""
+    whole, _, fraction = stamp.rstrip("Z").partition(".")
+    return whole, float("0." + (fraction.split("+")[0] or "0"))
+
+
+def engine_time(client: docker.DockerClient) -> str:
+    """The engine's clock, so that what it stamps later compares without skew."""
+    with engine_errors("reading the engine's time"):
+        return str(client.info()["SystemTime"])
+
+
 def created(task: dict[str, Any]) -> tuple[str, float]:
-    """A task's creation time, comparable (the engine trims trailing zeros of the fraction)."""
-    stamp = task["CreatedAt"].rstrip("Z")
-    whole, _, fraction = stamp.partition(".")
-    return whole, float("0." + (fraction or "0"))
+    return moment(task["CreatedAt"])
 
 
-def service_state(client: docker.DockerClient, service: Any, project: str, one_shot: bool) -> ServiceState:
+def service_state(client: docker.DockerClient, service: Any, project: str, one_shot: bool,
+                  since: str) -> ServiceState:
     name = service.name.removeprefix(f"{project}_")
     spec = service.attrs["Spec"]
-    update = (service.attrs.get("UpdateStatus") or {}).get("State", "")
-    if update in ("rollback_started", "rollback_completed", "rollback_paused", "paused"):
-        message = (service.attrs.get("UpdateStatus") or {}).get("Message", "")
-        raise StackError(f"{name}: the rolling update failed and was rolled back ({update}): {message}")
+    status = service.attrs.get("UpdateStatus") or {}
+    update = status.get("State", "")
+    # A rollback of an earlier run stays in UpdateStatus until the next update: only this run's counts.
+    if update.startswith("rollback") or update == "paused":
+        if moment(status.get("StartedAt", since)) >= moment(since):
+            raise StackError(f"{name}: the rolling update failed and was rolled back ({update}): "
+                             f"{status.get('Message', '')}")
+        update = ""
     tasks = client.api.tasks(filters={"service": service.id})
     latest: dict[Any, dict[str, Any]] = {}
     for task in tasks:  # the newest task of each slot (replicated) or node (global)
@@ -152,7 +168,7 @@ def service_state(client: docker.DockerClient, service: Any, project: str, one_s
     return ServiceState(name, done, why + (f" ({errors[-1]})" if errors else ""))
 
 
-def wait_converged(client: docker.DockerClient, project: str, report: Reporter,
+def wait_converged(client: docker.DockerClient, project: str, report: Reporter, since: str,
                    timeout_s: float = CONVERGE_TIMEOUT_S) -> None:
     """Until every service runs its wanted number of healthy tasks and every job completed."""
     deadline = time.monotonic() + timeout_s
@@ -160,8 +176,8 @@ def wait_converged(client: docker.DockerClient, project: str, report: Reporter,
     while True:
         with engine_errors("listing the stack's services"):
             services = client.services.list(filters={"label": f"{NAMESPACE}={project}"})
-            states = [service_state(client, s, project, labels.ONE_SHOT in (s.attrs["Spec"].get("Labels") or {}))
-                      for s in services]
+            states = [service_state(client, s, project, labels.ONE_SHOT in (s.attrs["Spec"].get("Labels") or {}),
+                                    since) for s in services]
         waiting = [s for s in states if not s.done]
         if services and not waiting:
             report.step(f"all {len(states)} services of {project} are up")

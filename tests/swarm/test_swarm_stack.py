@@ -148,3 +148,25 @@ def test_rolling_update_of_an_app_under_load_is_start_first_with_no_failed_reque
     assert service.attrs["UpdateStatus"]["State"] == "completed"
     env = service.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Env"]
     assert "RELEASE=2" in env
+
+
+def test_a_failing_update_rolls_back_and_the_old_tasks_keep_serving(swarm_stack: Stack) -> None:
+    stack = swarm_stack
+    before = hostnames(stack, "backend")
+    # The APC entrypoint refuses APP_WORKERS=0: the new task exits before its health check ever passes.
+    stack.edit_spec(lambda spec: spec["apc"]["apps"]["backend"].setdefault("env", {}).update({"APP_WORKERS": "0"}))
+    with LoadLoop(stack.https + "/api/health/", threads=4, max_requests=10_000, max_seconds=300) as load:
+        load.wait_for(200)
+        result = stack.cli("up", *SWARM, check=False)
+        load.wait_for(load.result.total + 200)
+    assert result.returncode == 4, result.stdout + result.stderr
+    assert "backend: the rolling update failed and was rolled back" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert load.result.failures == [], load.result.failures[:5]
+    assert hostnames(stack, "backend") == before, "the old tasks were replaced"
+    deadline = time.monotonic() + 60
+    while (service := stack.docker.services.get(f"{stack.project}_backend")).attrs["UpdateStatus"]["State"] \
+            != "rollback_completed":
+        assert time.monotonic() < deadline, service.attrs["UpdateStatus"]
+        time.sleep(1)
+    assert "APP_WORKERS=0" not in service.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Env"]
