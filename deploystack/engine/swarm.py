@@ -95,8 +95,10 @@ def deploy(client: docker.DockerClient, rendered: SwarmRendered, report: Reporte
     report.step(f"docker stack deploy {project} ({rendered.stack_file})")
     since = engine_time(client)
     # Images are on the nodes already or in the spec's registry: no digest lookup in a registry.
+    # We wait ourselves (below); clients before 26.0 have no --detach and never wait.
+    detach = ["--detach=true"] if "--detach" in docker_cli("stack", "deploy", "--help") else []
     docker_cli("stack", "deploy", "--compose-file", str(rendered.stack_file), "--resolve-image", "never",
-               "--prune", "--detach=true", *(["--with-registry-auth"] if registry else []), project)
+               "--prune", *detach, *(["--with-registry-auth"] if registry else []), project)
     wait_converged(client, project, report, since)
 
 
@@ -203,7 +205,8 @@ def down(client: docker.DockerClient, project: str, volumes: bool, report: Repor
         report.step(f"removed the swarm stack {project}")
     deadline = time.monotonic() + timeout_s
     with engine_errors("waiting for the stack's containers to stop"):
-        while client.containers.list(all=True, filters=label):
+        # One list call (the SDK's containers.list inspects each one, which fails for one just removed).
+        while client.api.containers(all=True, filters=label):
             if time.monotonic() > deadline:
                 raise StackError(f"the swarm stack {project}'s containers are still there after {timeout_s:.0f}s")
             time.sleep(1)

@@ -35,6 +35,13 @@ def served_by_all(stack: Stack, path: str, expected: set[str], deadline_s: float
     return seen
 
 
+def answers(stack: Stack, path: str) -> bool:
+    try:
+        return stack.get(path).status_code == 200
+    except requests.RequestException:
+        return False
+
+
 def test_routes_work_through_the_lbc(swarm_stack: Stack) -> None:
     stack = swarm_stack
     assert stack.get("/api/health/").json()["app"] == "backend"
@@ -170,3 +177,24 @@ def test_a_failing_update_rolls_back_and_the_old_tasks_keep_serving(swarm_stack:
         assert time.monotonic() < deadline, service.attrs["UpdateStatus"]
         time.sleep(1)
     assert "APP_WORKERS=0" not in service.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Env"]
+    stack.edit_spec(lambda spec: spec["apc"]["apps"]["backend"]["env"].pop("APP_WORKERS"))  # as it was
+
+
+def test_up_refuses_a_swarm_without_the_labels_it_places_services_by(swarm_stack: Stack) -> None:
+    stack = swarm_stack
+    node = stack.docker.nodes.get(stack.docker.info()["Swarm"]["NodeID"])
+    labels = dict(node.attrs["Spec"]["Labels"])
+    node.update({**node.attrs["Spec"], "Labels": {k: v for k, v in labels.items() if k != "deploystack.edge"}})
+    try:
+        result = stack.cli("up", *SWARM, check=False)
+    finally:
+        node.reload()
+        node.update({**node.attrs["Spec"], "Labels": labels})
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "no node of the swarm is labelled deploystack.edge" in result.stderr
+    assert "docker node update --label-add deploystack.edge=true NODE" in result.stderr
+    # Without the label the swarm itself stopped the LBC; labelled again, the node gets it back.
+    deadline = time.monotonic() + 90
+    while not (tasks(stack.docker, stack.project, "lbc") and answers(stack, "/api/health/")):
+        assert time.monotonic() < deadline, "the LBC did not come back on the labelled node"
+        time.sleep(1)

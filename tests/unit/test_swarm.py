@@ -151,6 +151,16 @@ def test_the_lbc_finds_apps_through_dns_on_a_swarm(tmp_path: Path, default_stack
     assert "upstream backend {" in compose_conf and "tasks." not in compose_conf
 
 
+def test_the_labels_a_stack_places_by(default_stack: tuple[Path, dict[str, Any]]) -> None:
+    from deploystack.engine.swarm import labels_used
+
+    assert labels_used(default_stack[1]) == {"deploystack.db-primary", "deploystack.db-replica", "deploystack.data",
+                                             "deploystack.edge"}
+    small = {"services": {"backend": {"deploy": {}}, "lbc": {"deploy": {"placement": {
+        "constraints": ["node.labels.deploystack.edge == true"]}}}}}
+    assert labels_used(small) == {"deploystack.edge"}
+
+
 def test_values_keep_literal_dollars_and_escape_secret_references() -> None:
     assert swarm_value("redis://:${REDIS_PASSWORD}@redis:6379/0") == "redis://:$${REDIS_PASSWORD}@redis:6379/0"
     assert swarm_value("pa$$word") == "pa$$word"  # the plan's escape of a user's literal `$`
