@@ -20,6 +20,7 @@ from typing import Any
 from deploystack import labels
 from deploystack.errors import UsageError
 from deploystack.plan.dbc import PRIMARY
+from deploystack.plan.lbc import SWARM_RESOLVER_VALID_S
 from deploystack.plan.model import ProjectPlan, Service
 from deploystack.render.compose import duration, healthcheck_dict, quoted
 
@@ -67,8 +68,12 @@ def swarm_value(value: str) -> str:
 
 def environment(service: Service, secret_names: tuple[str, ...]) -> dict[str, str]:
     # NAME=${NAME} would hide the secret file from lib.sh ("already set"): the file is that variable.
-    return {key: quoted(swarm_value(value)) for key, value in service.environment
-            if not (key in secret_names and value == "${" + key + "}")}
+    env = {key: quoted(swarm_value(value)) for key, value in service.environment
+           if not (key in secret_names and value == "${" + key + "}")}
+    if service.upstream:
+        # A stopping task keeps serving until the LBC's DNS answer without it is certain to be fresh.
+        env = {"APP_STOP_DELAY": str(SWARM_RESOLVER_VALID_S + 1)} | env
+    return env
 
 
 def constraints(service: Service) -> list[str]:

@@ -93,6 +93,9 @@ def test_apps_update_start_first_and_roll_back(default_stack: tuple[Path, dict[s
         assert services[name]["deploy"]["update_config"]["order"] == "stop-first"
     assert services["backend-migrate"]["deploy"]["restart_policy"]["condition"] == "on-failure"
     assert services["redis"]["deploy"]["resources"]["limits"]["memory"] == "384m"
+    # A stopping app task serves on until the LBC's DNS answer (valid 2 s) no longer lists it.
+    assert services["backend"]["environment"]["APP_STOP_DELAY"] == "3"
+    assert "APP_STOP_DELAY" not in services["backend-worker"]["environment"]
 
 
 def test_placement_by_node_label_and_the_lbc_on_edge_nodes_publishing_on_the_host(
