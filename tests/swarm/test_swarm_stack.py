@@ -157,6 +157,22 @@ def test_rolling_update_of_an_app_under_load_is_start_first_with_no_failed_reque
     assert "RELEASE=2" in env
 
 
+def test_a_single_replica_app_updates_under_load_with_no_failed_request(swarm_stack: Stack) -> None:
+    """With one task there is no other address to retry: the old task serves on (APP_STOP_DELAY) until the
+    LBC's DNS answer names only the new one."""
+    stack = swarm_stack
+    (before,) = hostnames(stack, "bff")
+    stack.edit_spec(lambda spec: spec["apc"]["apps"]["bff"].setdefault("env", {}).update({"RELEASE": "2"}))
+    with LoadLoop(stack.https + "/bff/health/", threads=4, max_requests=20_000, max_seconds=300) as load:
+        load.wait_for(200)
+        stack.cli("up", *SWARM)
+        (after,) = hostnames(stack, "bff")
+        load.wait_for(load.result.total + 200)
+    assert load.result.failures == [], load.result.failures[:5]
+    assert after != before
+    assert load.result.served_by >= {before, after}, "both the old and the new task served during the update"
+
+
 def test_a_failing_update_rolls_back_and_the_old_tasks_keep_serving(swarm_stack: Stack) -> None:
     stack = swarm_stack
     before = hostnames(stack, "backend")
