@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -40,6 +41,15 @@ SpecOpt = Annotated[Path | None, typer.Option("--file", "-f", help="the spec (de
 OutOpt = Annotated[Path | None, typer.Option("--output", "-o", help="output folder (default: stack/ by the spec)")]
 CaOpt = Annotated[Path | None, typer.Option("--ca-bundle", help="CA bundle for pip in builds (default: the host's)")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="show build output")]
+
+
+class Engine(StrEnum):
+    compose = "compose"
+    swarm = "swarm"
+
+
+EngineOpt = Annotated[Engine, typer.Option(
+    "--engine", help="compose: this engine's bridge networks; swarm: `docker stack deploy` (docs/swarm.md)")]
 
 
 @app.command()
@@ -99,13 +109,17 @@ def build(
 
 
 @app.command()
-def up(file: SpecOpt = None, output: OutOpt = None, ca_bundle: CaOpt = None, verbose: VerboseOpt = False) -> None:
+def up(file: SpecOpt = None, output: OutOpt = None, ca_bundle: CaOpt = None, verbose: VerboseOpt = False,
+       engine: EngineOpt = Engine.compose) -> None:
     """Generate if stale, build if needed, then bring the stack to the spec and wait until healthy."""
     target = Target.of(file, output)
-    outcome = operations.up(target, console.Progress(verbose), ca_bundle)
-    stack = operations.stack_of(target)
-    lbc = stack.lbc
-    console.say("stack is up" + ("" if outcome.changed else " (nothing changed)"))
+    if engine is Engine.swarm:
+        operations.up_swarm(target, console.Progress(verbose), ca_bundle)
+        console.say("swarm stack is up")
+    else:
+        outcome = operations.up(target, console.Progress(verbose), ca_bundle)
+        console.say("stack is up" + ("" if outcome.changed else " (nothing changed)"))
+    lbc = operations.stack_of(target).lbc
     https = "" if lbc.ports.https == 443 else f":{lbc.ports.https}"
     console.say(f"open https://{lbc.bind if lbc.bind != '0.0.0.0' else 'localhost'}{https}/")
 
@@ -114,9 +128,11 @@ def up(file: SpecOpt = None, output: OutOpt = None, ca_bundle: CaOpt = None, ver
 def scale(
     targets: Annotated[list[str], typer.Argument(help="apc=N for every app, or APP=N", show_default=False)],
     file: SpecOpt = None, output: OutOpt = None, ca_bundle: CaOpt = None, verbose: VerboseOpt = False,
+    engine: EngineOpt = Engine.compose,
 ) -> None:
     """Set replica counts in the spec and converge with no dropped requests."""
-    replicas = operations.scale(Target.of(file, output), targets, console.Progress(verbose), ca_bundle)
+    replicas = operations.scale(Target.of(file, output), targets, console.Progress(verbose), ca_bundle,
+                                swarm=engine is Engine.swarm)
     console.say("scaled " + ", ".join(f"{app} to {n}" for app, n in replicas.items()))
 
 
@@ -124,9 +140,10 @@ def scale(
 def down(
     file: SpecOpt = None, output: OutOpt = None, verbose: VerboseOpt = False,
     volumes: Annotated[bool, typer.Option("--volumes", help="also remove the data volumes")] = False,
+    engine: EngineOpt = Engine.compose,
 ) -> None:
     """Remove the stack's containers and networks (volumes kept unless --volumes)."""
-    operations.down(Target.of(file, output), console.Progress(verbose), volumes)
+    operations.down(Target.of(file, output), console.Progress(verbose), volumes, swarm=engine is Engine.swarm)
     console.say("stack is down" + (" and its volumes removed" if volumes else "; volumes kept"))
 
 

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from deploystack import console, operations
+from deploystack.cli import CaOpt, SpecOpt
 from deploystack.operations import Target
 
 export_app = typer.Typer(help="Write what runs the stack, or part of it, elsewhere.", no_args_is_help=True)
@@ -30,3 +31,14 @@ def replica(
     console.say(f"{output}: {len(changes.created)} created, {len(changes.changed)} changed, "
                 f"{len(changes.identical)} identical; copy it to the other host and run ./run.sh there "
                 "(README.md says more)")
+@export_app.command("swarm")
+def swarm(
+    file: SpecOpt = None,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="the stack file (default: swarm/stack.yaml in the output folder)")] = None,
+    ca_bundle: CaOpt = None,
+) -> None:
+    """Write a stack file for `docker stack deploy` (configs and secrets beside it, under stack/swarm/)."""
+    exported = operations.export_swarm(Target.of(file, None), output, ca_bundle)
+    console.say(f"wrote {exported.stack_file}; deploy it with: docker stack deploy -c {exported.stack_file} "
+                f"--resolve-image never {exported.plan.project} (or deploystack up --engine swarm)")

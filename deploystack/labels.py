@@ -15,3 +15,5 @@ COMPOSE_VERSION = "com.docker.compose.version"
 # drift detection must not depend on that one (DESIGN.md, "The source of truth").
 CONFIG_HASH = "io.deploystack.config-hash"
 ROLE = "io.deploystack.role"
+# On a swarm service: it runs to completion (a migration job); waiting for it means waiting for "complete".
+ONE_SHOT = "io.deploystack.one-shot"

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from deploystack.errors import LockedError, UsageError
 from deploystack.plan.project import subset
 from deploystack.render import writer
-from deploystack.render.project import Rendered, read_ca_bundle, render_project
+from deploystack.render.project import Rendered, SwarmRendered, read_ca_bundle, render_project, render_swarm
 from deploystack.spec import Stack, load_stack
 from deploystack.spec.edit import parse_scale_args, set_replicas
 from deploystack.spec.loader import read_text, validate_text
@@ -128,9 +128,11 @@ def up(target: Target, report: Reporter, ca_bundle: Path | None = None,
         return _converge(docker_client, rendered, report, partial=bool(services))
 
 
-def scale(target: Target, args: list[str], report: Reporter, ca_bundle: Path | None = None) -> dict[str, int]:
+def scale(target: Target, args: list[str], report: Reporter, ca_bundle: Path | None = None,
+          swarm: bool = False) -> dict[str, int]:
     """Set replica counts in the spec (comments kept), then converge: new replicas are healthy before
-    the LBC reloads with them; leaving ones leave the LBC first, drain, then stop.
+    the LBC reloads with them; leaving ones leave the LBC first, drain, then stop. With `swarm`, a
+    service scale of each app: the LBC finds tasks through Docker's DNS, so nothing is regenerated for it.
 
     The spec file changes only once the edited spec is valid and renders; if converging then fails,
     the spec says what was asked and `deploystack up` carries on from there.
@@ -138,6 +140,10 @@ def scale(target: Target, args: list[str], report: Reporter, ca_bundle: Path | N
     from deploystack.engine import client
 
     docker_client = client.connect()
+    if swarm:
+        from deploystack.engine import swarm as engine_swarm
+
+        engine_swarm.require_manager(docker_client)
     with project_lock(target.output):
         text = read_text(target.spec)
         stack = validate_text(text, target.spec)
@@ -150,8 +156,58 @@ def scale(target: Target, args: list[str], report: Reporter, ca_bundle: Path | N
         changes = writer.compare(rendered.files, rendered.output)
         writer.write(rendered.files, rendered.output, changes)
         report.step("spec updated: " + ", ".join(f"{app}={n}" for app, n in replicas.items()))
-        _converge(docker_client, rendered, report)
+        if swarm:
+            from deploystack.engine import swarm as engine_swarm
+
+            _, exported = _swarm_generated(target, None, ca_bundle, None)  # the stack file says them too
+            if "dbc" in replicas:  # database replicas are services of their own: a deploy adds or prunes them
+                engine_swarm.deploy(docker_client, exported, report, registry=bool(new_stack.swarm.registry))
+            apps = {name: count for name, count in replicas.items() if name != "dbc"}
+            if apps:
+                engine_swarm.scale(docker_client, new_stack.project, apps, report)
+        else:
+            _converge(docker_client, rendered, report)
         return replicas
+
+
+def export_swarm(target: Target, stack_file: Path | None = None, ca_bundle: Path | None = None,
+                 report: Reporter | None = None) -> SwarmRendered:
+    """Write the stack file for `docker stack deploy` (default <output>/swarm/stack.yaml) and the config
+    and secret files it names (under <output>/swarm/); the Compose output is brought up to date too, as
+    its build contexts make the images and its .env keeps the secrets."""
+    with project_lock(target.output):
+        return _swarm_generated(target, stack_file, ca_bundle, report)[1]
+
+
+def _swarm_generated(target: Target, stack_file: Path | None, ca_bundle: Path | None,
+                     report: Reporter | None) -> tuple[Rendered, SwarmRendered]:
+    rendered = render(target, ca_bundle)
+    swarm = render_swarm(load_stack(target.spec), target.spec, rendered, stack_file)  # all in memory first
+    _write_if_changed(target, rendered, report)
+    writer.write(swarm.files, swarm.folder, writer.compare(swarm.files, swarm.folder))
+    swarm.stack_file.parent.mkdir(parents=True, exist_ok=True)
+    if not swarm.stack_file.is_file() or swarm.stack_file.read_bytes() != swarm.stack_yaml:
+        write_bytes_atomically(swarm.stack_file, swarm.stack_yaml)
+    return rendered, swarm
+
+
+def up_swarm(target: Target, report: Reporter, ca_bundle: Path | None = None) -> SwarmRendered:
+    """Export, build what is missing (and push it with `swarm.registry`), `docker stack deploy`, then
+    wait until every service runs its healthy tasks and every migration job completed."""
+    from deploystack.engine import client, images, swarm
+
+    docker_client = client.connect()
+    with project_lock(target.output):
+        rendered, exported = _swarm_generated(target, None, ca_bundle, report)
+        wanted = {rendered.images[s.name] for s in exported.plan.services}  # no CDC image on a swarm
+        images.ensure_base_image(docker_client, report)
+        images.build_images(docker_client, dataclasses.replace(
+            rendered, builds=tuple(b for b in rendered.builds if b.image in wanted)), report)
+        registry = load_stack(target.spec).swarm.registry
+        if registry:
+            swarm.push_images(docker_client, sorted(wanted), registry, report)
+        swarm.deploy(docker_client, exported, report, registry=bool(registry))
+        return exported
 
 
 def _converge(docker_client: DockerClient, rendered: Rendered, report: Reporter, partial: bool = False) -> Outcome:
@@ -180,13 +236,17 @@ def _generated(target: Target, ca_bundle: Path | None, report: Reporter | None =
     The caller holds the project lock.
     """
     rendered = render(target, ca_bundle)
+    _write_if_changed(target, rendered, report)
+    return rendered
+
+
+def _write_if_changed(target: Target, rendered: Rendered, report: Reporter | None) -> None:
     changes = writer.compare(rendered.files, rendered.output)
     if changes.any:
         if report is not None:
             report.step(f"generating {target.output} ({len(changes.created)} new, "
                         f"{len(changes.changed)} changed, {len(changes.removed)} removed files)")
         writer.write(rendered.files, rendered.output, changes)
-    return rendered
 
 
 def write_rendered(rendered: Rendered) -> None:
@@ -195,11 +255,19 @@ def write_rendered(rendered: Rendered) -> None:
 
 
 def write_text_atomically(path: Path, text: str) -> None:
+    write_bytes_atomically(path, text.encode("utf-8"))
+
+
+def write_bytes_atomically(path: Path, data: bytes) -> None:
+    """Replace `path` (keeping its mode when it exists) so that a reader sees the old or the new file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        shutil.copymode(path, tmp)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        if path.exists():
+            shutil.copymode(path, tmp)
+        else:
+            os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -210,13 +278,18 @@ def project_name(target: Target) -> str:
     return load_stack(target.spec).project
 
 
-def down(target: Target, report: Reporter, volumes: bool) -> None:
+def down(target: Target, report: Reporter, volumes: bool, swarm: bool = False) -> None:
     from deploystack.engine import client, status
 
     project = project_name(target)
     docker_client = client.connect()
     with project_lock(target.output):
-        status.down(docker_client, project, volumes, report)
+        if swarm:
+            from deploystack.engine import swarm as engine_swarm
+
+            engine_swarm.down(docker_client, project, volumes, report)
+        else:
+            status.down(docker_client, project, volumes, report)
 
 
 def remove_project_images(project: str, report: Reporter) -> None:

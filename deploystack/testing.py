@@ -71,13 +71,23 @@ def derive_spec(spec: Path, folder: Path, project: str, http: int, https: int) -
 
 
 class StackUnderTest:
-    def __init__(self, spec: str | Path, services: Sequence[str] | None = None, keep: bool = False) -> None:
+    """`engine="swarm"`: deployed with `docker stack deploy` on the swarm this engine manages (whole
+    stacks only: `services` is for the Compose engine). `project`: a fixed name instead of a random one."""
+
+    def __init__(self, spec: str | Path, services: Sequence[str] | None = None, keep: bool = False,
+                 engine: str = "compose", project: str | None = None) -> None:
+        if engine not in ("compose", "swarm"):
+            raise UsageError(f"engine {engine!r}: expected 'compose' or 'swarm'")
+        if engine == "swarm" and services:
+            raise UsageError("a swarm stack is deployed whole: services= works with the compose engine")
         self.source_spec = Path(spec)
         self.services = list(services) if services else None
         self.keep = keep
+        self.engine = engine
         self.report = LogReporter()
         original = load_stack(self.source_spec)  # a bad spec fails here, before anything is made
-        self.project = f"{original.project}-{secrets.token_hex(3)}"
+        self.project = project or f"{original.project}-{secrets.token_hex(3)}"
+        self.own_images = project is None  # a throwaway name's images go at stop(); a chosen name's stay
         self.http_port, self.https_port = free_port(), free_port()
         self.folder = Path(tempfile.mkdtemp(prefix=f"deploystack-{self.project}-"))
         self.spec = derive_spec(self.source_spec, self.folder, self.project, self.http_port, self.https_port)
@@ -88,7 +98,10 @@ class StackUnderTest:
     def start(self) -> StackUnderTest:
         """Build what is missing and bring the stack (or `services` and what they need) up, healthy."""
         try:
-            operations.up(self.target, self.report, services=self.services)
+            if self.engine == "swarm":
+                operations.up_swarm(self.target, self.report)
+            else:
+                operations.up(self.target, self.report, services=self.services)
         except BaseException:
             self.stop(force=True)
             raise
@@ -100,8 +113,9 @@ class StackUnderTest:
             log.warning("keeping stack %s (spec %s): deploystack down --volumes -f %s",
                         self.project, self.spec, self.spec)
             return
-        operations.down(self.target, self.report, volumes=True)
-        operations.remove_project_images(self.project, self.report)
+        operations.down(self.target, self.report, volumes=True, swarm=self.engine == "swarm")
+        if self.own_images:
+            operations.remove_project_images(self.project, self.report)
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def __enter__(self) -> StackUnderTest:

@@ -66,3 +66,29 @@ wait_until() {
         waited=$((waited + 1))
     done
 }
+
+# Docker Swarm hands secrets over as files in /run/secrets, not as environment variables: export each
+# one (a file named like a variable) unless the environment already has it, and fill in the `${NAME}`
+# references that other variables hold for them (DB_PASSWORD=${POSTGRES_PASSWORD}, URLs with passwords).
+# Without /run/secrets (Compose, the bridge-network engine) nothing changes. DEPLOYSTACK_SECRETS_DIR: tests.
+secrets_from_files() {
+    local dir=${DEPLOYSTACK_SECRETS_DIR:-/run/secrets} file name var value
+    local -A found=()
+    [[ -d $dir ]] || return 0
+    for file in "$dir"/*; do
+        name=${file##*/}
+        [[ -f $file && -r $file && $name =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || continue
+        found[$name]=$(<"$file")
+        [[ -n ${!name:-} ]] || export "$name=${found[$name]}"
+    done
+    ((${#found[@]} > 0)) || return 0
+    for var in $(compgen -e); do
+        value=${!var}
+        [[ $value == *"\${"* ]] || continue
+        for name in "${!found[@]}"; do
+            value=${value//"\${$name}"/${found[$name]}}
+        done
+        [[ $value == "${!var}" ]] || export "$var=$value"
+    done
+}
+secrets_from_files

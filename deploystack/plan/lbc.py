@@ -49,10 +49,17 @@ def upstreams(stack: Stack) -> list[dict[str, object]]:
     ]
 
 
-def routes(stack: Stack) -> list[dict[str, str]]:
-    """Path prefixes, longest first, so that nginx's choice is obvious when reading the file."""
+def routes(stack: Stack, swarm: bool = False) -> list[dict[str, str]]:
+    """Path prefixes, longest first, so that nginx's choice is obvious when reading the file.
+
+    On Swarm a route names no upstream block but `tasks.<app>`, the address of every healthy task from
+    Docker's DNS, looked up again when the resolver's answer expires: scaling needs no new nginx.conf.
+    """
     pairs = [(route, name) for name, app in stack.apc.apps.items() for route in app.routes]
     pairs.sort(key=lambda pair: (-len(pair[0]), pair[0]))
+    if swarm:
+        return [{"prefix": route, "variable": "tasks_" + name.replace("-", "_"),
+                 "address": f"tasks.{name}:{APP_PORT}"} for route, name in pairs]
     return [{"prefix": route, "upstream": name} for route, name in pairs]
 
 
@@ -139,13 +146,21 @@ def media_context(stack: Stack) -> dict[str, str] | None:
             "bucket": stack.mmc.buckets[0]}
 
 
-def nginx_context(stack: Stack, cdc_upstream: str | None, tls: dict[str, object]) -> dict[str, object]:
+# How long the LBC trusts a DNS answer. On Swarm it is the most a scaled or updated app waits to get
+# traffic, and a rolling update waits longer than this between tasks (swarm.update_delay).
+RESOLVER_VALID = "10s"
+SWARM_RESOLVER_VALID_S = 2
+
+
+def nginx_context(stack: Stack, cdc_upstream: str | None, tls: dict[str, object],
+                  swarm: bool = False) -> dict[str, object]:
     lbc = stack.lbc
     return {
         "domain": stack.domain,
         "https_redirect_port": lbc.ports.https,
-        "upstreams": upstreams(stack),
-        "routes": routes(stack),
+        "upstreams": [] if swarm else upstreams(stack),
+        "routes": routes(stack, swarm),
+        "resolver_valid": f"{SWARM_RESOLVER_VALID_S}s" if swarm else RESOLVER_VALID,
         "cdc": {"upstream": cdc_upstream} if cdc_upstream else None,
         "media": media_context(stack),
         "client_max_body_size": lbc.client_max_body_size,
@@ -166,11 +181,12 @@ def fail2ban_configs(stack: Stack) -> list[ConfigFile]:
     return [ConfigFile(f"{CONFIG_DIR}/{JAIL_LOCAL}", "lbc/templates/jail.local.j2", jail_context(stack))]
 
 
-def plan_lbc(stack: Stack, cdc_upstream: str | None,
-             project_dir: str = "..") -> tuple[Service, list[str], ConfigFile]:
+def plan_lbc(stack: Stack, cdc_upstream: str | None, project_dir: str = "..",
+             swarm: bool = False) -> tuple[Service, list[str], ConfigFile]:
     """The LBC service, its volumes and its nginx.conf (jail.local: `fail2ban_configs`).
 
     `project_dir`: the spec's folder relative to the output directory, for the binds of tls: files.
+    `swarm`: apps are found through Docker's DNS (`tasks.<app>`) rather than listed by container name.
     """
     lbc = stack.lbc
     tls, tls_mounts, tls_environment = tls_context(lbc, project_dir)
@@ -190,5 +206,5 @@ def plan_lbc(stack: Stack, cdc_upstream: str | None,
         reload=("lbc-reload",),
     )
     conf = ConfigFile(f"{CONFIG_DIR}/nginx.conf", "lbc/templates/nginx.conf.j2",
-                      nginx_context(stack, cdc_upstream, tls))
+                      nginx_context(stack, cdc_upstream, tls, swarm))
     return service, ["lbc-certs"], conf

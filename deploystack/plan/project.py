@@ -21,13 +21,18 @@ class CycleError(DeployError):
     """Services depend on each other in a loop: a bug in a planner, never a user's input."""
 
 
-def build_plan(stack: Stack, project_dir: str = "..") -> ProjectPlan:
-    """`project_dir`: the spec's folder relative to the output directory (Compose resolves from there)."""
+def build_plan(stack: Stack, project_dir: str = "..", swarm: bool = False) -> ProjectPlan:
+    """`project_dir`: the spec's folder relative to the output directory (Compose resolves from there).
+
+    `swarm`: the plan for Docker Swarm: the LBC finds apps through Docker's DNS, and there is no CDC (it
+    drives one engine through its socket and mounts the project folder, neither of which a swarm has).
+    """
     db_services, db_volumes, db_configs = plan_dbc(stack)
     acc_services, acc_volumes = plan_acc(stack)
     mmc_services, mmc_volumes = plan_mmc(stack)
-    cdc_services, cdc_configs = plan_cdc(stack, project_dir)
-    lbc, lbc_volumes, lbc_conf = plan_lbc(stack, f"cdc:{CDC_PORT}" if cdc_services else None, project_dir)
+    cdc_services, cdc_configs = plan_cdc(stack, project_dir) if not swarm else ([], [])
+    lbc, lbc_volumes, lbc_conf = plan_lbc(stack, f"cdc:{CDC_PORT}" if cdc_services else None, project_dir,
+                                          swarm)
     services = [*db_services, *acc_services, *mmc_services, *plan_apc(stack), *cdc_services, lbc]
     networks = [Network("public", internal=False), Network("private", internal=True)]
     if cdc_services:

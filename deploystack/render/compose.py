@@ -10,7 +10,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.scalarstring import SingleQuotedScalarString
 
 from deploystack import labels
-from deploystack.plan.model import ProjectPlan, Service
+from deploystack.plan.model import HealthCheck, ProjectPlan, Service
 
 # Plain scalars that a YAML 1.1 reader would not take as strings: quote them.
 AMBIGUOUS = re.compile(
@@ -25,6 +25,13 @@ def quoted(value: str) -> str:
 
 def duration(seconds: int) -> str:
     return f"{seconds}s"
+
+
+def healthcheck_dict(hc: HealthCheck) -> dict[str, Any]:
+    return {
+        "test": ["CMD", *hc.test], "interval": duration(hc.interval_s), "timeout": duration(hc.timeout_s),
+        "retries": hc.retries, "start_period": duration(hc.start_period_s),
+    }
 
 
 def service_dict(plan: ProjectPlan, service: Service, image: str) -> dict[str, Any]:
@@ -57,11 +64,7 @@ def service_dict(plan: ProjectPlan, service: Service, image: str) -> dict[str, A
     if volumes:
         out["volumes"] = volumes
     if service.healthcheck:
-        hc = service.healthcheck
-        out["healthcheck"] = {
-            "test": ["CMD", *hc.test], "interval": duration(hc.interval_s), "timeout": duration(hc.timeout_s),
-            "retries": hc.retries, "start_period": duration(hc.start_period_s),
-        }
+        out["healthcheck"] = healthcheck_dict(service.healthcheck)
     if service.depends_on:
         out["depends_on"] = {
             dep: {"condition": "service_completed_successfully" if plan.service(dep).one_shot

@@ -16,11 +16,14 @@ from deploystack.render.compose import compose_data, dump_yaml
 from deploystack.render.contexts import FileData, content_hash, context_files
 from deploystack.render.dbtls import offsite_tls
 from deploystack.render.envfile import complete_secrets, env_text, read_env
+from deploystack.render.swarm import Settings, secret_files, stack_data
 from deploystack.render.templates import render_template
 from deploystack.spec.models import Stack
 
 COMPOSE_FILE = "compose.yaml"
 ENV_FILE = ".env"
+SWARM_DIR = "swarm"  # the stack file's configs and secrets, and the stack file unless `-o` says otherwise
+SWARM_STACK_FILE = "stack.yaml"
 DEFAULT_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 
 
@@ -115,3 +118,29 @@ def _args_file(args: dict[str, str]) -> dict[str, FileData]:
     """Build args change the image as much as files do, so they count in the tag."""
     text = "".join(f"{k}={v}\n" for k, v in sorted(args.items()))
     return {".build-args": FileData(text.encode())}
+
+
+@dataclass(frozen=True)
+class SwarmRendered:
+    plan: ProjectPlan  # the swarm variant: no CDC, the LBC finds apps through Docker's DNS
+    folder: Path  # <output>/swarm
+    files: dict[str, FileData]  # relative to folder: config/..., secrets/... (0600)
+    stack_file: Path
+    stack_yaml: bytes
+
+
+def render_swarm(stack: Stack, spec_path: Path, rendered: Rendered, stack_file: Path | None = None) -> SwarmRendered:
+    """The stack file for `docker stack deploy` and the files it names, from the same spec and images as
+    `rendered` (the Compose project, whose build contexts make the images)."""
+    folder = rendered.output / SWARM_DIR
+    stack_file = (stack_file or folder / SWARM_STACK_FILE).resolve()
+    plan = build_plan(stack, project_dir=os.path.relpath(spec_path.resolve().parent, rendered.output), swarm=True)
+    configs = {config.path: render_template(config.template, config.context).encode() for config in plan.configs}
+    settings = Settings(stack.swarm.endpoint_mode, stack.swarm.registry, stack.swarm.update_delay)
+    files_dir = os.path.relpath(folder, stack_file.parent)
+    data = stack_data(plan, rendered.images, settings, configs, rendered.secrets,
+                      "." if files_dir == "." else files_dir)
+    files = {path: FileData(data) for path, data in configs.items()}
+    files |= {path: FileData(value.encode(), 0o600) for path, value in secret_files(plan, rendered.secrets).items()}
+    text = dump_yaml(data).replace("`deploystack generate`", "`deploystack export swarm`")
+    return SwarmRendered(plan, folder, files, stack_file, text.encode())

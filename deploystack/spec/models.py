@@ -369,6 +369,23 @@ class CDC(Toggle):
     provider: Literal["github", "gitlab", "gitea"] = "github"
 
 
+# A registry host (with an optional port) and path, as `docker push` takes it: registry.example.com:5000/team
+REGISTRY = r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]+([._-][a-z0-9]+)*)*$"
+
+
+class Swarm(Model):
+    """How the stack runs on Docker Swarm (`--engine swarm`); the Compose engine ignores it."""
+
+    endpoint_mode: Literal["dnsrr", "vip"] = Field(
+        "dnsrr", description="dnsrr: service names resolve to the tasks' addresses (works without IPVS); "
+                             "vip: one virtual address per service, balanced by the kernel's IPVS")
+    registry: str | None = Field(None, pattern=REGISTRY,
+                                 description="images are pushed to and pulled from here; none: already on the nodes")
+    update_delay: int = Field(10, ge=3, le=600,
+                              description="seconds between replaced tasks of a rolling update (longer than "
+                                          "the LBC's DNS cache, so it always knows a live replica)")
+
+
 class Stack(Model):
     """The whole spec: one project, six roles."""
 
@@ -380,6 +397,7 @@ class Stack(Model):
     mmc: MMC = Field(default_factory=MMC)
     dbc: DBC = Field(default_factory=DBC)
     cdc: CDC = Field(default_factory=CDC)
+    swarm: Swarm = Field(default_factory=Swarm)
 
     @field_validator("project")
     @classmethod

@@ -13,7 +13,7 @@ from ruamel.yaml import YAML
 
 from deploystack.engine import lbc as engine_lbc
 from deploystack.errors import SpecError, UsageError
-from deploystack.operations import Target, render
+from deploystack.operations import Target, export_swarm, render
 from deploystack.plan import lbc as plan
 from deploystack.plan.model import Mount
 from deploystack.render.project import Rendered
@@ -326,7 +326,7 @@ out=$(fail2ban-client --test 2>&1) && echo "jail.local ok" || echo "jail.local $
 dump=$(fail2ban-client -d 2>/dev/null)
 echo "jails $(grep -o "^\['add', '[a-z-]*'" <<<"$dump" | cut -d"'" -f4 | paste -sd ' ')"
 grep "'deploystack-scanners', 'addignoreip'" <<<"$dump"
-for mode in self-signed files acme; do
+for mode in self-signed files acme swarm; do
     mkdir -p /etc/deploystack-certs /etc/deploystack-tls
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=localhost \
         -keyout /etc/deploystack-certs/tls.key -out /etc/deploystack-certs/tls.crt 2>/dev/null
@@ -375,6 +375,12 @@ def test_filters_and_rendered_files_in_the_lbc_image(blueprint: Path, tmp_path: 
         # nginx -t resolves the upstreams' replica names: any address will do for a check.
         hosts |= {str(server).split(":")[0]: "127.0.0.1" for u in plan.upstreams(load_stack(spec))
                   for server in u["servers"]}  # type: ignore[attr-defined]
+    # On a swarm the routes name tasks.<app> in variables, resolved per request: nothing to resolve for -t.
+    swarm_spec = blueprint.parent.parent / "swarm" / "deploystack.yaml"
+    shutil.copytree(blueprint.parent, swarm_spec.parent)
+    exported = export_swarm(Target.of(swarm_spec, None))
+    swarm_files = {k: v for k, v in exported.files.items() if k.startswith("config/")}
+    write(swarm_files, work / "swarm", compare(swarm_files, work / "swarm"))
     output = client.containers.run(image, entrypoint=["bash", "-c", IN_IMAGE], volumes={str(work): {"bind": "/t"}},
                                    extra_hosts=hosts, remove=True, stderr=True).decode()
     assert output.splitlines() == [
@@ -388,4 +394,5 @@ def test_filters_and_rendered_files_in_the_lbc_image(blueprint: Path, tmp_path: 
         "nginx-self-signed ok",
         "nginx-files ok",
         "nginx-acme ok",
+        "nginx-swarm ok",
     ]

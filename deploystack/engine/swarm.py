@@ -1,0 +1,219 @@
+"""Docker Swarm: deploy a stack file, scale its services, take it down, wait until tasks are healthy.
+
+`docker stack deploy` (the docker CLI, which honours DOCKER_HOST like the SDK does) turns the stack file
+into services, networks, configs and secrets; everything after that (waiting, scaling, removing) goes
+through the SDK.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import docker
+import docker.errors
+from ruamel.yaml import YAML
+
+from deploystack import labels
+from deploystack.engine.client import engine_errors
+from deploystack.engine.report import Reporter
+from deploystack.errors import EngineError, StackError, UsageError
+from deploystack.render.project import SwarmRendered
+from deploystack.render.swarm import NODE_LABELS, registry_image
+
+NAMESPACE = "com.docker.stack.namespace"  # the label `docker stack deploy` puts on what it makes
+CONVERGE_TIMEOUT_S = 900.0
+POLL_S = 2.0
+
+
+def service_name(project: str, service: str) -> str:
+    return f"{project}_{service}"
+
+
+def require_manager(client: docker.DockerClient) -> None:
+    with engine_errors("reading the engine's swarm state"):
+        info = client.info()
+    swarm = info.get("Swarm") or {}
+    if swarm.get("LocalNodeState") != "active":
+        raise EngineError("this Docker engine is not in a swarm: run `docker swarm init` (or join one), "
+                          "then label the nodes (docs/swarm.md)")
+    if not swarm.get("ControlAvailable"):
+        raise EngineError("this node is a swarm worker: run deploystack against a manager (DOCKER_HOST)")
+
+
+def require_node_labels(client: docker.DockerClient, wanted: set[str]) -> None:
+    """Every placement label the stack uses is on some node: otherwise its tasks wait forever, silently."""
+    with engine_errors("listing the swarm's nodes"):
+        nodes = client.nodes.list()
+    present = {key for node in nodes for key, value in (node.attrs["Spec"].get("Labels") or {}).items()
+               if value == "true"}
+    missing = sorted(wanted - present)
+    if missing:
+        adds = " ".join(f"--label-add {label}=true" for label in missing)
+        raise UsageError(f"no node of the swarm is labelled {', '.join(missing)}: the services placed there "
+                         f"would never start; label a node: docker node update {adds} NODE (docs/swarm.md)")
+
+
+def labels_used(stack_yaml: dict[str, Any]) -> set[str]:
+    constraints = [c for service in stack_yaml["services"].values()
+                   for c in service["deploy"].get("placement", {}).get("constraints", [])]
+    return {label for label in NODE_LABELS for c in constraints if f"node.labels.{label} " in c}
+
+
+def push_images(client: docker.DockerClient, images: list[str], registry: str, report: Reporter) -> None:
+    """Tag each image with the registry's name and push it, so that every node can pull it."""
+    for image in images:
+        remote = registry_image(image, registry)
+        repo, tag = remote.rsplit(":", 1)
+        with engine_errors(f"pushing {remote}"):
+            client.images.get(image).tag(repo, tag)
+            for line in client.images.push(repo, tag, stream=True, decode=True):
+                if "error" in line:
+                    raise EngineError(f"pushing {remote}: {line['error']}")
+        report.step(f"pushed {remote}")
+
+
+def docker_cli(*args: str) -> str:
+    if shutil.which("docker") is None:
+        raise EngineError("the docker command-line client is needed for `docker stack deploy` "
+                          "(Debian package docker.io or docker-cli)")
+    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=600)
+    if result.returncode != 0:
+        raise EngineError(f"docker {' '.join(args[:2])} failed: {result.stderr.strip() or result.stdout.strip()}")
+    return result.stdout
+
+
+def deploy(client: docker.DockerClient, rendered: SwarmRendered, report: Reporter, registry: bool = False) -> None:
+    """`registry`: the images come from the spec's registry; the nodes get this client's login for it."""
+    project = rendered.plan.project
+    require_manager(client)
+    require_node_labels(client, labels_used(YAML(typ="safe").load(rendered.stack_yaml)))
+    report.step(f"docker stack deploy {project} ({rendered.stack_file})")
+    since = engine_time(client)
+    # Images are on the nodes already or in the spec's registry: no digest lookup in a registry.
+    # We wait ourselves (below); clients before 26.0 have no --detach and never wait.
+    detach = ["--detach=true"] if "--detach" in docker_cli("stack", "deploy", "--help") else []
+    docker_cli("stack", "deploy", "--compose-file", str(rendered.stack_file), "--resolve-image", "never",
+               "--prune", *detach, *(["--with-registry-auth"] if registry else []), project)
+    wait_converged(client, project, report, since)
+
+
+def scale(client: docker.DockerClient, project: str, replicas: dict[str, int], report: Reporter) -> None:
+    """A service scale for each app: new tasks join the LBC through Docker's DNS once healthy."""
+    require_manager(client)
+    since = engine_time(client)
+    for name, count in replicas.items():
+        with engine_errors(f"scaling {name}"):
+            service = client.services.get(service_name(project, name))
+            service.scale(count)
+        report.step(f"{name}: {count} replica(s)")
+    wait_converged(client, project, report, since)
+
+
+@dataclass
+class ServiceState:
+    name: str
+    done: bool
+    why: str  # what it waits for, or why it failed
+
+
+def moment(stamp: str) -> tuple[str, float]:
+    """An engine time stamp (RFC 3339, UTC), comparable: the engine trims trailing zeros of the fraction."""
+    whole, _, fraction = stamp.rstrip("Z").partition(".")
+    return whole, float("0." + (fraction.split("+")[0] or "0"))
+
+
+def engine_time(client: docker.DockerClient) -> str:
+    """The engine's clock, so that what it stamps later compares without skew."""
+    with engine_errors("reading the engine's time"):
+        return str(client.info()["SystemTime"])
+
+
+def created(task: dict[str, Any]) -> tuple[str, float]:
+    return moment(task["CreatedAt"])
+
+
+def service_state(client: docker.DockerClient, service: Any, project: str, one_shot: bool,
+                  since: str) -> ServiceState:
+    name = service.name.removeprefix(f"{project}_")
+    spec = service.attrs["Spec"]
+    status = service.attrs.get("UpdateStatus") or {}
+    update = status.get("State", "")
+    # A rollback of an earlier run stays in UpdateStatus until the next update: only this run's counts.
+    if update.startswith("rollback") or update == "paused":
+        if moment(status.get("StartedAt", since)) >= moment(since):
+            raise StackError(f"{name}: the rolling update failed and was rolled back ({update}): "
+                             f"{status.get('Message', '')}")
+        update = ""
+    tasks = client.api.tasks(filters={"service": service.id})
+    latest: dict[Any, dict[str, Any]] = {}
+    for task in tasks:  # the newest task of each slot (replicated) or node (global)
+        slot = task.get("Slot") or task.get("NodeID")
+        if slot not in latest or created(task) > created(latest[slot]):
+            latest[slot] = task
+    states = [t["Status"]["State"] for t in latest.values()]
+    errors = [t["Status"].get("Err", "") for t in latest.values() if t["Status"].get("Err")]
+    if one_shot:
+        done = bool(states) and all(s == "complete" for s in states)
+        return ServiceState(name, done, "; ".join(errors) or f"job {', '.join(states) or 'not started'}")
+    running = [t for t in tasks if t["DesiredState"] == "running" and t["Status"]["State"] == "running"]
+    wanted = [t for t in tasks if t["DesiredState"] == "running"]
+    want = spec["Mode"]["Replicated"]["Replicas"] if "Replicated" in spec["Mode"] else max(len(wanted), 1)
+    # Tasks on their way out still finish the requests they hold: done once they stopped too.
+    leaving = [t for t in tasks if t["DesiredState"] != "running" and t["Status"]["State"] == "running"]
+    done = len(running) == want == len(wanted) and not leaving and update not in ("updating",)
+    why = f"{len(running)}/{want} healthy" + (f", {len(leaving)} stopping" if leaving else "")
+    return ServiceState(name, done, why + (f" ({errors[-1]})" if errors else ""))
+
+
+def wait_converged(client: docker.DockerClient, project: str, report: Reporter, since: str,
+                   timeout_s: float = CONVERGE_TIMEOUT_S) -> None:
+    """Until every service runs its wanted number of healthy tasks and every job completed."""
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while True:
+        with engine_errors("listing the stack's services"):
+            services = client.services.list(filters={"label": f"{NAMESPACE}={project}"})
+            states = [service_state(client, s, project, labels.ONE_SHOT in (s.attrs["Spec"].get("Labels") or {}),
+                                    since) for s in services]
+        waiting = [s for s in states if not s.done]
+        if services and not waiting:
+            report.step(f"all {len(states)} services of {project} are up")
+            return
+        summary = ", ".join(f"{s.name} {s.why}" for s in sorted(waiting, key=lambda s: s.name))
+        if summary != last:
+            report.detail(f"waiting: {summary}")
+            last = summary
+        if time.monotonic() > deadline:
+            raise StackError(f"the swarm stack {project} did not converge in {timeout_s:.0f}s: {summary}")
+        time.sleep(POLL_S)
+
+
+def down(client: docker.DockerClient, project: str, volumes: bool, report: Reporter,
+         timeout_s: float = 120.0) -> None:
+    """`docker stack rm`, then wait for its containers and networks to go (removal is asynchronous), then
+    the volumes with `volumes`. Configs and secrets go with the stack."""
+    label = {"label": f"{NAMESPACE}={project}"}
+    with engine_errors("listing the stack's services"):
+        present = client.services.list(filters=label)
+    if present:
+        docker_cli("stack", "rm", project)
+        report.step(f"removed the swarm stack {project}")
+    deadline = time.monotonic() + timeout_s
+    with engine_errors("waiting for the stack's containers to stop"):
+        # One list call (the SDK's containers.list inspects each one, which fails for one just removed).
+        while client.api.containers(all=True, filters=label):
+            if time.monotonic() > deadline:
+                raise StackError(f"the swarm stack {project}'s containers are still there after {timeout_s:.0f}s")
+            time.sleep(1)
+        for network in client.networks.list(filters=label):  # stack rm removes them, unless a task lagged
+            with contextlib.suppress(docker.errors.NotFound):
+                network.remove()
+        if volumes:
+            for volume in client.volumes.list(filters=label):
+                volume.remove(force=True)
+                report.step(f"removed volume {volume.name}")

@@ -1,0 +1,196 @@
+"""ProjectPlan -> a stack file for `docker stack deploy`, as plain data (dumped like compose.yaml).
+
+The same plan as the Compose file, with what a swarm needs instead: overlay networks, `deploy:` (replicas,
+rolling updates, restart policies, limits, placement by node label), config files as Swarm configs and
+the generated secrets as Swarm secrets. Both are immutable in a swarm, so their names carry a hash of
+their content: a changed file is a new config, and the services using it are updated to it.
+
+Secrets arrive in containers as files in /run/secrets; the images' lib.sh exports them as variables and
+fills the `${NAME}` references that other variables hold (compose/_sourced/lib.sh, secrets_from_files).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+from deploystack import labels
+from deploystack.errors import UsageError
+from deploystack.plan.dbc import PRIMARY
+from deploystack.plan.lbc import SWARM_RESOLVER_VALID_S
+from deploystack.plan.model import ProjectPlan, Service
+from deploystack.render.compose import duration, healthcheck_dict, quoted
+
+CONFIG_TARGET = "/etc/deploystack"
+# Node labels that place the stateful services and the LBC (docs/swarm.md): `docker node update
+# --label-add deploystack.edge=true NODE`.
+LABEL_DB_PRIMARY = "deploystack.db-primary"
+LABEL_DB_REPLICA = "deploystack.db-replica"
+LABEL_DATA = "deploystack.data"
+LABEL_EDGE = "deploystack.edge"
+NODE_LABELS = (LABEL_DB_PRIMARY, LABEL_DB_REPLICA, LABEL_DATA, LABEL_EDGE)
+
+# `$$` (a literal dollar, as the plan escapes user values) or a `${NAME}` reference.
+DOLLAR_OR_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    endpoint_mode: str = "dnsrr"
+    registry: str | None = None
+    update_delay_s: int = 10
+
+
+def registry_image(image: str, registry: str | None) -> str:
+    """Where the nodes pull `image` from: the registry's copy, or (none) the node's own image store."""
+    return f"{registry}/{image}" if registry else image
+
+
+def content_name(stem: str, data: bytes) -> str:
+    """A Swarm config or secret name for `data`: immutable objects, so the content is in the name."""
+    return f"{stem}-{hashlib.sha256(data).hexdigest()[:10]}"
+
+
+def secrets_used(service: Service, secret_names: tuple[str, ...]) -> list[str]:
+    """The generated secrets `service` refers to in its environment."""
+    used = {match.group(1) for _, value in service.environment for match in DOLLAR_OR_REF.finditer(value)}
+    return [name for name in secret_names if name in used]
+
+
+def swarm_value(value: str) -> str:
+    """A plan value for the stack file: a `${SECRET}` reference must reach the container as written, for
+    lib.sh to fill from /run/secrets, so it is escaped from `docker stack deploy`'s own interpolation."""
+    return DOLLAR_OR_REF.sub(lambda m: "$$" if m.group(1) is None else "$${" + m.group(1) + "}", value)
+
+
+def environment(service: Service, secret_names: tuple[str, ...]) -> dict[str, str]:
+    # NAME=${NAME} would hide the secret file from lib.sh ("already set"): the file is that variable.
+    env = {key: quoted(swarm_value(value)) for key, value in service.environment
+           if not (key in secret_names and value == "${" + key + "}")}
+    if service.upstream:
+        # A stopping task keeps serving until the LBC's DNS answer without it is certain to be fresh.
+        env = {"APP_STOP_DELAY": str(SWARM_RESOLVER_VALID_S + 1)} | env
+    return env
+
+
+def constraints(service: Service) -> list[str]:
+    """Nodes labelled for them hold the data volumes (a volume stays on its node) and the edge."""
+    if service.name == PRIMARY:
+        label = LABEL_DB_PRIMARY
+    elif service.role == "dbc":
+        label = LABEL_DB_REPLICA
+    elif service.role == "lbc":
+        label = LABEL_EDGE
+    elif any(not mount.bind for mount in service.mounts):
+        label = LABEL_DATA
+    else:
+        return []
+    return [f"node.labels.{label} == true"]
+
+
+def deploy(service: Service, settings: Settings) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if service.role == "lbc":
+        # One LBC on every edge node, each publishing the ports on its own host (no ingress mesh).
+        out["mode"] = "global"
+    else:
+        out["replicas"] = service.replicas
+    out["endpoint_mode"] = settings.endpoint_mode
+    placement = constraints(service)
+    if placement:
+        out["placement"] = {"constraints": placement}
+    if service.mem_limit:
+        out["resources"] = {"limits": {"memory": service.mem_limit}}
+    if service.one_shot:
+        out["restart_policy"] = {"condition": "on-failure", "delay": "5s", "max_attempts": 20}
+    else:
+        out["restart_policy"] = {"condition": "any", "delay": "5s"}
+    # Apps start their new task and wait for its health check before the old one stops; the LBC and the
+    # stateful services cannot overlap (host ports; one server per data volume), so theirs stop first.
+    order = "start-first" if service.scalable else "stop-first"
+    if service.one_shot:
+        # A job's task exits by design: the update's monitor would count that as a failure and roll back.
+        out["update_config"] = {"parallelism": 1, "order": order, "failure_action": "continue"}
+    else:
+        out["update_config"] = {
+            "parallelism": 1, "delay": duration(settings.update_delay_s), "order": order,
+            "failure_action": "rollback", "monitor": "15s",
+        }
+        out["rollback_config"] = {"parallelism": 1, "order": order}
+    out["labels"] = {labels.ROLE: service.role, **({labels.ONE_SHOT: "true"} if service.one_shot else {})}
+    return out
+
+
+def service_data(plan: ProjectPlan, service: Service, image: str, settings: Settings,
+                 config_keys: dict[str, str], secret_keys: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {"image": registry_image(image, settings.registry)}
+    if service.command is not None:
+        out["command"] = list(service.command)
+    env = environment(service, plan.secrets)
+    if env:
+        out["environment"] = env
+    out["networks"] = {
+        net: ({"aliases": list(service.aliases)} if service.aliases and net == "private" else {})
+        for net in service.networks
+    }
+    if service.ports:
+        out["ports"] = [{"target": p.container_port, "published": p.host_port, "protocol": "tcp", "mode": "host"}
+                        for p in service.ports]
+    binds = [m for m in service.mounts if m.bind]
+    if binds:
+        raise UsageError(f"service {service.name} mounts host folders ({', '.join(m.source for m in binds)}), "
+                         "which a swarm node may not have (lbc.tls: files is not supported with --engine swarm)")
+    if service.mounts:
+        out["volumes"] = [{"type": "volume", "source": m.source, "target": m.target,
+                           **({"read_only": True} if m.read_only else {})} for m in service.mounts]
+    if service.config_dir:
+        out["configs"] = [
+            {"source": key, "target": f"{CONFIG_TARGET}/{PurePosixPath(path).name}"}
+            for path, key in config_keys.items() if PurePosixPath(path).parent == PurePosixPath(service.config_dir)
+        ]
+    used = secrets_used(service, plan.secrets)
+    if used:
+        out["secrets"] = [{"source": secret_keys[name], "target": name} for name in used]
+    if service.healthcheck:
+        out["healthcheck"] = healthcheck_dict(service.healthcheck)
+    if service.cap_add:
+        out["cap_add"] = list(service.cap_add)
+    out["stop_grace_period"] = duration(service.stop_grace_s)
+    out["labels"] = {labels.ROLE: service.role}
+    out["deploy"] = deploy(service, settings)
+    return out
+
+
+def stack_data(plan: ProjectPlan, images: dict[str, str], settings: Settings, configs: dict[str, bytes],
+               secrets: dict[str, str], files_dir: str = ".") -> dict[str, Any]:
+    """The stack file. `configs`: rendered files by output path (config/lbc/nginx.conf); `secrets`: values
+    by name. The stack file names them as files under `files_dir` (relative to the stack file's folder),
+    where swarm_files puts them."""
+    config_keys = {path: content_name(path.removeprefix("config/").replace("/", "-"), data)
+                   for path, data in sorted(configs.items())}
+    secret_keys = {name: content_name(name.lower().replace("_", "-"), secrets[name].encode())
+                   for name in used_secrets(plan)}
+    return {
+        "services": {s.name: service_data(plan, s, images[s.name], settings, config_keys, secret_keys)
+                     for s in plan.services},
+        "networks": {n.name: {"driver": "overlay", **({"internal": True, "driver_opts": {"encrypted": "true"}}
+                                                       if n.internal else {})}
+                     for n in plan.networks},
+        "volumes": {v: {} for v in plan.volumes},
+        "configs": {key: {"file": f"{files_dir}/{path}"} for path, key in config_keys.items()},
+        "secrets": {key: {"file": f"{files_dir}/secrets/{name}"} for name, key in secret_keys.items()},
+    }
+
+
+def used_secrets(plan: ProjectPlan) -> list[str]:
+    """The generated secrets some service of `plan` needs (the CDC's is not one on a swarm)."""
+    used = {name for service in plan.services for name in secrets_used(service, plan.secrets)}
+    return [name for name in plan.secrets if name in used]
+
+
+def secret_files(plan: ProjectPlan, secrets: dict[str, str]) -> dict[str, str]:
+    """What `docker stack deploy` reads the secrets from: one file per secret, beside the stack file."""
+    return {f"secrets/{name}": secrets[name] for name in used_secrets(plan)}
