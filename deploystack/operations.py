@@ -183,7 +183,7 @@ def _swarm_generated(target: Target, stack_file: Path | None, ca_bundle: Path | 
                      report: Reporter | None) -> tuple[Rendered, SwarmRendered]:
     rendered = render(target, ca_bundle)
     swarm = render_swarm(load_stack(target.spec), target.spec, rendered, stack_file)  # all in memory first
-    _write_if_changed(target, rendered, report)
+    write_rendered(rendered, report)
     writer.write(swarm.files, swarm.folder, writer.compare(swarm.files, swarm.folder))
     swarm.stack_file.parent.mkdir(parents=True, exist_ok=True)
     if not swarm.stack_file.is_file() or swarm.stack_file.read_bytes() != swarm.stack_yaml:
@@ -236,22 +236,18 @@ def _generated(target: Target, ca_bundle: Path | None, report: Reporter | None =
     The caller holds the project lock.
     """
     rendered = render(target, ca_bundle)
-    _write_if_changed(target, rendered, report)
+    write_rendered(rendered, report)
     return rendered
 
 
-def _write_if_changed(target: Target, rendered: Rendered, report: Reporter | None) -> None:
+def write_rendered(rendered: Rendered, report: Reporter | None = None) -> None:
+    """Write what differs between `rendered` and the output on disk (the caller holds the lock)."""
     changes = writer.compare(rendered.files, rendered.output)
     if changes.any:
         if report is not None:
-            report.step(f"generating {target.output} ({len(changes.created)} new, "
+            report.step(f"generating {rendered.output} ({len(changes.created)} new, "
                         f"{len(changes.changed)} changed, {len(changes.removed)} removed files)")
         writer.write(rendered.files, rendered.output, changes)
-
-
-def write_rendered(rendered: Rendered) -> None:
-    """Write what differs between `rendered` and the output on disk (the caller holds the lock)."""
-    writer.write(rendered.files, rendered.output, writer.compare(rendered.files, rendered.output))
 
 
 def write_text_atomically(path: Path, text: str) -> None:

@@ -30,7 +30,7 @@ from deploystack.engine.health import wait_ready
 from deploystack.engine.report import Reporter
 from deploystack.errors import EngineError, StackError
 from deploystack.plan.apc import APP_PORT
-from deploystack.plan.model import ConfigFile, Service
+from deploystack.plan.model import ConfigFile
 from deploystack.render.project import Rendered
 from deploystack.render.templates import render_template
 
@@ -166,6 +166,3 @@ def _write(path: Path, data: bytes) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
 
-
-def service_of(rendered: Rendered, name: str) -> Service | None:
-    return next((s for s in rendered.plan.services if s.name == name), None)
