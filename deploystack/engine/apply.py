@@ -198,7 +198,7 @@ class Converger:
                 container = self.client.containers.get(have.id)
                 if container.status == "running":
                     container.stop(timeout=grace)
-                container.remove(force=True)
+                container.remove(force=True, v=True)
             except docker.errors.NotFound:
                 pass
         if step.action == converge.Action.REMOVE and any(

@@ -42,3 +42,18 @@ def engine_errors(doing: str) -> Iterator[None]:
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def run_once(client: docker.DockerClient, image: str, command: list[str], **options: object) -> None:
+    """Run a throwaway container to completion, then remove it with its anonymous volumes (an image's
+    VOLUME that nothing was mounted on would otherwise stay behind, one per run). A non-zero exit raises
+    docker.errors.ContainerError, as `containers.run` does."""
+    container = client.containers.run(image, command, detach=True, **options)
+    try:
+        status = container.wait()
+        code = int(status.get("StatusCode", 1))
+        if code != 0:
+            stderr = container.logs(stdout=False, stderr=True)
+            raise docker.errors.ContainerError(container, code, command, image, stderr)
+    finally:
+        container.remove(v=True, force=True)

@@ -17,7 +17,7 @@ from docker.models.containers import Container
 
 from deploystack import labels
 from deploystack.engine.apply import volume_name
-from deploystack.engine.client import engine_errors
+from deploystack.engine.client import engine_errors, run_once
 from deploystack.engine.db import db_containers, psql
 from deploystack.engine.report import Reporter
 from deploystack.errors import StackError, UsageError
@@ -34,8 +34,8 @@ def _run(client: docker.DockerClient, image: str, script: str, volumes: dict[str
     """A throwaway root container from the database image, with no network, to move data between volumes."""
     with engine_errors("moving database files"):
         try:
-            client.containers.run(image, ["bash", "-c", script], entrypoint=[], user="root", remove=True,
-                                  network_mode="none", volumes=volumes)
+            run_once(client, image, ["bash", "-c", script], entrypoint=[], user="root", network_mode="none",
+                     volumes=volumes)
         except docker.errors.ContainerError as exc:
             raise StackError(f"moving database files failed: {exc.stderr.decode(errors='replace').strip()}") from None
 

@@ -43,4 +43,4 @@ def remove_service_containers(client: docker.DockerClient, project: str, service
     with engine_errors(f"removing {service}"):
         for container in client.containers.list(
                 all=True, filters={"label": [f"{labels.PROJECT}={project}", f"{labels.SERVICE}={service}"]}):
-            container.remove(force=True)
+            container.remove(force=True, v=True)

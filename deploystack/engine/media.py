@@ -15,7 +15,7 @@ import docker.errors
 from docker.models.containers import Container
 
 from deploystack.engine.apply import volume_name
-from deploystack.engine.client import engine_errors
+from deploystack.engine.client import engine_errors, run_once
 from deploystack.engine.health import Readiness
 from deploystack.engine.lookup import service_container
 from deploystack.engine.report import Reporter
@@ -49,8 +49,8 @@ def _run_with_volume(client: docker.DockerClient, image: str, project: str, fold
     pasted into the script (it may come from the user)."""
     with engine_errors("running the backup container"):
         try:
-            client.containers.run(
-                image, ["bash", "-c", script, "backup", file_name], entrypoint=[], remove=True,
+            run_once(
+                client, image, ["bash", "-c", script, "backup", file_name], entrypoint=[],
                 network_mode="none", user="root",
                 volumes={volume_name(project, VOLUME): {"bind": "/data", "mode": "ro" if volume_read_only else "rw"},
                          str(folder): {"bind": "/backup", "mode": "rw" if volume_read_only else "ro"}},

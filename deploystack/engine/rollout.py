@@ -107,7 +107,7 @@ class Rollout:
             try:
                 if container.status == "running":
                     container.stop(timeout=self.service.stop_grace_s if grace is None else grace)
-                container.remove(force=True)
+                container.remove(force=True, v=True)
             except docker.errors.NotFound:
                 pass
 

@@ -54,7 +54,7 @@ def down(client: docker.DockerClient, project: str, volumes: bool, report: Repor
         with engine_errors(f"removing {container.name}"):
             if container.status == "running":
                 container.stop(timeout=20)
-            container.remove(force=True)
+            container.remove(force=True, v=True)
     with engine_errors("removing networks"):
         for network in client.networks.list(filters=selector):
             report.step(f"removing network {network.name}")
