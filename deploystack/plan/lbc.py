@@ -36,6 +36,7 @@ HSTS_MAX_AGE_S = 365 * 24 * 3600
 JAIL_SCANNERS = "deploystack-scanners"
 JAIL_ADMIN = "deploystack-django-admin"
 JAIL_CDC = "deploystack-cdc"
+FAIL2BAN_VOLUME = "lbc-fail2ban"
 # Never banned, whatever the spec says: loopback. The entrypoint adds the gateway address of every
 # network the LBC is on (traffic from the host through the published ports comes from there).
 ALWAYS_IGNORED = ("127.0.0.1/8", "::1")
@@ -196,7 +197,8 @@ def plan_lbc(stack: Stack, cdc_upstream: str | None, project_dir: str = "..",
         environment=(("DOMAIN", stack.domain), *tls_environment),
         networks=("public", "private"),
         ports=(Port(lbc.bind, lbc.ports.http, 80), Port(lbc.bind, lbc.ports.https, 443)),
-        mounts=(Mount("lbc-certs", CERTS_DIR), *tls_mounts),
+        # fail2ban's database: its bans come back when the LBC is recreated (a new image, a new config).
+        mounts=(Mount("lbc-certs", CERTS_DIR), Mount(FAIL2BAN_VOLUME, "/var/lib/fail2ban"), *tls_mounts),
         # lbc-health: nginx answers on port 80, and fail2ban's server is alive when jail.local is there.
         healthcheck=HealthCheck(test=("lbc-health",), interval_s=3, start_period_s=30),
         depends_on=tuple(stack.apc.apps) + (("cdc",) if cdc_upstream else ()),
@@ -207,4 +209,4 @@ def plan_lbc(stack: Stack, cdc_upstream: str | None, project_dir: str = "..",
     )
     conf = ConfigFile(f"{CONFIG_DIR}/nginx.conf", "lbc/templates/nginx.conf.j2",
                       nginx_context(stack, cdc_upstream, tls, swarm))
-    return service, ["lbc-certs"], conf
+    return service, ["lbc-certs", FAIL2BAN_VOLUME], conf

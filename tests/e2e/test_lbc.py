@@ -159,6 +159,27 @@ def test_a_scanner_is_banned_the_host_still_passes_and_unban_lets_it_back(lbc_st
         lift(lbc_stack, client.ip)
 
 
+def test_a_ban_outlives_a_recreated_lbc(lbc_stack: Stack, client: Client) -> None:
+    """fail2ban's database is a volume: an LBC recreated (new image, new config) bans the same clients."""
+    network = f"{lbc_stack.project}_public"
+    try:
+        client.send(*[("GET", path, 80) for path in PROBES])
+        assert wait_until_refused(client)[0] in {"ConnectionRefusedError", "TimeoutError"}
+        (lbc,) = lbc_stack.containers("lbc")
+        lbc.remove(force=True)
+        lbc_stack.cli("up")
+        (lbc,) = lbc_stack.containers("lbc")
+        again = Client(client.container, network, lbc.attrs["NetworkSettings"]["Networks"][network]["IPAddress"])
+        deadline = time.monotonic() + BAN_WAIT_S
+        while client.ip not in bans(lbc_stack)["deploystack-scanners"]:
+            assert time.monotonic() < deadline, "the ban did not come back"
+            time.sleep(0.5)
+        assert again.send(("GET", "/", 80))[0] in {"ConnectionRefusedError", "TimeoutError"}
+        assert lbc_stack.get("/api/health/").status_code == 200
+    finally:
+        lift(lbc_stack, client.ip)
+
+
 def test_unban_of_an_address_not_banned_or_not_an_address(lbc_stack: Stack) -> None:
     not_banned = lbc_stack.cli("lbc", "unban", "192.0.2.1", check=False)
     assert not_banned.returncode == 2

@@ -129,9 +129,10 @@ def test_default_context_timeouts_tls_and_fail2ban(spec_dir: Path) -> None:
                           "hsts_max_age": None, "acme_webroot": None}
     assert ctx["fail2ban_log"] == "/var/log/deploystack/fail2ban.log"
     assert "application/json" in str(ctx["gzip_types"]) and "text/css" in str(ctx["gzip_types"])
-    # self-signed keeps the LBC's environment and mounts as they were: DOMAIN and the certificate volume
+    # self-signed: DOMAIN, the certificate volume and fail2ban's database (bans outlive a recreation)
     assert service.environment == (("DOMAIN", "localhost"),)
-    assert service.mounts == (Mount("lbc-certs", "/etc/deploystack-certs"),) and volumes == ["lbc-certs"]
+    assert service.mounts == (Mount("lbc-certs", "/etc/deploystack-certs"), Mount("lbc-fail2ban", "/var/lib/fail2ban"))
+    assert volumes == ["lbc-certs", "lbc-fail2ban"]
     assert service.cap_add == ("NET_ADMIN",) and service.reload == ("lbc-reload",)
 
 
@@ -179,7 +180,7 @@ def test_tls_files_are_mounted_read_only_by_folder(spec_dir: Path, project_dir: 
                                                    mounts: list[Mount], paths: tuple[str, str]) -> None:
     stack = stack_with(spec_dir, f"  tls: files\n  cert_file: {cert}\n  key_file: {key}\n")
     service, _, conf = plan.plan_lbc(stack, None, project_dir)
-    assert list(service.mounts[1:]) == mounts
+    assert list(service.mounts[2:]) == mounts
     tls = conf.context["tls"]
     assert (tls["certificate"], tls["key"]) == paths  # type: ignore[index]
     assert tls["hsts_max_age"] == 365 * 24 * 3600  # type: ignore[index]
