@@ -5,8 +5,7 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import os
-import shutil
-import tempfile
+import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING
 from deploystack.errors import LockedError, UsageError
 from deploystack.plan.project import subset
 from deploystack.render import writer
+from deploystack.render.contexts import FileData
 from deploystack.render.project import Rendered, SwarmRendered, read_ca_bundle, render_project, render_swarm
 from deploystack.spec import Stack, load_stack
 from deploystack.spec.edit import parse_scale_args, set_replicas
@@ -256,18 +256,8 @@ def write_text_atomically(path: Path, text: str) -> None:
 
 def write_bytes_atomically(path: Path, data: bytes) -> None:
     """Replace `path` (keeping its mode when it exists) so that a reader sees the old or the new file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        if path.exists():
-            shutil.copymode(path, tmp)
-        else:
-            os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o644
+    writer.replace_file(path, FileData(data, mode))
 
 
 def project_name(target: Target) -> str:

@@ -7,6 +7,7 @@ parallel. Running containers whose config hash is unchanged are left alone: `up`
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 
@@ -193,14 +194,9 @@ class Converger:
         grace = next((s.stop_grace_s for s in self.plan.services if s.name == step.service), 10)
         self.report.step(f"removing {have.name}" if step.action == converge.Action.REMOVE
                          else f"replacing {have.name} (configuration changed)")
-        with engine_errors(f"removing {have.name}"):
-            try:
-                container = self.client.containers.get(have.id)
-                if container.status == "running":
-                    container.stop(timeout=grace)
-                container.remove(force=True, v=True)
-            except docker.errors.NotFound:
-                pass
+        # A container gone already has nothing to remove.
+        with engine_errors(f"removing {have.name}"), contextlib.suppress(docker.errors.NotFound):
+            stop_and_remove(self.client.containers.get(have.id), grace)
         if step.action == converge.Action.REMOVE and any(
                 s.name == step.service and s.upstream for s in self.plan.services):
             self.app_changes = True
@@ -245,14 +241,33 @@ class Converger:
             if not fresh and have == want and not force:
                 return
             if not fresh:
-                code, out = container.exec_run(list(service.reload))
-                if code != 0:
-                    raise EngineError(f"reloading {name} failed, the old configuration stays in use:\n"
-                                      + out.decode(errors="replace").strip())
+                run_reload(container, service.reload, self.report)
                 self.report.step(f"reloaded {name}")
                 self.outcome.reloaded.append(name)
-                wait_for_old_workers(container, self.report)
-            container.exec_run(["sh", "-c", f"echo {want} > {APPLIED_HASH_FILE}"])
+            mark_applied(container, want)
+
+
+def run_reload(container: Container, command: tuple[str, ...], report: Reporter) -> None:
+    """Run a service's reload command in its running container, then let nginx's old workers drain."""
+    code, out = container.exec_run(list(command))
+    if code != 0:
+        raise EngineError(f"reloading {container.name} failed, the old configuration stays in use:\n"
+                          + out.decode(errors="replace").strip())
+    wait_for_old_workers(container, report)
+
+
+def mark_applied(container: Container, config_hash: str) -> None:
+    """Record inside the container the hash of the config files it has loaded (APPLIED_HASH_FILE)."""
+    container.exec_run(["sh", "-c", f"echo {config_hash} > {APPLIED_HASH_FILE}"])
+
+
+def stop_and_remove(container: Container, grace: int) -> None:
+    """Stop (its own stop signal, then `grace` seconds) and remove, anonymous volumes included; a
+    container that went away meanwhile is fine."""
+    with contextlib.suppress(docker.errors.NotFound):
+        if container.status == "running":
+            container.stop(timeout=grace)
+        container.remove(force=True, v=True)
 
 
 def create_container(client: docker.DockerClient, rendered: Rendered, spec: ContainerSpec,

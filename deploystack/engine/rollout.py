@@ -15,24 +15,22 @@ name back, and `Rollout.restore` puts the old definition back on the replicas al
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
-
 import docker
 import docker.errors
 from docker.models.containers import Container
 
-from deploystack.engine.apply import APPLIED_HASH_FILE, create_container, wait_for_old_workers
+from deploystack.engine.apply import create_container, mark_applied, run_reload, stop_and_remove
 from deploystack.engine.client import engine_errors
 from deploystack.engine.containers import ContainerSpec, config_files_hash, wanted_specs
 from deploystack.engine.health import wait_ready
 from deploystack.engine.report import Reporter
-from deploystack.errors import EngineError, StackError
+from deploystack.errors import StackError
 from deploystack.plan.apc import APP_PORT
 from deploystack.plan.model import ConfigFile
+from deploystack.render.contexts import FileData
 from deploystack.render.project import Rendered
 from deploystack.render.templates import render_template
+from deploystack.render.writer import replace_file
 
 PARKED = "-old"  # suffix of a replica being replaced, while it still serves
 
@@ -104,12 +102,7 @@ class Rollout:
 
     def _stop(self, container: Container, grace: int | None = None) -> None:
         with engine_errors(f"removing {container.name}"):
-            try:
-                if container.status == "running":
-                    container.stop(timeout=self.service.stop_grace_s if grace is None else grace)
-                container.remove(force=True, v=True)
-            except docker.errors.NotFound:
-                pass
+            stop_and_remove(container, self.service.stop_grace_s if grace is None else grace)
 
     # -- the LBC ------------------------------------------------------------------------------------
 
@@ -127,16 +120,12 @@ class Rollout:
             data = render_template(config.template, self._with_servers(config, extra)).encode()
         else:
             data = self.rendered.files[config.path].data
-        _write(self.rendered.output / config.path, data)
+        # Atomically: the LBC bind-mounts the folder and must never read half a file.
+        replace_file(self.rendered.output / config.path, FileData(data))
         with engine_errors(f"reloading {lbc_name}"):
-            code, out = lbc.exec_run(list(self.lbc.reload))
-            if code != 0:
-                raise EngineError(f"reloading {lbc_name} failed, the old configuration stays in use:\n"
-                                  + out.decode(errors="replace").strip())
-            wait_for_old_workers(lbc, self.report)
+            run_reload(lbc, self.lbc.reload, self.report)
             if not extra:
-                want = config_files_hash(self.rendered, self.lbc)
-                lbc.exec_run(["sh", "-c", f"echo {want} > {APPLIED_HASH_FILE}"])
+                mark_applied(lbc, config_files_hash(self.rendered, self.lbc))
 
     def _nginx_config(self) -> ConfigFile:
         assert self.lbc is not None
@@ -152,17 +141,4 @@ class Rollout:
             upstreams.append(upstream)
         context["upstreams"] = upstreams
         return context
-
-
-def _write(path: Path, data: bytes) -> None:
-    """Replace a file atomically: the LBC bind-mounts its folder and must never read half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 

@@ -55,14 +55,15 @@ def compare(files: dict[str, FileData], output: Path) -> Changes:
 def write(files: dict[str, FileData], output: Path, changes: Changes) -> None:
     output.mkdir(parents=True, exist_ok=True)
     for name in changes.created + changes.changed:
-        _replace(output / name, files[name])
+        replace_file(output / name, files[name])
     for name in changes.removed:
         (output / name).unlink()
     for folder in MANAGED:
         _remove_empty_dirs(output / folder)
 
 
-def _replace(path: Path, content: FileData) -> None:
+def replace_file(path: Path, content: FileData) -> None:
+    """Write `path` through a temporary file and os.replace: a reader sees the old file or the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:

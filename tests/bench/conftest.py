@@ -127,7 +127,10 @@ def probe_in(stack: BenchStack) -> Iterator[Container]:
 
 
 def publish(report: dict[str, Any], text: str, path: Path) -> None:
-    """Every benchmark's ending: its JSON written to `path` and its table printed."""
+    """Every benchmark's ending: its JSON written to `path` and its table printed, marked when a part
+    failed before its last run (`report["complete"]` false)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    if not report.get("complete", True):
+        text += "\n\nINCOMPLETE: a part failed before its last run (see the test output above)"
     print("\n\n" + text + f"\n\nJSON: {path}")

