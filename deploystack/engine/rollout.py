@@ -5,8 +5,10 @@ For each replica `<project>-<app>-<n>`:
 1. the running container is renamed `<name>-old` (nginx keeps its address from its last reload, so it
    goes on serving);
 2. a new container takes the name and must pass its health check;
-3. the LBC reloads with both in the app's upstream, then again without `-old`; nginx's old workers
-   finish the requests they hold (bounded wait);
+3. the LBC reloads once: its new workers resolve the name to the new container, its old workers finish
+   the requests they hold with the old one (bounded wait). One reload per replica, because each reload
+   closes the LBC's idle kept-alive client connections, and a request sent on one at that instant is
+   lost (docs/cdc.md);
 4. the old container stops: its own nginx and app server finish what is in flight.
 
 A new replica that fails its health check stops the rollout: it is removed, its old container gets its
@@ -25,11 +27,7 @@ from deploystack.engine.containers import ContainerSpec, config_files_hash, want
 from deploystack.engine.health import wait_ready
 from deploystack.engine.report import Reporter
 from deploystack.errors import StackError
-from deploystack.plan.apc import APP_PORT
-from deploystack.plan.model import ConfigFile
-from deploystack.render.contexts import FileData
 from deploystack.render.project import Rendered
-from deploystack.render.templates import render_template
 from deploystack.render.writer import replace_file
 
 PARKED = "-old"  # suffix of a replica being replaced, while it still serves
@@ -47,9 +45,8 @@ class Rollout:
     def run(self) -> None:
         """Replace every replica (changed or not: a deploy restarts them all), one at a time."""
         for spec in wanted_specs(self.rendered, self.service):
-            self._replace(spec)
+            self._replace(spec)  # ends with the LBC on the plan's own config
             self.replaced.append(spec.number)
-        self._reload()  # the plan's own LBC config, whatever state a reload left behind
 
     def restore(self, old: Rendered) -> None:
         """Put `old`'s definition back on the replicas this rollout replaced (same one-at-a-time steps)."""
@@ -57,7 +54,6 @@ class Rollout:
         for spec in wanted_specs(old, back.service):
             if spec.number in self.replaced:
                 back._replace(spec)
-        back._reload()
 
     # -- one replica --------------------------------------------------------------------------------
 
@@ -85,13 +81,10 @@ class Rollout:
                 with engine_errors(f"renaming {parked} back"):
                     old.rename(spec.name)
             raise
-        if old is None:
-            self._reload()
-            return
-        self._reload(extra=[parked])  # the new replica joins the upstream, the old one still in it
-        self._reload()  # the old one leaves it; nginx's old workers have drained
-        self.report.step(f"{spec.name}: replaced; stopping the old replica")
-        self._stop(old)
+        self._reload()
+        if old is not None:
+            self.report.step(f"{spec.name}: replaced; stopping the old replica")
+            self._stop(old)
 
     def _container(self, name: str) -> Container | None:
         with engine_errors(f"inspecting {name}"):
@@ -106,39 +99,17 @@ class Rollout:
 
     # -- the LBC ------------------------------------------------------------------------------------
 
-    def _reload(self, extra: list[str] | None = None) -> None:
-        """Write the LBC's nginx.conf with `extra` replicas in this app's upstream, reload, wait for the
-        old workers. With no extra, the file is the plan's own and the LBC's applied hash says so."""
+    def _reload(self) -> None:
+        """Write the plan's LBC nginx.conf, reload, wait for nginx's old workers, record it applied."""
         if self.lbc is None:
             return
         lbc_name = self.rendered.plan.container_name(self.lbc)
         lbc = self._container(lbc_name)
         if lbc is None or lbc.status != "running" or self.lbc.reload is None:
             return
-        config = self._nginx_config()
-        if extra:
-            data = render_template(config.template, self._with_servers(config, extra)).encode()
-        else:
-            data = self.rendered.files[config.path].data
+        path = f"{self.lbc.config_dir}/nginx.conf"
         # Atomically: the LBC bind-mounts the folder and must never read half a file.
-        replace_file(self.rendered.output / config.path, FileData(data))
+        replace_file(self.rendered.output / path, self.rendered.files[path])
         with engine_errors(f"reloading {lbc_name}"):
             run_reload(lbc, self.lbc.reload, self.report)
-            if not extra:
-                mark_applied(lbc, config_files_hash(self.rendered, self.lbc))
-
-    def _nginx_config(self) -> ConfigFile:
-        assert self.lbc is not None
-        path = f"{self.lbc.config_dir}/nginx.conf"
-        return next(c for c in self.rendered.plan.configs if c.path == path)
-
-    def _with_servers(self, config: ConfigFile, extra: list[str]) -> dict[str, object]:
-        context = dict(config.context)
-        upstreams = []
-        for upstream in context["upstreams"]:  # type: ignore[attr-defined]
-            if upstream["name"] == self.service.name:
-                upstream = {**upstream, "servers": [*upstream["servers"], *(f"{n}:{APP_PORT}" for n in extra)]}
-            upstreams.append(upstream)
-        context["upstreams"] = upstreams
-        return context
-
+            mark_applied(lbc, config_files_hash(self.rendered, self.lbc))

@@ -23,7 +23,9 @@ def running(stack: Stack) -> Iterator[Stack]:
 
 
 class Writer(threading.Thread):
-    """POSTs notes one after another (nginx never resends a POST), bounded in count and time."""
+    """POSTs notes one after another, bounded in count and time, each on a new connection: a reload
+    closes idle kept-alive connections, and a POST sent on one at that instant cannot be resent (docs/cdc.md).
+    Nothing is retried, so a 502 or a dropped connection fails the test."""
 
     def __init__(self, url: str, max_requests: int = 3000, max_seconds: float = 300) -> None:
         super().__init__(daemon=True)
@@ -33,17 +35,17 @@ class Writer(threading.Thread):
         self.failures: list[str] = []
 
     def run(self) -> None:
-        with requests.Session() as session:
-            while not self.stopping.is_set() and time.monotonic() < self.deadline and \
-                    len(self.created) + len(self.failures) < self.max_requests:
-                try:
-                    reply = session.post(self.url, json={"text": "written during a deploy"}, verify=False, timeout=10)
-                    if reply.status_code == 201:
-                        self.created.append(int(reply.json()["id"]))
-                    else:
-                        self.failures.append(f"HTTP {reply.status_code}")
-                except requests.RequestException as exc:
-                    self.failures.append(f"{type(exc).__name__}: {exc}")
+        while not self.stopping.is_set() and time.monotonic() < self.deadline and \
+                len(self.created) + len(self.failures) < self.max_requests:
+            try:
+                reply = requests.post(self.url, json={"text": "written during a deploy"}, verify=False, timeout=10,
+                                      headers={"Connection": "close"})
+                if reply.status_code == 201:
+                    self.created.append(int(reply.json()["id"]))
+                else:
+                    self.failures.append(f"HTTP {reply.status_code}")
+            except requests.RequestException as exc:
+                self.failures.append(f"{type(exc).__name__}: {exc}")
 
 
 def test_deploy_replaces_every_backend_replica_with_no_failed_read_or_write(running: Stack) -> None:
