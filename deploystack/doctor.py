@@ -142,8 +142,22 @@ def bind_error(address: str, port: int) -> OSError | None:
     return None
 
 
-def port_check(name: str, address: str, port: int, own: Sequence[Published] | None) -> Check:
-    """`own`: what this project's LBC containers publish (None: unknown, the engine was not reached)."""
+@dataclass(frozen=True)
+class Listener:
+    """A port the stack publishes: the spec fields that set it, and the service that holds it once up."""
+
+    name: str
+    address: str
+    port: int
+    service: str
+    owner: str  # as the user knows it: "LBC", "primary"
+    bind_field: str
+    port_field: str
+
+
+def port_check(listener: Listener, own: Sequence[Published] | None) -> Check:
+    """`own`: what this project's `listener.service` containers publish (None: the engine was not reached)."""
+    name, address, port = listener.name, listener.address, listener.port
     where = f"{address}:{port}"
     error = bind_error(address, port)
     if error is None:
@@ -152,30 +166,44 @@ def port_check(name: str, address: str, port: int, own: Sequence[Published] | No
                    if p.host_port == port and (p.host_ip == address or {p.host_ip, address} & set(WILDCARDS))),
                   None)
     if holder is not None:
-        return Check(name, "ok", f"{where} is this project's own LBC ({holder})")
+        return Check(name, "ok", f"{where} is this project's own {listener.owner} ({holder})")
     if error.errno == errno.EACCES:
         return Check(name, "warn", f"{where}: not checked, ports below 1024 need root to bind",
                      "run doctor as root to check it; the engine binds it as root")
     if error.errno == errno.EADDRNOTAVAIL:
         return Check(name, "FAIL", f"{where}: {address} is not an address of this machine",
-                     "set lbc.bind in the spec to an address of this machine (127.0.0.1, or 0.0.0.0 for all)")
+                     f"set {listener.bind_field} in the spec to an address of this machine "
+                     "(127.0.0.1, or 0.0.0.0 for all)")
     if error.errno != errno.EADDRINUSE:
         return Check(name, "FAIL", f"{where} cannot be bound: {error.strerror}",
-                     "choose another address (lbc.bind) or port (lbc.ports) in the spec")
-    unknown = "; the engine was not reached, so it may be this project's own LBC"
+                     f"choose another address ({listener.bind_field}) or port ({listener.port_field}) in the spec")
+    unknown = f"; the engine was not reached, so it may be this project's own {listener.owner}"
     return Check(name, "FAIL", f"{where} is in use" + (" by another program" if own is not None else unknown),
                  f"stop what listens there (`ss -ltnp 'sport = :{port}'` names it), or choose another "
-                 "port in the spec: lbc.ports")
+                 f"port in the spec: {listener.port_field}")
+
+
+def listeners(stack: Stack) -> list[Listener]:
+    """The LBC's two ports, and the primary's when an offsite replica is declared."""
+    lbc = stack.lbc
+    found = [Listener(f"lbc {scheme} port", lbc.bind, port, "lbc", "LBC", "lbc.bind", "lbc.ports")
+             for scheme, port in (("http", lbc.ports.http), ("https", lbc.ports.https))]
+    offsite = stack.dbc.offsite
+    if offsite is not None:
+        found.append(Listener("db offsite port", offsite.bind, offsite.port, "db-primary", "primary",
+                              "dbc.offsite.bind", "dbc.offsite.port"))
+    return found
 
 
 def port_checks(stack: Stack, engine: Engine) -> list[Check]:
-    own: list[Published] | None = None
-    if engine.client is not None:
-        with contextlib.suppress(EngineError):  # the bind test alone still says whether the port is taken
-            own = probe.published_ports(engine.client, stack.project, "lbc")
-    lbc = stack.lbc
-    return [port_check(f"lbc {scheme} port", lbc.bind, port, own)
-            for scheme, port in (("http", lbc.ports.http), ("https", lbc.ports.https))]
+    checks = []
+    for listener in listeners(stack):
+        own: list[Published] | None = None
+        if engine.client is not None:
+            with contextlib.suppress(EngineError):  # the bind test alone still says whether the port is taken
+                own = probe.published_ports(engine.client, stack.project, listener.service)
+        checks.append(port_check(listener, own))
+    return checks
 
 
 def run(spec: Path) -> list[Check]:
@@ -185,7 +213,7 @@ def run(spec: Path) -> list[Check]:
     if stack is not None:
         checks += port_checks(stack, engine)
     else:
-        checks.append(Check("lbc ports", "warn", "not checked: the spec is not valid", "fix the spec first"))
+        checks.append(Check("ports", "warn", "not checked: the spec is not valid", "fix the spec first"))
     return checks
 
 

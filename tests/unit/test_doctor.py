@@ -13,7 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from deploystack.doctor import Check, Engine, ca_bundle_check, disk_check, port_check, report_lines, spec_check
+from deploystack.doctor import (
+    Check,
+    Engine,
+    Listener,
+    ca_bundle_check,
+    disk_check,
+    port_check,
+    report_lines,
+    spec_check,
+)
 from deploystack.engine.doctor import EngineFacts, Published
 from tests.conftest import BLUEPRINTS, REPO, write_spec
 
@@ -91,7 +100,7 @@ def test_bad_spec_lists_its_problems(tmp_path: Path) -> None:
         "lbc.bindd (line 5): unknown key (did you mean 'bind'?)",
     ]
     assert "deploystack validate" in checks["spec"]["fix"]
-    assert checks["lbc ports"]["status"] == "warn"  # nothing to check them against
+    assert checks["ports"]["status"] == "warn"  # nothing to check them against
 
 
 def test_missing_spec(tmp_path: Path) -> None:
@@ -110,17 +119,31 @@ def test_a_port_in_use_is_reported(tmp_path: Path, listener: int) -> None:
     assert any(line.startswith("ok") and f"127.0.0.1:{http} free" in line for line in lines)
 
 
+def lbc_port(address: str, port: int) -> Listener:
+    return Listener("lbc https port", address, port, "lbc", "LBC", "lbc.bind", "lbc.ports")
+
+
 def test_a_port_held_by_the_projects_own_lbc_is_fine(listener: int) -> None:
     own = [Published("doctortest-lbc-1", "127.0.0.1", listener)]
-    assert port_check("lbc https port", "127.0.0.1", listener, own) == Check(
+    assert port_check(lbc_port("127.0.0.1", listener), own) == Check(
         "lbc https port", "ok", f"127.0.0.1:{listener} is this project's own LBC (doctortest-lbc-1)")
-    elsewhere = port_check("lbc https port", "127.0.0.1", listener, [Published("x-lbc-1", "127.0.0.1", 1)])
+    elsewhere = port_check(lbc_port("127.0.0.1", listener), [Published("x-lbc-1", "127.0.0.1", 1)])
     assert elsewhere.failed and elsewhere.detail == f"127.0.0.1:{listener} is in use by another program"
 
 
 def test_an_address_that_is_not_here() -> None:
-    check = port_check("lbc http port", "192.0.2.1", free_port(), [])  # TEST-NET-1: never a local address
+    check = port_check(lbc_port("192.0.2.1", free_port()), [])  # TEST-NET-1: never a local address
     assert check.failed and "is not an address of this machine" in check.detail and "lbc.bind" in check.fix
+
+
+def test_the_offsite_replicas_port_is_checked_when_one_is_declared(tmp_path: Path, listener: int) -> None:
+    spec = spec_with_ports(tmp_path, free_port(), free_port())
+    assert "db offsite port" not in by_name(doctor(spec, "--json"))
+    spec.write_text(spec.read_text() + f"dbc:\n  offsite: {{name: dr, host: dr.example.org, bind: 127.0.0.1, "
+                                       f"port: {listener}}}\n")
+    check = by_name(doctor(spec, "--json"))["db offsite port"]
+    assert check["status"] == "FAIL" and f"127.0.0.1:{listener} is in use" in check["detail"]
+    assert check["fix"].endswith("choose another port in the spec: dbc.offsite.port")
 
 
 def test_ca_bundle(tmp_path: Path) -> None:
