@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from deploystack import console, operations
+from deploystack.cli_options import CaOpt, OutOpt, SpecOpt, VerboseOpt
 from deploystack.errors import DeployError, SpecError
 from deploystack.operations import Target
 
@@ -37,10 +38,6 @@ def _register_groups() -> None:
     app.add_typer(media_app, name="media")
 
 
-SpecOpt = Annotated[Path | None, typer.Option("--file", "-f", help="the spec (default ./deploystack.yaml)")]
-OutOpt = Annotated[Path | None, typer.Option("--output", "-o", help="output folder (default: stack/ by the spec)")]
-CaOpt = Annotated[Path | None, typer.Option("--ca-bundle", help="CA bundle for pip in builds (default: the host's)")]
-VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="show build output")]
 
 
 class Engine(StrEnum):

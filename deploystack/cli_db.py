@@ -9,11 +9,11 @@ import typer
 
 from deploystack import console, operations
 from deploystack.cli_media import human
+from deploystack.cli_options import OutOpt, SpecOpt
 from deploystack.operations import Target
 
 db_app = typer.Typer(help="The database (DBC): replication status, backups, restore.", no_args_is_help=True)
 
-SpecOpt = Annotated[Path | None, typer.Option("--file", "-f", help="the spec (default ./deploystack.yaml)")]
 
 
 def _or_dash(value: object) -> str:
@@ -31,10 +31,11 @@ def _lag_seconds(value: float | None) -> str:
 @db_app.command()
 def status(
     file: SpecOpt = None,
+    output: OutOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Each node's role, state, LSN, replication lag (bytes, seconds) and replication slot."""
-    result = operations.db_status(Target.of(file, None))
+    result = operations.db_status(Target.of(file, output))
     if as_json:
         console.as_json(result.as_dict())
         return
@@ -57,13 +58,14 @@ def status(
 def backup(
     folder: Annotated[Path, typer.Argument(help="where backups go (created if missing)")],
     file: SpecOpt = None,
+    output: OutOpt = None,
     keep: Annotated[int, typer.Option(help="how many backups of this kind and project to keep in FOLDER")] = 7,
     physical: Annotated[bool, typer.Option(
         "--physical", help="a pg_basebackup tarball of the whole cluster (disaster recovery), not pg_dump",
     )] = False,
 ) -> None:
     """Back up the app database (pg_dump custom format) into FOLDER; older ones beyond --keep go."""
-    path = operations.db_backup(Target.of(file, None), folder, keep, physical, console.Progress())
+    path = operations.db_backup(Target.of(file, output), folder, keep, physical, console.Progress())
     console.say(f"backed up to {path}")
 
 
@@ -71,9 +73,10 @@ def backup(
 def restore(
     path: Annotated[Path, typer.Argument(help="a dump made by `db backup`, or a folder (its newest dump)")],
     file: SpecOpt = None,
+    output: OutOpt = None,
 ) -> None:
     """Restore a dump into the app database on the primary (backed up beside it first); replicas follow."""
-    dump = operations.db_restore(Target.of(file, None), path, console.Progress())
+    dump = operations.db_restore(Target.of(file, output), path, console.Progress())
     console.say(f"restored from {dump}")
 
 
@@ -81,8 +84,9 @@ def restore(
 def promote(
     replica: Annotated[str, typer.Argument(help="the replica to promote, e.g. db-replica-1")],
     file: SpecOpt = None,
+    output: OutOpt = None,
     force: Annotated[bool, typer.Option(help="stop a primary that still runs, and promote anyway")] = False,
 ) -> None:
     """Promote a replica when the primary is lost: it becomes db-primary (apps reconnect), replicas re-clone."""
-    kept = operations.db_promote(Target.of(file, None), replica, force, console.Progress())
+    kept = operations.db_promote(Target.of(file, output), replica, force, console.Progress())
     console.say(f"{replica} promoted: it is db-primary now; the old primary's data is kept in volume {kept}")

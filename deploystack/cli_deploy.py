@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from deploystack import console, deploys, history
+from deploystack.cli_options import OutOpt, SpecOpt, VerboseOpt
 from deploystack.operations import Target
 
-SpecOpt = Annotated[Path | None, typer.Option("--file", "-f", help="the spec (default ./deploystack.yaml)")]
-VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="show build output")]
 TriggerOpt = Annotated[str | None, typer.Option(help="who or what asked, for the history (default: cli (you))")]
 AppArg = Annotated[str | None, typer.Argument(help="one app (default: every app; with --ref, every app from git)")]
 
@@ -20,27 +18,28 @@ AppArg = Annotated[str | None, typer.Argument(help="one app (default: every app;
 def deploy(
     app: AppArg = None,
     ref: Annotated[str | None, typer.Option(help="the commit (or branch) of the app's git source")] = None,
-    file: SpecOpt = None, verbose: VerboseOpt = False, trigger: TriggerOpt = None,
+    file: SpecOpt = None, output: OutOpt = None, verbose: VerboseOpt = False, trigger: TriggerOpt = None,
 ) -> None:
     """Build the app's new image and replace its replicas one at a time; roll back if one fails."""
-    for record in deploys.deploy(Target.of(file, None), app, ref, console.Progress(verbose), trigger):
+    for record in deploys.deploy(Target.of(file, output), app, ref, console.Progress(verbose), trigger):
         console.say(f"deployed {record.app} {record.ref[:12]} ({record.image}) in {record.seconds:.0f}s")
 
 
-def rollback(app: AppArg = None, file: SpecOpt = None, verbose: VerboseOpt = False,
+def rollback(app: AppArg = None, file: SpecOpt = None, output: OutOpt = None, verbose: VerboseOpt = False,
              trigger: TriggerOpt = None) -> None:
     """Put the app's previous image back on its replicas, one at a time."""
-    for record in deploys.rollback(Target.of(file, None), app, console.Progress(verbose), trigger):
+    for record in deploys.rollback(Target.of(file, output), app, console.Progress(verbose), trigger):
         console.say(f"rolled {record.app} back to {record.ref[:12]} ({record.image})")
 
 
 def show_history(
     app: Annotated[str | None, typer.Argument(help="only this app")] = None, file: SpecOpt = None,
+    output: OutOpt = None,
     last: Annotated[int, typer.Option("--last", "-n", help="how many records")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Deploys and rollbacks: app, ref, time, trigger, result."""
-    records = [r for r in history.read(Target.of(file, None).output) if app is None or r.app == app][-last:]
+    records = [r for r in history.read(Target.of(file, output).output) if app is None or r.app == app][-last:]
     if as_json:
         console.as_json([dataclasses.asdict(r) for r in records])
         return

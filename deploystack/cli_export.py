@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from deploystack import console, operations
-from deploystack.cli import CaOpt, SpecOpt
+from deploystack.cli_options import CaOpt, SpecOpt, StackOutOpt
 from deploystack.operations import Target
 
 export_app = typer.Typer(help="Write what runs the stack, or part of it, elsewhere.", no_args_is_help=True)
@@ -22,23 +22,27 @@ export_app = typer.Typer(help="Write what runs the stack, or part of it, elsewhe
 def replica(
     output: Annotated[Path, typer.Option("--output", "-o",
                                          help="the folder to write (new, empty, or an earlier export)")],
-    file: Annotated[Path | None, typer.Option("--file", "-f", help="the spec (default ./deploystack.yaml)")] = None,
+    file: SpecOpt = None,
+    stack_output: StackOutOpt = None,
     ca_bundle: Annotated[Path | None, typer.Option(
         "--ca-bundle", help="CA bundle for pip in builds, as given to up (default: the host's)")] = None,
 ) -> None:
     """The offsite replica (dbc.offsite) as a folder to copy to the other host: image, CA, credentials, run.sh."""
-    changes = operations.export_replica(Target.of(file, None), output, ca_bundle)
+    changes = operations.export_replica(Target.of(file, stack_output), output, ca_bundle)
     console.say(f"{output}: {len(changes.created)} created, {len(changes.changed)} changed, "
                 f"{len(changes.identical)} identical; copy it to the other host and run ./run.sh there "
                 "(README.md says more)")
+
+
 @export_app.command("swarm")
 def swarm(
     file: SpecOpt = None,
+    stack_output: StackOutOpt = None,
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", help="the stack file (default: swarm/stack.yaml in the output folder)")] = None,
     ca_bundle: CaOpt = None,
 ) -> None:
     """Write a stack file for `docker stack deploy` (configs and secrets beside it, under stack/swarm/)."""
-    exported = operations.export_swarm(Target.of(file, None), output, ca_bundle)
+    exported = operations.export_swarm(Target.of(file, stack_output), output, ca_bundle)
     console.say(f"wrote {exported.stack_file}; deploy it with: docker stack deploy -c {exported.stack_file} "
                 f"--resolve-image never {exported.plan.project} (or deploystack up --engine swarm)")

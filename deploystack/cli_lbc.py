@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from deploystack import console, operations
+from deploystack.cli_options import SpecOpt
 from deploystack.operations import Target
 
 lbc_app = typer.Typer(
@@ -16,7 +16,6 @@ lbc_app = typer.Typer(
     no_args_is_help=True,
 )
 
-SpecOpt = Annotated[Path | None, typer.Option("--file", "-f", help="the spec (default ./deploystack.yaml)")]
 
 
 @lbc_app.command()

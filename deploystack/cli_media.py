@@ -8,11 +8,11 @@ from typing import Annotated
 import typer
 
 from deploystack import console, operations
+from deploystack.cli_options import OutOpt, SpecOpt
 from deploystack.operations import Target
 
 media_app = typer.Typer(help="The media store (MMC): usage, backups.", no_args_is_help=True)
 
-SpecOpt = Annotated[Path | None, typer.Option("--file", "-f", help="the spec (default ./deploystack.yaml)")]
 
 
 def human(size: int) -> str:
@@ -25,9 +25,9 @@ def human(size: int) -> str:
 
 
 @media_app.command()
-def usage(file: SpecOpt = None) -> None:
+def usage(file: SpecOpt = None, output: OutOpt = None) -> None:
     """Disk used by the media store's volume."""
-    used = operations.media_usage(Target.of(file, None))
+    used = operations.media_usage(Target.of(file, output))
     console.say(f"media: {human(used)} ({used} bytes)")
 
 
@@ -35,10 +35,11 @@ def usage(file: SpecOpt = None) -> None:
 def backup(
     folder: Annotated[Path, typer.Argument(help="where backups go (created if missing)")],
     file: SpecOpt = None,
+    output: OutOpt = None,
     keep: Annotated[int, typer.Option(help="how many backups of this project to keep in FOLDER")] = 7,
 ) -> None:
     """Back up the media volume into FOLDER as a tarball; older ones beyond --keep are removed."""
-    path = operations.media_backup(Target.of(file, None), folder, keep, console.Progress())
+    path = operations.media_backup(Target.of(file, output), folder, keep, console.Progress())
     console.say(f"backed up to {path}")
 
 
@@ -46,7 +47,8 @@ def backup(
 def restore(
     path: Annotated[Path, typer.Argument(help="a backup file, or a folder (its newest backup)")],
     file: SpecOpt = None,
+    output: OutOpt = None,
 ) -> None:
     """Replace the media store's data with a backup (the current data is backed up beside it first)."""
-    archive = operations.media_restore(Target.of(file, None), path, console.Progress())
+    archive = operations.media_restore(Target.of(file, output), path, console.Progress())
     console.say(f"restored from {archive}")

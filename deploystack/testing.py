@@ -72,10 +72,12 @@ def derive_spec(spec: Path, folder: Path, project: str, http: int, https: int) -
 
 class StackUnderTest:
     """`engine="swarm"`: deployed with `docker stack deploy` on the swarm this engine manages (whole
-    stacks only: `services` is for the Compose engine). `project`: a fixed name instead of a random one."""
+    stacks only: `services` is for the Compose engine). `project`: a fixed name instead of a random one.
+    `output`: the output folder, as `up -o` takes it (default: stack/ beside the derived spec); one that
+    did not exist yet is removed at stop()."""
 
     def __init__(self, spec: str | Path, services: Sequence[str] | None = None, keep: bool = False,
-                 engine: str = "compose", project: str | None = None) -> None:
+                 engine: str = "compose", project: str | None = None, output: Path | None = None) -> None:
         if engine not in ("compose", "swarm"):
             raise UsageError(f"engine {engine!r}: expected 'compose' or 'swarm'")
         if engine == "swarm" and services:
@@ -91,7 +93,8 @@ class StackUnderTest:
         self.http_port, self.https_port = free_port(), free_port()
         self.folder = Path(tempfile.mkdtemp(prefix=f"deploystack-{self.project}-"))
         self.spec = derive_spec(self.source_spec, self.folder, self.project, self.http_port, self.https_port)
-        self.target = Target.of(self.spec, None)
+        self.target = Target.of(self.spec, output)
+        self.own_output = output is None or not output.exists()
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -116,6 +119,8 @@ class StackUnderTest:
         operations.down(self.target, self.report, volumes=True, swarm=self.engine == "swarm")
         if self.own_images:
             operations.remove_project_images(self.project, self.report)
+        if self.own_output:
+            shutil.rmtree(self.target.output, ignore_errors=True)
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def __enter__(self) -> StackUnderTest:

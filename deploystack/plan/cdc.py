@@ -12,6 +12,7 @@ PORT = 9000
 # Not secrets, but host paths that only rendering knows: .env carries them, like Compose variables.
 PROJECT_PATH = "DEPLOYSTACK_PROJECT_DIR"
 SPEC_PATH = "DEPLOYSTACK_SPEC"
+OUTPUT_PATH = "DEPLOYSTACK_OUTPUT"  # also read by every CLI command that takes -o
 
 
 def local_repositories(stack: Stack) -> list[str]:
@@ -27,9 +28,11 @@ def local_repositories(stack: Stack) -> list[str]:
 
 
 def plan_cdc(stack: Stack, project_dir: str) -> tuple[list[Service], list[ConfigFile]]:
-    """`project_dir`: the spec's folder, relative to the output directory (mounted at /project)."""
+    """`project_dir`: the spec's folder, relative to the output directory."""
     if not stack.cdc.enabled:
         return [], []
+    # An output folder outside the spec's folder (`up -o /srv/shop`) is mounted at its own path too.
+    output_outside = any(part != ".." for part in PurePosixPath(project_dir).parts)
     config = "config/cdc"
     service = Service(
         name="cdc", role="cdc",
@@ -38,7 +41,8 @@ def plan_cdc(stack: Stack, project_dir: str) -> tuple[list[Service], list[Config
                      ("CDC_BRANCH", stack.cdc.branch),
                      ("CDC_PROVIDER", stack.cdc.provider),
                      ("DEPLOYSTACK_PROJECT", stack.project),
-                     ("DEPLOYSTACK_SPEC", ref(SPEC_PATH))),
+                     ("DEPLOYSTACK_SPEC", ref(SPEC_PATH)),
+                     ("DEPLOYSTACK_OUTPUT", ref(OUTPUT_PATH))),
         # egress: fetching git sources needs the outside world, which `private` does not give.
         networks=("private", "egress"),
         # The Docker socket is root on the host: see docs/ARCHITECTURE.md, "CDC and the socket".
@@ -46,6 +50,7 @@ def plan_cdc(stack: Stack, project_dir: str) -> tuple[list[Service], list[Config
         # bind mounts (stack/config/...) the engine resolves on the host.
         mounts=(Mount("/var/run/docker.sock", "/var/run/docker.sock", bind=True),
                 Mount(project_dir, ref(PROJECT_PATH), bind=True),
+                *([Mount(".", ref(OUTPUT_PATH), bind=True)] if output_outside else []),
                 *(Mount(path, path, bind=True, read_only=True) for path in local_repositories(stack))),
         healthcheck=HealthCheck(test=("cdc-health",), start_period_s=30),
         config_dir=config,

@@ -10,7 +10,7 @@ from deploystack import history
 from deploystack.errors import UsageError
 from deploystack.gitsource import checkout_dir, head
 from deploystack.plan import ProjectPlan, build_plan
-from deploystack.plan.cdc import PROJECT_PATH, SPEC_PATH
+from deploystack.plan.cdc import OUTPUT_PATH, PROJECT_PATH, SPEC_PATH
 from deploystack.plan.model import Build
 from deploystack.render.compose import compose_data, dump_yaml
 from deploystack.render.contexts import FileData, content_hash, context_files
@@ -96,7 +96,8 @@ def render_project(stack: Stack, spec_path: Path, output: Path, ca_bundle: bytes
 
     secrets = complete_secrets(plan.secrets, read_env(output / ENV_FILE))
     if stack.cdc.enabled:
-        secrets |= {PROJECT_PATH: str(spec_dir), SPEC_PATH: str(spec_path.resolve())}
+        secrets |= {PROJECT_PATH: str(spec_dir), SPEC_PATH: str(spec_path.resolve()),
+                    OUTPUT_PATH: str(output.resolve())}
     files[ENV_FILE] = FileData(env_text(secrets).encode(), 0o600)
     files[COMPOSE_FILE] = FileData(dump_yaml(compose_data(plan, images)).encode())
     return Rendered(plan, output, files, images, tuple(builds.values()), secrets, source_images,

@@ -4,6 +4,7 @@ project name on free ports, and removes everything at the end. `Stack` adds what
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -44,8 +45,10 @@ class Stack:
         return requests.get(self.https + path, verify=False, timeout=10, **kwargs)
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        # The stack's output folder, for the commands that take -o (the others ignore the variable).
+        env = os.environ | {"DEPLOYSTACK_OUTPUT": str(self.under_test.target.output)}
         result = subprocess.run([sys.executable, "-m", "deploystack", *args, "-f", str(self.spec)],
-                                capture_output=True, text=True, timeout=1800)
+                                capture_output=True, text=True, timeout=1800, env=env)
         if check and result.returncode != 0:
             raise AssertionError(f"deploystack {' '.join(args)} failed ({result.returncode}):\n"
                                  f"{result.stdout}\n{result.stderr}")

@@ -94,7 +94,9 @@ def cdc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Repo,
     repo = Repo(root)
     repo.commit("v1")
     (root / "deploystack.yaml").write_text(SPEC)
-    with StackUnderTest(root / "deploystack.yaml") as under_test:
+    # The output folder is not beside the spec (as with `up -o /srv/cdc`): the CDC must find it anyway.
+    output = tmp_path_factory.mktemp("cdc-output") / "stack"
+    with StackUnderTest(root / "deploystack.yaml", output=output) as under_test:
         stack = Stack(under_test, docker.from_env())
         yield stack, repo, Forge(stack)
 

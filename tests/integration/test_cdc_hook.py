@@ -48,7 +48,8 @@ def test_the_hook_runs_only_for_a_signed_push_to_the_branch(project: Project, tm
                                                        {"project": "shop", "provider": provider}))
     config.chmod(0o755)
     env = project.environment("cdc") | {"CDC_WEBHOOK_SECRET": SECRET, "CDC_PROVIDER": provider,
-                                        "DEPLOYSTACK_SPEC": "/tmp/shop/deploystack.yaml"}
+                                        "DEPLOYSTACK_SPEC": "/tmp/shop/deploystack.yaml",
+                                        "DEPLOYSTACK_OUTPUT": "/tmp/shop/stack"}
     with role_container(project, "cdc", 9000, 60, volumes={str(config): "/etc/deploystack"},
                         env=env) as (container, port):
         url = f"http://127.0.0.1:{port}/hooks/shop"

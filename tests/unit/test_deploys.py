@@ -8,10 +8,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from deploystack import gitsource, history
+from deploystack.cli import app
 from deploystack.deploys import apps_to_deploy
 from deploystack.errors import StackError, UsageError
+from deploystack.render.project import render_project
 from deploystack.render.templates import render_template
 from deploystack.spec import load_stack
 from deploystack.spec.models import GitSource
@@ -148,3 +151,41 @@ def test_the_hook_checks_the_providers_signature_and_passes_sha_and_ref(provider
                                                  {"source": "payload", "name": "ref"}]
     assert hook["execute-command"] == "/usr/local/bin/cdc-deploy"  # fixed: nothing of a payload chooses it
     assert hook["trigger-rule-mismatch-http-response-code"] == 403
+
+
+def test_the_cdc_sees_an_output_folder_outside_the_spec_folder(spec_dir: Path,
+                                                              tmp_path_factory: pytest.TempPathFactory) -> None:
+    spec = write_spec(spec_dir, "project: shop\ncdc: true\napc:\n  apps:\n    backend:\n"
+                                "      source: apps/backend\n      wsgi: backend.wsgi:application\n")
+    stack = load_stack(spec)
+
+    def cdc_mounts(output: Path) -> tuple[dict[str, str], dict[str, str]]:
+        rendered = render_project(stack, spec, output, b"")
+        (cdc,) = [s for s in rendered.plan.services if s.name == "cdc"]
+        assert dict(cdc.environment)["DEPLOYSTACK_OUTPUT"] == "${DEPLOYSTACK_OUTPUT}"
+        return {m.target: m.source for m in cdc.mounts}, rendered.secrets
+
+    mounts, secrets = cdc_mounts(spec_dir / "stack")  # the default: inside the spec's folder, mounted with it
+    assert secrets["DEPLOYSTACK_OUTPUT"] == str((spec_dir / "stack").resolve())
+    assert mounts["${DEPLOYSTACK_PROJECT_DIR}"] == ".." and "${DEPLOYSTACK_OUTPUT}" not in mounts
+    elsewhere = tmp_path_factory.mktemp("srv") / "shop"
+    mounts, secrets = cdc_mounts(elsewhere)
+    assert secrets["DEPLOYSTACK_OUTPUT"] == str(elsewhere.resolve())
+    assert mounts["${DEPLOYSTACK_OUTPUT}"] == "."
+
+
+def test_history_reads_the_output_folder_given_or_from_the_environment(
+        spec_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    spec = write_spec(spec_dir, SPEC, apps=("frontend",))
+    elsewhere = tmp_path_factory.mktemp("srv")
+    history.append(elsewhere, record("shop/backend:b", "shop/backend:a"))
+    runner = CliRunner()
+
+    def images(*args: str, env: dict[str, str] | None = None) -> list[str]:
+        result = runner.invoke(app, ["history", "--json", "-f", str(spec), *args], env=env)
+        assert result.exit_code == 0, result.output
+        return [r["image"] for r in json.loads(result.output)]
+
+    assert images() == []  # stack/ beside the spec: nothing deployed there
+    assert images("-o", str(elsewhere)) == ["shop/backend:b"]
+    assert images(env={"DEPLOYSTACK_OUTPUT": str(elsewhere)}) == ["shop/backend:b"]
