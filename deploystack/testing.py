@@ -152,6 +152,9 @@ class StackUnderTest:
         from deploystack.engine import testing as engine_testing
 
         stack = self.stack
+        if stack.dbc.offsite is not None:  # its pg_hba names the stack's containers, not the host's bridge
+            raise UsageError("db_url(): with dbc.offsite declared, the database admits the app role only from "
+                             "the stack's own containers; use exec('db-primary', ['psql', ...]) instead")
         service = PRIMARY if alias == "default" else alias.replace("replica_", "db-replica-")
         if service != PRIMARY and service not in {f"db-replica-{n}" for n in range(1, stack.dbc.replicas + 1)}:
             raise UsageError(f"no database alias {alias!r}: default or replica_1..replica_{stack.dbc.replicas}")

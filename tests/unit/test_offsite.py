@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import stat
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from deploystack.plan import build_plan
 from deploystack.plan.dbc import PRIMARY
 from deploystack.render.envfile import read_env
 from deploystack.spec import load_stack
+from deploystack.testing import StackUnderTest
 from tests.conftest import BLUEPRINTS, write_spec
 from tests.unit.test_render import COMPOSE_SCHEMA
 from tests.unit.test_spec import MINIMAL
@@ -155,3 +157,12 @@ def test_status_shows_the_offsite_replica_from_the_primary() -> None:
     gone = db.assemble("demo", observed, "application_name\n", SLOTS.replace(",t,", ",f,"), "offsite_dr").nodes[-1]
     assert (gone.role, gone.replication, gone.slot_health, gone.error) == (
         None, "not connected", "inactive", "not connected to the primary")
+
+
+def test_a_test_stack_with_an_offsite_replica_says_why_it_has_no_db_url(spec: Path) -> None:
+    under_test = StackUnderTest(spec)  # nothing runs until start()
+    try:
+        with pytest.raises(UsageError, match=r"with dbc.offsite declared.*use exec\('db-primary'"):
+            under_test.db_url()
+    finally:
+        shutil.rmtree(under_test.folder)
