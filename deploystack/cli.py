@@ -145,6 +145,22 @@ def down(
 
 
 @app.command()
+def prune(
+    file: SpecOpt = None, output: OutOpt = None, ca_bundle: CaOpt = None, verbose: VerboseOpt = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would go, remove nothing")] = False,
+) -> None:
+    """Remove images no container uses and this spec no longer wants: older role and app image tags."""
+    from deploystack.cli_media import human
+
+    stale = operations.prune(Target.of(file, output), console.Progress(verbose), ca_bundle, dry_run)
+    for tag, size in stale:
+        console.say(f"{'would remove' if dry_run else 'removed'} {tag} ({human(size)})")
+    total = human(sum(size for _, size in stale))
+    console.say(f"{len(stale)} image(s){' would be' if dry_run else ''} removed, up to {total} "
+                "(layers other images share stay)" if stale else "nothing to remove")
+
+
+@app.command()
 def ps(
     file: SpecOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,

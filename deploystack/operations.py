@@ -278,6 +278,24 @@ def down(target: Target, report: Reporter, volumes: bool, swarm: bool = False) -
             status.down(docker_client, project, volumes, report)
 
 
+def prune(target: Target, report: Reporter, ca_bundle: Path | None = None,
+          dry_run: bool = False) -> list[tuple[str, int]]:
+    """Images no container was made from and this spec does not want now: older tags of the role images
+    (shared by every project on the engine) and of this project's apps. Returns (tag, size) of each
+    removed (or, dry run, removable) one."""
+    from deploystack.engine import client, images
+
+    docker_client = client.connect()
+    with project_lock(target.output):
+        rendered = render(target, ca_bundle)
+        stale = images.stale_images(docker_client, images.wanted_images(rendered),
+                                    (images.ROLE_REPOSITORY, f"{rendered.plan.project}/"))
+        if dry_run:
+            return stale
+        removed = set(images.remove_images(docker_client, [tag for tag, _ in stale], report))
+        return [(tag, size) for tag, size in stale if tag in removed]
+
+
 def remove_project_images(project: str, report: Reporter) -> None:
     from deploystack.engine import client, images
 

@@ -137,26 +137,49 @@ def _build(client: docker.DockerClient, context: Path, image: str, args: dict[st
                 raise StackError(f"building {image} failed; last lines:\n" + "\n".join(tail))
 
 
+ROLE_REPOSITORY = "deploystack/"  # the role images every project on the engine shares
+
+
 def prune_superseded(client: docker.DockerClient, rendered: Rendered, report: Reporter) -> None:
     """Remove older tags of this project's own app images, unless a container still uses them or a
     recent deploy did (rollbacks want those).
 
     Content-hash tags never move, so old builds stay tagged and would pile up. The role images
     (deploystack/lbc, ...) are shared by every project on the engine: another project may be about to
-    start the tag this one no longer wants, so those are left to `docker image prune`.
+    start the tag this one no longer wants, so only `deploystack prune`, which a user runs, removes those.
     """
-    current = {job.image for job in rendered.builds} | set(rendered.images.values()) | rendered.retained
-    own = f"{rendered.plan.project}/"
-    with engine_errors("pruning old images"):
+    stale = stale_images(client, wanted_images(rendered), (f"{rendered.plan.project}/",))
+    remove_images(client, [tag for tag, _ in stale], report)
+
+
+def wanted_images(rendered: Rendered) -> set[str]:
+    """What the project runs or builds now, the images of its recent deploys, and the base image."""
+    return {job.image for job in rendered.builds} | set(rendered.images.values()) | rendered.retained | {BASE_IMAGE}
+
+
+def stale_images(client: docker.DockerClient, wanted: set[str], prefixes: tuple[str, ...]) -> list[tuple[str, int]]:
+    """(tag, size) of the images tagged under `prefixes` that `wanted` does not name and no container
+    (running or not) was made from."""
+    with engine_errors("listing images"):
         in_use = {c.attrs["Image"] for c in client.containers.list(all=True)}
-        for image in client.images.list():
-            for tag in image.tags:
-                if tag.startswith(own) and tag not in current and image.id not in in_use:
-                    report.detail(f"removing superseded image {tag}")
-                    try:
-                        client.images.remove(tag)
-                    except docker.errors.APIError as exc:
-                        report.detail(f"kept {tag}: {exc.explanation}")
+        return sorted((tag, int(image.attrs.get("Size", 0)))
+                      for image in client.images.list() if image.id not in in_use
+                      for tag in image.tags if tag.startswith(prefixes) and tag not in wanted)
+
+
+def remove_images(client: docker.DockerClient, tags: list[str], report: Reporter) -> list[str]:
+    """Untag each (the engine drops an image with its last tag); returns those it removed."""
+    removed = []
+    with engine_errors("removing images"):
+        for tag in tags:
+            try:
+                client.images.remove(tag)
+            except docker.errors.APIError as exc:  # a container made from it meanwhile, say
+                report.detail(f"kept {tag}: {exc.explanation}")
+            else:
+                report.detail(f"removed image {tag}")
+                removed.append(tag)
+    return removed
 
 
 def remove_project_images(client: docker.DockerClient, project: str, report: Reporter) -> None:
