@@ -38,8 +38,6 @@ def _register_groups() -> None:
     app.add_typer(media_app, name="media")
 
 
-
-
 class Engine(StrEnum):
     compose = "compose"
     swarm = "swarm"

@@ -15,7 +15,6 @@ from deploystack.operations import Target
 db_app = typer.Typer(help="The database (DBC): replication status, backups, restore.", no_args_is_help=True)
 
 
-
 def _or_dash(value: object) -> str:
     return "-" if value is None else str(value)
 

@@ -17,7 +17,6 @@ lbc_app = typer.Typer(
 )
 
 
-
 @lbc_app.command()
 def bans(
     file: SpecOpt = None,

@@ -14,7 +14,6 @@ from deploystack.operations import Target
 media_app = typer.Typer(help="The media store (MMC): usage, backups.", no_args_is_help=True)
 
 
-
 def human(size: int) -> str:
     value = float(size)
     for unit in ("B", "KiB", "MiB", "GiB"):

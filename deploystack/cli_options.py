@@ -20,4 +20,3 @@ StackOutOpt = Annotated[Path | None, typer.Option(
     help="the stack's output folder, as given to generate/up (default: stack/ beside the spec)")]
 CaOpt = Annotated[Path | None, typer.Option("--ca-bundle", help="CA bundle for pip in builds (default: the host's)")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="show build output")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
