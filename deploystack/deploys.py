@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from deploystack import gitsource, history
 from deploystack.engine.report import Reporter
 from deploystack.errors import DeployError, StackError, UsageError
-from deploystack.operations import Target, project_lock, render, write_rendered
+from deploystack.operations import Target, project_lock, render, require_generated, write_rendered
 from deploystack.plan.apc import migrate_job, worker_service
 from deploystack.plan.project import subset
 from deploystack.render.project import Rendered
@@ -63,6 +63,7 @@ def deploy(target: Target, app: str | None, ref: str | None, report: Reporter,
         gitsource.check_ref(ref)
     stack = load_stack(target.spec)
     names = apps_to_deploy(stack, app, ref)
+    require_generated(target)
     docker_client = client.connect()
     with project_lock(target.output, wait_s, report):
         return [Deployer(docker_client, target, stack, name, trigger or default_trigger(), report).deploy(ref)
@@ -74,6 +75,7 @@ def rollback(target: Target, app: str | None, report: Reporter, trigger: str | N
     from deploystack.engine import client
 
     stack = load_stack(target.spec)
+    require_generated(target)
     docker_client = client.connect()
     with project_lock(target.output, wait_s, report):
         records = history.read(target.output)

@@ -17,7 +17,14 @@ from deploystack.errors import LockedError, UsageError
 from deploystack.plan.project import subset
 from deploystack.render import writer
 from deploystack.render.contexts import FileData
-from deploystack.render.project import Rendered, SwarmRendered, read_ca_bundle, render_project, render_swarm
+from deploystack.render.project import (
+    ENV_FILE,
+    Rendered,
+    SwarmRendered,
+    read_ca_bundle,
+    render_project,
+    render_swarm,
+)
 from deploystack.spec import Stack, load_stack
 from deploystack.spec.edit import parse_scale_args, set_replicas
 from deploystack.spec.loader import read_text, validate_text
@@ -67,6 +74,14 @@ def generate(target: Target, ca_bundle: Path | None = None, dry_run: bool = Fals
         with project_lock(target.output):
             writer.write(rendered.files, rendered.output, changes)
     return changes
+
+
+def require_generated(target: Target) -> None:
+    """Commands that change a running stack refuse an output folder that holds no generated stack: with a
+    mistyped -o they would otherwise generate one, with fresh secrets that match nothing running."""
+    if not (target.output / ENV_FILE).is_file():
+        raise UsageError(f"{target.output}: no stack was generated here (no {ENV_FILE}); pass the -o that up "
+                         "was given, or run deploystack up first")
 
 
 @contextmanager
@@ -343,6 +358,7 @@ def media_restore(target: Target, path: Path, report: Reporter) -> Path:
     stack = stack_of(target)
     if not stack.mmc.enabled or stack.mmc.backend != "seaweedfs":
         raise UsageError("media restore works on the SeaweedFS media store (mmc.backend: seaweedfs)")
+    require_generated(target)
     archive = path
     if path.is_dir():
         found = sorted(path.glob(f"{media.backup_prefix(stack.project)}*.tar.gz"))
@@ -393,6 +409,7 @@ def db_restore(target: Target, path: Path, report: Reporter) -> Path:
     from deploystack.engine import client, db
 
     stack = stack_of(target)
+    require_generated(target)
     dump = path
     if path.is_dir():
         found = db.backups_of((p.name for p in path.iterdir()), stack.project, physical=False)
@@ -418,6 +435,7 @@ def db_promote(target: Target, replica: str, force: bool, report: Reporter) -> s
     from deploystack.engine import client, failover
     from deploystack.plan.dbc import PRIMARY, replica_names
 
+    require_generated(target)
     docker_client = client.connect()
     with project_lock(target.output):
         rendered = _generated(target, None, report)

@@ -4,7 +4,9 @@ repository, which apps a deploy takes, and the webhook rule per forge."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,7 @@ from deploystack.render.project import render_project
 from deploystack.render.templates import render_template
 from deploystack.spec import load_stack
 from deploystack.spec.models import GitSource
-from tests.conftest import write_spec
+from tests.conftest import REPO, write_spec
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
 
@@ -189,3 +191,16 @@ def test_history_reads_the_output_folder_given_or_from_the_environment(
     assert images() == []  # stack/ beside the spec: nothing deployed there
     assert images("-o", str(elsewhere)) == ["shop/backend:b"]
     assert images(env={"DEPLOYSTACK_OUTPUT": str(elsewhere)}) == ["shop/backend:b"]
+
+
+@pytest.mark.parametrize("command", [["deploy", "backend"], ["rollback"], ["db", "promote", "db-replica-1"],
+                                     ["db", "restore", "dump"], ["media", "restore", "backup.tar"]])
+def test_commands_that_change_a_stack_refuse_an_output_with_none(spec_dir: Path, command: list[str]) -> None:
+    spec = write_spec(spec_dir, SPEC, apps=("frontend",))
+    typo = spec_dir / "stakc"
+    result = subprocess.run([sys.executable, "-m", "deploystack", *command, "-f", str(spec), "-o", str(typo)],
+                            capture_output=True, text=True, cwd=REPO, timeout=60,
+                            env=dict(os.environ, DOCKER_HOST="unix:///nonexistent.sock"))
+    assert result.returncode == 2, result.stderr
+    assert f"{typo}: no stack was generated here (no .env)" in result.stderr and "Traceback" not in result.stderr
+    assert not typo.exists()
