@@ -177,6 +177,7 @@ def scale(target: Target, args: list[str], report: Reporter, ca_bundle: Path | N
             _, exported = _swarm_generated(target, None, ca_bundle, None)  # the stack file says them too
             if "dbc" in replicas:  # database replicas are services of their own: a deploy adds or prunes them
                 engine_swarm.deploy(docker_client, exported, report, registry=bool(new_stack.swarm.registry))
+                engine_swarm.remove_gone_replicas(docker_client, exported.plan, report)
             apps = {name: count for name, count in replicas.items() if name != "dbc"}
             if apps:
                 engine_swarm.scale(docker_client, new_stack.project, apps, report)
@@ -228,18 +229,14 @@ def up_swarm(target: Target, report: Reporter, ca_bundle: Path | None = None) ->
 def _converge(docker_client: DockerClient, rendered: Rendered, report: Reporter, partial: bool = False) -> Outcome:
     """`partial`: the plan is a subset; services outside it are left as they are."""
     from deploystack.engine import apply, db, images
-    from deploystack.plan.dbc import slot_name
+    from deploystack.plan.dbc import wanted_slots
 
     images.require_registry_images(docker_client, rendered, report)
     images.ensure_base_image(docker_client, report)
     images.build_images(docker_client, rendered, report)
     outcome = apply.Converger(docker_client, rendered, report).up(partial=partial)
-    names = [s.name for s in rendered.plan.services]
-    if "db-primary" in names:  # the database is part of this converge (not a subset without it)
-        replicas = [name for name in names if name.startswith("db-replica-")]
-        slots = [slot_name(r) for r in replicas]
-        offsite = dict(rendered.plan.service("db-primary").environment).get("OFFSITE_USER")
-        slots += [offsite] if offsite else []  # the offsite replica's slot is named like its role
+    if "db-primary" in {s.name for s in rendered.plan.services}:  # not a subset without the database
+        replicas, slots = wanted_slots(rendered.plan)
         db.drop_stale_slots(docker_client, rendered.plan.project, slots, report)
         db.remove_stale_replica_volumes(docker_client, rendered.plan.project, replicas, report)
     return outcome

@@ -493,6 +493,12 @@ def drop_stale_slots(client: docker.DockerClient, project: str, wanted: Sequence
         container = primary_container(client, project)
     except UsageError:
         return  # no primary running: nothing to clean, and nothing pinned
+    drop_slots_except(client, container, wanted, report)
+
+
+def drop_slots_except(client: docker.DockerClient, container: Container, wanted: Sequence[str],
+                      report: Reporter) -> None:
+    """In the primary `container`: drop the inactive replica and offsite slots not in `wanted`."""
     keep = ",".join(wanted)
     sql = ("SELECT slot_name, pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
            "WHERE slot_type = 'physical' AND NOT active "
@@ -507,15 +513,16 @@ def drop_stale_slots(client: docker.DockerClient, project: str, wanted: Sequence
 
 
 def remove_stale_replica_volumes(client: docker.DockerClient, project: str, wanted: Sequence[str],
-                                 report: Reporter) -> None:
+                                 report: Reporter, project_label: str = labels.PROJECT) -> None:
     """Remove the data volumes of replicas the spec no longer has (after `scale dbc=N` down).
 
     A replica's data is a copy of the primary's, so nothing is lost; a kept volume would come back
     stale at the next scale-up and could not catch up once the primary has recycled the WAL it needs.
+    `project_label`: the label naming the volume's project (a swarm stack's differs from Compose's).
     """
     pattern = re.compile(rf"^{re.escape(project)}_(db-replica-\d+)-data$")
     with engine_errors("removing old replica volumes"):
-        for volume in client.volumes.list(filters={"label": f"{labels.PROJECT}={project}"}):
+        for volume in client.volumes.list(filters={"label": f"{project_label}={project}"}):
             match = pattern.match(volume.name or "")
             if match and match.group(1) not in wanted:
                 try:

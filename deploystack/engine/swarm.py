@@ -22,10 +22,12 @@ from deploystack import labels
 from deploystack.engine.client import engine_errors
 from deploystack.engine.report import Reporter
 from deploystack.errors import EngineError, StackError, UsageError
+from deploystack.plan.model import ProjectPlan
 from deploystack.render.project import SwarmRendered
 from deploystack.render.swarm import NODE_LABELS, registry_image
 
 NAMESPACE = "com.docker.stack.namespace"  # the label `docker stack deploy` puts on what it makes
+SERVICE_LABEL = "com.docker.swarm.service.name"  # on each task's container
 CONVERGE_TIMEOUT_S = 900.0
 POLL_S = 2.0
 
@@ -112,6 +114,40 @@ def scale(client: docker.DockerClient, project: str, replicas: dict[str, int], r
             service.scale(count)
         report.step(f"{name}: {count} replica(s)")
     wait_converged(client, project, report, since)
+
+
+def remove_gone_replicas(client: docker.DockerClient, plan: ProjectPlan, report: Reporter,
+                         timeout_s: float = 120.0) -> None:
+    """After a deploy that pruned database replicas (`scale dbc=N` down): once their tasks have stopped,
+    drop their slots on the primary (a slot left behind pins WAL until the disk fills) and remove their
+    volumes. Both only where this engine reaches: the primary's node and this node's volumes."""
+    from deploystack.engine import db
+    from deploystack.plan.dbc import PRIMARY, wanted_slots
+
+    project = plan.project
+    replicas, slots = wanted_slots(plan)
+    keep = {service_name(project, r) for r in replicas}
+    label = {"label": f"{NAMESPACE}={project}"}
+
+    def leaving() -> list[str]:
+        return [name for c in client.api.containers(all=True, filters=label)
+                if (name := c["Labels"].get(SERVICE_LABEL, "")).startswith(service_name(project, "db-replica-"))
+                and name not in keep]
+
+    deadline = time.monotonic() + timeout_s
+    with engine_errors("waiting for the removed database replicas to stop"):
+        while leaving():  # their walreceivers hold the slots active until then
+            if time.monotonic() > deadline:
+                raise StackError(f"removed database replicas still run after {timeout_s:.0f}s: {leaving()}")
+            time.sleep(1)
+        primaries = client.containers.list(filters={"label": f"{SERVICE_LABEL}={service_name(project, PRIMARY)}",
+                                                    "status": "running"})
+    if primaries:
+        db.drop_slots_except(client, primaries[0], slots, report)
+    else:
+        report.step(f"{PRIMARY} runs on another node: drop the slots of removed replicas there "
+                    "(docs/swarm.md, scaling the database)")
+    db.remove_stale_replica_volumes(client, project, replicas, report, project_label=NAMESPACE)
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from deploystack.plan.model import Build, ConfigFile, HealthCheck, Mount, Port, Service
+from deploystack.plan.model import Build, ConfigFile, HealthCheck, Mount, Port, ProjectPlan, Service
 from deploystack.plan.secrets import ref
 from deploystack.spec.models import DBC, Offsite, Stack
 
@@ -25,6 +25,17 @@ def replica_names(stack: Stack) -> list[str]:
 
 def slot_name(replica: str) -> str:
     return replica.removeprefix("db-").replace("-", "_")  # db-replica-1 -> replica_1
+
+
+def wanted_slots(plan: ProjectPlan) -> tuple[list[str], list[str]]:
+    """(replica services, the replication slots they and the offsite replica use) of a plan."""
+    names = [s.name for s in plan.services]
+    replicas = [name for name in names if name.startswith("db-replica-")]
+    slots = [slot_name(r) for r in replicas]
+    if PRIMARY in names:
+        offsite = dict(plan.service(PRIMARY).environment).get("OFFSITE_USER")
+        slots += [offsite] if offsite else []  # the offsite replica's slot is named like its role
+    return replicas, slots
 
 
 def offsite_role(offsite: Offsite) -> str:

@@ -8,6 +8,7 @@ import collections
 import threading
 import time
 
+import docker.errors
 import pytest
 import requests
 
@@ -214,3 +215,29 @@ def test_up_refuses_a_swarm_without_the_labels_it_places_services_by(swarm_stack
     while not (tasks(stack.docker, stack.project, "lbc") and answers(stack, "/api/health/")):
         assert time.monotonic() < deadline, "the LBC did not come back on the labelled node"
         time.sleep(1)
+
+
+def test_scaling_the_database_adds_a_streaming_replica_and_scaling_down_drops_its_slot_and_volume(
+        swarm_stack: Stack) -> None:
+    stack = swarm_stack
+    volume = f"{stack.project}_db-replica-2-data"
+
+    def slots() -> dict[str, str]:
+        primary = task_container(stack.docker, stack.project, "db-primary")
+        code, out = primary.exec_run(["psql", "-U", "postgres", "-tAc",
+                                      "SELECT slot_name, active FROM pg_replication_slots"])
+        assert code == 0, out.decode()
+        return dict(line.split("|") for line in out.decode().split())
+
+    stack.cli("scale", "dbc=2", *SWARM)
+    deadline = time.monotonic() + 120
+    while slots() != {"replica_1": "t", "replica_2": "t"}:
+        assert time.monotonic() < deadline, slots()
+        time.sleep(1)
+    assert stack.docker.volumes.get(volume)
+
+    stack.cli("scale", "dbc=1", *SWARM)
+    assert slots() == {"replica_1": "t"}  # the removed replica's slot would pin WAL until the disk filled
+    with pytest.raises(docker.errors.NotFound):
+        stack.docker.volumes.get(volume)
+    assert not stack.docker.services.list(filters={"name": f"{stack.project}_db-replica-2"})
