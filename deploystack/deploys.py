@@ -63,7 +63,7 @@ def deploy(target: Target, app: str | None, ref: str | None, report: Reporter,
         gitsource.check_ref(ref)
     stack = load_stack(target.spec)
     names = apps_to_deploy(stack, app, ref)
-    require_generated(target)
+    require_generated(target, stack.project)
     docker_client = client.connect()
     with project_lock(target.output, wait_s, report):
         return [Deployer(docker_client, target, stack, name, trigger or default_trigger(), report).deploy(ref)
@@ -75,7 +75,7 @@ def rollback(target: Target, app: str | None, report: Reporter, trigger: str | N
     from deploystack.engine import client
 
     stack = load_stack(target.spec)
-    require_generated(target)
+    require_generated(target, stack.project)
     docker_client = client.connect()
     with project_lock(target.output, wait_s, report):
         records = history.read(target.output)

@@ -21,6 +21,7 @@ from deploystack.render.project import (
     ENV_FILE,
     Rendered,
     SwarmRendered,
+    check_output_project,
     read_ca_bundle,
     render_project,
     render_swarm,
@@ -53,6 +54,7 @@ class Target:
 
 def render(target: Target, ca_bundle: Path | None = None) -> Rendered:
     stack = load_stack(target.spec)
+    check_output_project(target.output, stack.project)  # before fetching into it
     fetch_new_git_sources(stack, target)
     return render_project(stack, target.spec, target.output, read_ca_bundle(ca_bundle))
 
@@ -76,9 +78,11 @@ def generate(target: Target, ca_bundle: Path | None = None, dry_run: bool = Fals
     return changes
 
 
-def require_generated(target: Target) -> None:
-    """Commands that change a running stack refuse an output folder that holds no generated stack: with a
-    mistyped -o they would otherwise generate one, with fresh secrets that match nothing running."""
+def require_generated(target: Target, project: str) -> None:
+    """Commands that change a running stack refuse an output folder that holds no generated stack, or
+    another project's: with a mistyped -o they would otherwise generate one, with fresh secrets that
+    match nothing running."""
+    check_output_project(target.output, project)
     if not (target.output / ENV_FILE).is_file():
         raise UsageError(f"{target.output}: no stack was generated here (no {ENV_FILE}); pass the -o that up "
                          "was given, or run deploystack up first")
@@ -355,7 +359,7 @@ def media_restore(target: Target, path: Path, report: Reporter) -> Path:
     stack = stack_of(target)
     if not stack.mmc.enabled or stack.mmc.backend != "seaweedfs":
         raise UsageError("media restore works on the SeaweedFS media store (mmc.backend: seaweedfs)")
-    require_generated(target)
+    require_generated(target, stack.project)
     archive = path
     if path.is_dir():
         found = sorted(path.glob(f"{media.backup_prefix(stack.project)}*.tar.gz"))
@@ -406,7 +410,7 @@ def db_restore(target: Target, path: Path, report: Reporter) -> Path:
     from deploystack.engine import client, db
 
     stack = stack_of(target)
-    require_generated(target)
+    require_generated(target, stack.project)
     dump = path
     if path.is_dir():
         found = db.backups_of((p.name for p in path.iterdir()), stack.project, physical=False)
@@ -432,7 +436,7 @@ def db_promote(target: Target, replica: str, force: bool, report: Reporter) -> s
     from deploystack.engine import client, failover
     from deploystack.plan.dbc import PRIMARY, replica_names
 
-    require_generated(target)
+    require_generated(target, stack_of(target).project)
     docker_client = client.connect()
     with project_lock(target.output):
         rendered = _generated(target, None, report)

@@ -61,9 +61,24 @@ def read_ca_bundle(path: Path | None) -> bytes:
     return DEFAULT_CA_BUNDLE.read_bytes() if DEFAULT_CA_BUNDLE.is_file() else b""
 
 
+def check_output_project(output: Path, project: str) -> None:
+    """Refuse an output folder generated for another project: a wrong -o (or a DEPLOYSTACK_OUTPUT left
+    set for another stack) would otherwise overwrite that stack's files with this one's."""
+    try:
+        with (output / COMPOSE_FILE).open(encoding="utf-8") as compose:
+            found = next((line[len("name:"):].strip() for line in compose if line.startswith("name:")), None)
+    except FileNotFoundError:
+        return
+    if found is not None and found != project:
+        raise UsageError(f"{output} holds the generated project {found!r}, and this spec is project {project!r}: "
+                         "give this stack's own -o (check DEPLOYSTACK_OUTPUT); to rename a project, "
+                         f"`deploystack down` it under its old name first and remove {output}")
+
+
 def render_project(stack: Stack, spec_path: Path, output: Path, ca_bundle: bytes) -> Rendered:
     spec_dir = spec_path.resolve().parent
     output = output.resolve()
+    check_output_project(output, stack.project)
     plan = build_plan(stack, project_dir=os.path.relpath(spec_dir, output))
     files: dict[str, FileData] = {}
     for config in plan.configs:
