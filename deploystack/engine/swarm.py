@@ -146,7 +146,7 @@ def remove_gone_replicas(client: docker.DockerClient, plan: ProjectPlan, report:
         db.drop_slots_except(client, primaries[0], slots, report)
     else:
         report.step(f"{PRIMARY} runs on another node: drop the slots of removed replicas there "
-                    "(docs/swarm.md, scaling the database)")
+                    "(docs/swarm.md says how)")
     db.remove_stale_replica_volumes(client, project, replicas, report, project_label=NAMESPACE)
 
 

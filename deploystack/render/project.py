@@ -66,8 +66,9 @@ def check_output_project(output: Path, project: str) -> None:
     set for another stack) would otherwise overwrite that stack's files with this one's."""
     try:
         with (output / COMPOSE_FILE).open(encoding="utf-8") as compose:
-            found = next((line[len("name:"):].strip() for line in compose if line.startswith("name:")), None)
-    except FileNotFoundError:
+            found = next((line[len("name:"):].strip().strip("'\"") for line in compose if line.startswith("name:")),
+                         None)
+    except (FileNotFoundError, NotADirectoryError):  # nothing generated there yet
         return
     if found is not None and found != project:
         raise UsageError(f"{output} holds the generated project {found!r}, and this spec is project {project!r}: "
