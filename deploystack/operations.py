@@ -157,11 +157,10 @@ def scale(target: Target, args: list[str], report: Reporter, ca_bundle: Path | N
     the spec says what was asked and `deploystack up` carries on from there.
     """
     from deploystack.engine import client
+    from deploystack.engine import swarm as engine_swarm
 
     docker_client = client.connect()
     if swarm:
-        from deploystack.engine import swarm as engine_swarm
-
         engine_swarm.require_manager(docker_client)
     with project_lock(target.output):
         text = read_text(target.spec)
@@ -170,15 +169,15 @@ def scale(target: Target, args: list[str], report: Reporter, ca_bundle: Path | N
         replicas = parse_scale_args(args, list(stack.apc.apps), workers)
         new_text = set_replicas(text, replicas)
         new_stack = validate_text(new_text, target.spec)
+        check_output_project(target.output, new_stack.project)
         rendered = render_project(new_stack, target.spec, target.output, read_ca_bundle(ca_bundle))
         write_text_atomically(target.spec, new_text)
         changes = writer.compare(rendered.files, rendered.output)
         writer.write(rendered.files, rendered.output, changes)
         report.step("spec updated: " + ", ".join(f"{app}={n}" for app, n in replicas.items()))
         if swarm:
-            from deploystack.engine import swarm as engine_swarm
-
-            _, exported = _swarm_generated(target, None, ca_bundle, None)  # the stack file says them too
+            exported = render_swarm(new_stack, target.spec, rendered)
+            _write_swarm(exported)  # the stack file says the new counts too
             if "dbc" in replicas:  # database replicas are services of their own: a deploy adds or prunes them
                 engine_swarm.deploy(docker_client, exported, report, registry=bool(new_stack.swarm.registry))
                 engine_swarm.remove_gone_replicas(docker_client, exported.plan, report)
@@ -204,11 +203,16 @@ def _swarm_generated(target: Target, stack_file: Path | None, ca_bundle: Path | 
     rendered = render(target, ca_bundle)
     swarm = render_swarm(load_stack(target.spec), target.spec, rendered, stack_file)  # all in memory first
     write_rendered(rendered, report)
+    _write_swarm(swarm)
+    return rendered, swarm
+
+
+def _write_swarm(swarm: SwarmRendered) -> None:
+    """The stack file and the config and secret files it names, where they differ from what is there."""
     writer.write(swarm.files, swarm.folder, writer.compare(swarm.files, swarm.folder))
     swarm.stack_file.parent.mkdir(parents=True, exist_ok=True)
     if not swarm.stack_file.is_file() or swarm.stack_file.read_bytes() != swarm.stack_yaml:
         write_bytes_atomically(swarm.stack_file, swarm.stack_yaml)
-    return rendered, swarm
 
 
 def up_swarm(target: Target, report: Reporter, ca_bundle: Path | None = None) -> SwarmRendered:

@@ -63,7 +63,8 @@ def read_ca_bundle(path: Path | None) -> bytes:
 
 def check_output_project(output: Path, project: str) -> None:
     """Refuse an output folder generated for another project: a wrong -o (or a DEPLOYSTACK_OUTPUT left
-    set for another stack) would otherwise overwrite that stack's files with this one's."""
+    set for another stack) would otherwise overwrite that stack's files with this one's. Callers check
+    before rendering (operations.render, scale), so that nothing is fetched into such a folder either."""
     try:
         with (output / COMPOSE_FILE).open(encoding="utf-8") as compose:
             found = next((line[len("name:"):].strip().strip("'\"") for line in compose if line.startswith("name:")),
@@ -79,7 +80,6 @@ def check_output_project(output: Path, project: str) -> None:
 def render_project(stack: Stack, spec_path: Path, output: Path, ca_bundle: bytes) -> Rendered:
     spec_dir = spec_path.resolve().parent
     output = output.resolve()
-    check_output_project(output, stack.project)
     plan = build_plan(stack, project_dir=os.path.relpath(spec_dir, output))
     files: dict[str, FileData] = {}
     for config in plan.configs:

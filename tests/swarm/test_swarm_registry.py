@@ -21,7 +21,7 @@ import requests
 
 from deploystack.engine.images import BASE_IMAGE
 from deploystack.testing import StackUnderTest, free_port
-from tests.conftest import BLUEPRINTS
+from tests.conftest import BLUEPRINTS, eventually
 from tests.e2e.conftest import Stack
 from tests.swarm.conftest import tasks
 
@@ -110,12 +110,11 @@ def test_images_come_from_the_registry_named_in_the_spec(swarm_node: docker.Dock
         assert not any(images["backend"] in image.tags for image in swarm_node.images.list())
         before = {t["ID"] for t in tasks(swarm_node, stack.project, "backend")}
         swarm_node.services.get(f"{stack.project}_backend").force_update()
-        deadline = time.monotonic() + 180
-        while True:
+
+        def replaced() -> bool:
             running = {t["ID"] for t in tasks(swarm_node, stack.project, "backend")}
-            if len(running) == 2 and not running & before:
-                break
-            assert time.monotonic() < deadline, f"new backend tasks did not start: {running}"
-            time.sleep(1)
+            return len(running) == 2 and not running & before
+
+        eventually(replaced, "two new backend tasks running", 180)
         assert any(images["backend"] in image.tags for image in swarm_node.images.list()), "not pulled back"
         assert stack.get("/api/health/").json()["app"] == "backend"

@@ -12,6 +12,7 @@ import docker.errors
 import pytest
 import requests
 
+from tests.conftest import eventually
 from tests.e2e.conftest import Stack
 from tests.load import LoadLoop
 from tests.swarm.conftest import task_container, tasks, wanted_tasks
@@ -230,10 +231,7 @@ def test_scaling_the_database_adds_a_streaming_replica_and_scaling_down_drops_it
         return dict(line.split("|") for line in out.decode().split())
 
     stack.cli("scale", "dbc=2", *SWARM)
-    deadline = time.monotonic() + 120
-    while slots() != {"replica_1": "t", "replica_2": "t"}:
-        assert time.monotonic() < deadline, slots()
-        time.sleep(1)
+    eventually(lambda: slots() == {"replica_1": "t", "replica_2": "t"}, "both replicas streaming", 120)
     assert stack.docker.volumes.get(volume)
 
     stack.cli("scale", "dbc=1", *SWARM)
