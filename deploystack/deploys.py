@@ -120,7 +120,7 @@ class Deployer:
                 self.report.step(f"{self.app}: {git.url} {git.branch} at {commit[:12]}")
             new = render(self.target)
             write_rendered(new)
-            images.ensure_base_image(self.client, self.report)
+            images.ensure_base_images(self.client, new, self.report)
             images.build_images(self.client, new, self.report)
             self._migrate(new)
         except DeployError as exc:

@@ -19,14 +19,13 @@ from typing import Literal
 from deploystack.engine import doctor as probe
 from deploystack.engine.client import DockerClient
 from deploystack.engine.doctor import EngineFacts, Published
-from deploystack.engine.images import BASE_IMAGE
 from deploystack.errors import EngineError, SpecError
 from deploystack.plan import build_plan
+from deploystack.plan.bases import ALL_BASES, PYTHON_RELEASES, ROLE_BASE, base_image
 from deploystack.render.project import DEFAULT_CA_BUNDLE
 from deploystack.spec import Stack, load_stack
 
 Status = Literal["ok", "warn", "FAIL"]
-SLIM_IMAGE = "debian:bookworm-slim"
 LOW_DISK = 10 * 1024**3
 WILDCARDS = ("0.0.0.0", "::", "")
 
@@ -95,26 +94,34 @@ def disk_check(engine: Engine) -> Check:
     return Check("disk", "ok", detail)
 
 
-def base_image_check(engine: Engine) -> Check:
+def base_images(stack: Stack | None) -> list[str]:
+    """The bases `up` needs: the roles' release and each app's (all of them when the spec is not valid)."""
+    if stack is None:
+        return list(ALL_BASES)
+    apps = (base_image(PYTHON_RELEASES[app.python]) for app in stack.apc.apps.values())
+    return list(dict.fromkeys([ROLE_BASE, *apps]))
+
+
+def base_image_check(engine: Engine, base: str = ROLE_BASE) -> Check:
+    release = base.rsplit(":", 1)[1]
+    name, slim = f"base image {release}", f"debian:{release}-slim"
     if engine.client is None:
-        return Check("base image", "warn", f"{BASE_IMAGE}: not checked, the engine is not reachable",
-                     "fix the engine first")
+        return Check(name, "warn", f"{base}: not checked, the engine is not reachable", "fix the engine first")
     try:
-        if probe.has_image(engine.client, BASE_IMAGE):
-            return Check("base image", "ok", f"{BASE_IMAGE} present")
-        refusal = probe.registry_refusal(engine.client, SLIM_IMAGE)
+        if probe.has_image(engine.client, base):
+            return Check(name, "ok", f"{base} present")
+        refusal = probe.registry_refusal(engine.client, slim)
     except EngineError as exc:
-        return Check("base image", "warn", f"{BASE_IMAGE}: not checked ({exc})")
+        return Check(name, "warn", f"{base}: not checked ({exc})")
     if refusal is None:
-        return Check("base image", "ok", f"{BASE_IMAGE} missing: up pulls {SLIM_IMAGE} (a registry answers)")
+        return Check(name, "ok", f"{base} missing: up pulls {slim} (a registry answers)")
     debootstrap = shutil.which("debootstrap")
     if debootstrap and os.geteuid() == 0:
-        return Check("base image", "ok", f"{BASE_IMAGE} missing, no registry: up makes it with {debootstrap} "
-                                         "(about a minute)")
+        return Check(name, "ok", f"{base} missing, no registry: up makes it with {debootstrap} (about a minute)")
     missing = "debootstrap is not installed" if not debootstrap else "debootstrap needs root"
-    return Check("base image", "FAIL", f"{BASE_IMAGE} missing, no registry ({refusal}), and {missing}",
+    return Check(name, "FAIL", f"{base} missing, no registry ({refusal}), and {missing}",
                  "as root: apt-get install debootstrap and run up as root; or `docker load -i FILE.tar` a "
-                 f"Debian bookworm image and `docker tag` it {BASE_IMAGE}")
+                 f"Debian {release} image and `docker tag` it {base}")
 
 
 def ca_bundle_check(path: Path = DEFAULT_CA_BUNDLE) -> Check:
@@ -209,7 +216,8 @@ def port_checks(stack: Stack, engine: Engine) -> list[Check]:
 def run(spec: Path) -> list[Check]:
     spec_result, stack = spec_check(spec)
     engine_result, engine = engine_check()
-    checks = [spec_result, engine_result, disk_check(engine), base_image_check(engine), ca_bundle_check()]
+    checks = [spec_result, engine_result, disk_check(engine),
+              *(base_image_check(engine, base) for base in base_images(stack)), ca_bundle_check()]
     if stack is not None:
         checks += port_checks(stack, engine)
     else:

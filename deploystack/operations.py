@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 from deploystack.errors import LockedError, UsageError
 from deploystack.plan.project import subset
 from deploystack.render import writer
-from deploystack.render.contexts import FileData
 from deploystack.render.project import (
     ENV_FILE,
     Rendered,
@@ -26,6 +25,7 @@ from deploystack.render.project import (
     render_project,
     render_swarm,
 )
+from deploystack.render.sourcetree import FileData
 from deploystack.spec import Stack, load_stack
 from deploystack.spec.edit import parse_scale_args, set_replicas
 from deploystack.spec.loader import read_text, validate_text
@@ -127,7 +127,7 @@ def build(target: Target, report: Reporter, ca_bundle: Path | None = None, force
     docker_client = client.connect()
     with project_lock(target.output):
         rendered = _generated(target, ca_bundle)
-        images.ensure_base_image(docker_client, report)
+        images.ensure_base_images(docker_client, rendered, report)
         return images.build_images(docker_client, rendered, report, force=force)
 
 
@@ -224,7 +224,7 @@ def up_swarm(target: Target, report: Reporter, ca_bundle: Path | None = None) ->
     with project_lock(target.output):
         rendered, exported = _swarm_generated(target, None, ca_bundle, report)
         wanted = {rendered.images[s.name] for s in exported.plan.services}  # no CDC image on a swarm
-        images.ensure_base_image(docker_client, report)
+        images.ensure_base_images(docker_client, rendered, report)
         images.build_images(docker_client, dataclasses.replace(
             rendered, builds=tuple(b for b in rendered.builds if b.image in wanted)), report)
         registry = load_stack(target.spec).swarm.registry
@@ -240,7 +240,7 @@ def _converge(docker_client: DockerClient, rendered: Rendered, report: Reporter,
     from deploystack.plan.dbc import wanted_slots
 
     images.require_registry_images(docker_client, rendered, report)
-    images.ensure_base_image(docker_client, report)
+    images.ensure_base_images(docker_client, rendered, report)
     images.build_images(docker_client, rendered, report)
     outcome = apply.Converger(docker_client, rendered, report).up(partial=partial)
     if "db-primary" in {s.name for s in rendered.plan.services}:  # not a subset without the database

@@ -14,12 +14,24 @@ import docker.errors
 from deploystack.engine.client import engine_errors
 from deploystack.engine.report import Reporter
 from deploystack.errors import StackError
-from deploystack.render.project import Rendered
+from deploystack.plan.bases import ALL_BASES, ROLE_BASE
+from deploystack.render.project import BuildJob, Rendered
 
-BASE_IMAGE = "deploystack/base:bookworm"
-SLIM_IMAGE = ("debian", "bookworm-slim")
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 STAGE_LABEL = "io.deploystack.build-stage"  # on the earlier stages of multi-stage Dockerfiles
+# Trimmed from a debootstrapped root before import (manuals, translations, apt's lists and caches):
+# 199 MB -> about 75 MB. The dpkg rule keeps later installs (apt-install) as lean.
+TRIMMED = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale", "usr/share/lintian",
+           "var/lib/apt/lists", "var/cache/apt")
+KEPT = ("copyright", "locale.alias")  # licences stay, as the dpkg rule below keeps them
+NODOC = """path-exclude=/usr/share/doc/*
+path-include=/usr/share/doc/*/copyright
+path-exclude=/usr/share/man/*
+path-exclude=/usr/share/info/*
+path-exclude=/usr/share/locale/*
+path-include=/usr/share/locale/locale.alias
+path-exclude=/usr/share/lintian/*
+"""
 
 
 def image_exists(client: docker.DockerClient, ref: str) -> bool:
@@ -30,37 +42,60 @@ def image_exists(client: docker.DockerClient, ref: str) -> bool:
     return True
 
 
-def ensure_base_image(client: docker.DockerClient, report: Reporter) -> None:
-    """deploystack/base:bookworm from, in order: present; debian:bookworm-slim pulled; debootstrap."""
+def needed_bases(rendered: Rendered) -> list[str]:
+    """The base images the project's builds start from (the role release's, and each app's)."""
+    return list(dict.fromkeys(job.args.get("BASE_IMAGE", ROLE_BASE) for job in rendered.builds))
+
+
+def ensure_base_images(client: docker.DockerClient, rendered: Rendered, report: Reporter) -> None:
+    for base in needed_bases(rendered):
+        ensure_base_image(client, report, base)
+
+
+def ensure_base_image(client: docker.DockerClient, report: Reporter, base: str = ROLE_BASE) -> None:
+    """deploystack/base:<release> from, in order: present; debian:<release>-slim pulled; debootstrap."""
+    release = base.rsplit(":", 1)[1]
     with engine_errors("checking the base image"):
-        if image_exists(client, BASE_IMAGE):
+        if image_exists(client, base):
             return
-    report.step(f"base image {BASE_IMAGE} missing: trying to pull {SLIM_IMAGE[0]}:{SLIM_IMAGE[1]}")
+    report.step(f"base image {base} missing: trying to pull debian:{release}-slim")
     try:
-        image = client.images.pull(SLIM_IMAGE[0], tag=SLIM_IMAGE[1])
-        image.tag(BASE_IMAGE)
+        image = client.images.pull("debian", tag=f"{release}-slim")
+        image.tag(base)
         return
     except docker.errors.DockerException as exc:
         report.detail(f"pull failed: {exc}")
-    report.step("no registry: making the base image with debootstrap (about a minute)")
-    debootstrap_base(client, report)
+    report.step(f"no registry: making {base} with debootstrap (about a minute)")
+    debootstrap_base(client, base, release, report)
 
 
-def debootstrap_base(client: docker.DockerClient, report: Reporter) -> None:
+def debootstrap_base(client: docker.DockerClient, base: str, release: str, report: Reporter) -> None:
     if shutil.which("debootstrap") is None:
         raise StackError(
-            f"cannot make {BASE_IMAGE}: no registry answered and debootstrap is not installed "
-            "(apt-get install debootstrap, as root), or `docker load` a Debian bookworm image and "
-            f"tag it {BASE_IMAGE}"
+            f"cannot make {base}: no registry answered and debootstrap is not installed "
+            f"(apt-get install debootstrap, as root), or `docker load` a Debian {release} image and "
+            f"tag it {base}"
         )
     with tempfile.TemporaryDirectory(prefix="deploystack-rootfs-") as tmp:
         rootfs, tarball = Path(tmp) / "rootfs", Path(tmp) / "rootfs.tar"
-        _run(["debootstrap", "--variant=minbase", "bookworm", str(rootfs), DEBIAN_MIRROR], report)
+        _run(["debootstrap", "--variant=minbase", release, str(rootfs), DEBIAN_MIRROR], report)
+        trim_rootfs(rootfs)
         _run(["tar", "-C", str(rootfs), "-cf", str(tarball), "."], report)
-        repo, tag = BASE_IMAGE.split(":")
+        repo, tag = base.split(":")
         with engine_errors("importing the base image"):
             client.api.import_image_from_file(str(tarball), repository=repo, tag=tag)
-    report.step(f"made {BASE_IMAGE}")
+    report.step(f"made {base}")
+
+
+def trim_rootfs(rootfs: Path) -> None:
+    for name in TRIMMED:
+        for path in sorted((rootfs / name).rglob("*"), reverse=True):  # files before their folders
+            if path.is_symlink() or path.is_file():
+                if path.name not in KEPT:
+                    path.unlink()
+            elif path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+    (rootfs / "etc/dpkg/dpkg.cfg.d/01-deploystack-nodoc").write_text(NODOC)
 
 
 def _run(command: list[str], report: Reporter) -> None:
@@ -110,7 +145,11 @@ def build_images(client: docker.DockerClient, rendered: Rendered, report: Report
                 report.detail(f"{job.image} is up to date")
                 continue
         report.step(f"building {job.image}")
-        _build(client, rendered.output / job.context, job.image, job.args, report)
+        for stage in job.stages:  # tagged, so that their layers stay as the next build's cache
+            _build(client, rendered.output / job.context, job, report, stage)
+        _build(client, rendered.output / job.context, job, report)
+        if job.dockerfile is not None:
+            check_own_image(client, job)
         built.append(job.image)
     if built:
         prune_superseded(client, rendered, report)
@@ -120,12 +159,14 @@ def build_images(client: docker.DockerClient, rendered: Rendered, report: Report
     return built
 
 
-def _build(client: docker.DockerClient, context: Path, image: str, args: dict[str, str],
-           report: Reporter) -> None:
+def _build(client: docker.DockerClient, context: Path, job: BuildJob, report: Reporter,
+           stage: str | None = None) -> None:
+    image = job.stage_image(stage) if stage else job.image
     tail: deque[str] = deque(maxlen=25)
     with engine_errors(f"building {image}"):
-        stream = client.api.build(path=str(context), tag=image, buildargs={"BASE_IMAGE": BASE_IMAGE, **args},
-                                  rm=True, forcerm=True, decode=True, pull=False)
+        stream = client.api.build(path=str(context), tag=image, buildargs={"BASE_IMAGE": ROLE_BASE, **job.args},
+                                  dockerfile=job.dockerfile, target=stage, rm=True, forcerm=True, decode=True,
+                                  pull=False)
         for chunk in stream:
             if "stream" in chunk:
                 for line in str(chunk["stream"]).splitlines():
@@ -135,6 +176,24 @@ def _build(client: docker.DockerClient, context: Path, image: str, args: dict[st
             if "error" in chunk:
                 tail.append(str(chunk["error"]).strip())
                 raise StackError(f"building {image} failed; last lines:\n" + "\n".join(tail))
+
+
+def check_own_image(client: docker.DockerClient, job: BuildJob) -> None:
+    """An image from an app's own Dockerfile must run what the generated services ask of it: an
+    ENTRYPOINT taking serve, migrate and worker, and apc-health on PATH (docs/CONTRACTS.md)."""
+    where = f"app {job.app}: the image of its own {job.dockerfile}"
+    see = "see docs/CONTRACTS.md, 'An app's own Dockerfile'"
+    with engine_errors(f"checking {job.image}"):
+        config = client.images.get(job.image).attrs.get("Config") or {}
+        if not config.get("Entrypoint"):
+            raise StackError(f"{where} has no ENTRYPOINT: deploystack runs it with the commands serve, migrate "
+                             f"and worker ({see})")
+        try:
+            client.containers.run(job.image, entrypoint=["sh", "-c", "command -v apc-health"], user="0",
+                                  network_disabled=True, remove=True)
+        except docker.errors.ContainerError:
+            raise StackError(f"{where} has no apc-health on PATH, the health check every replica runs "
+                             f"({see})") from None
 
 
 ROLE_REPOSITORY = "deploystack/"  # the role images every project on the engine shares
@@ -154,7 +213,9 @@ def prune_superseded(client: docker.DockerClient, rendered: Rendered, report: Re
 
 def wanted_images(rendered: Rendered) -> set[str]:
     """What the project runs or builds now, the images of its recent deploys, and the base image."""
-    return {job.image for job in rendered.builds} | set(rendered.images.values()) | rendered.retained | {BASE_IMAGE}
+    stages = {job.stage_image(stage) for job in rendered.builds for stage in job.stages}
+    return ({job.image for job in rendered.builds} | stages | set(rendered.images.values()) | rendered.retained
+            | set(ALL_BASES))
 
 
 def stale_images(client: docker.DockerClient, wanted: set[str], prefixes: tuple[str, ...]) -> list[tuple[str, int]]:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
+from deploystack.plan.bases import PYTHON_RELEASES, base_image
 from deploystack.plan.dbc import PRIMARY, replica_names
 from deploystack.plan.mmc import s3_endpoint
-from deploystack.plan.model import Build, HealthCheck, Service
+from deploystack.plan.model import AppImage, Build, HealthCheck, Service
 from deploystack.plan.secrets import escape, ref
 from deploystack.spec.models import App, Stack
 
@@ -20,6 +21,12 @@ def worker_service(app_name: str) -> str:
 
 def migrate_job(app_name: str) -> str:
     return f"{app_name}-migrate"
+
+
+def static_url(app: App) -> str:
+    """Where an app's static files are served through the LBC: /static/ for the app that routes `/`
+    (or has no routes), else under its first route, which the LBC sends to it (/api/static/)."""
+    return "/static/" if not app.routes or "/" in app.routes else f"{app.routes[0]}static/"
 
 
 def backing_services(stack: Stack) -> tuple[str, ...]:
@@ -45,6 +52,7 @@ def app_environment(stack: Stack, name: str, app: App) -> tuple[tuple[str, str],
         "DJANGO_SECRET_KEY": ref("DJANGO_SECRET_KEY"),
         "DJANGO_ALLOWED_HOSTS": ",".join(dict.fromkeys([stack.domain, "localhost", "127.0.0.1", name])),
         "DJANGO_DEBUG": "0",
+        "DJANGO_STATIC_URL": static_url(app),
         "DB_HOST": PRIMARY,
         "DB_PORT": "5432",
         "DB_NAME": dbc.database,
@@ -82,15 +90,30 @@ def app_environment(stack: Stack, name: str, app: App) -> tuple[tuple[str, str],
     return tuple(env.items())
 
 
+# pip requirements of each app server, installed into the app's virtualenv beside its dependencies.
+SERVER_PACKAGES = {"gunicorn": ("gunicorn>=22,<24",), "uwsgi": ("uwsgi>=2.0.26,<2.1",)}
+
+
+def app_image(app: App) -> AppImage:
+    assets = app.assets
+    return AppImage(
+        base=base_image(PYTHON_RELEASES[app.python]), server_packages=SERVER_PACKAGES[app.server],
+        build_packages=tuple(app.packages.build), runtime_packages=tuple(app.packages.runtime),
+        dependencies=app.dependencies, dockerfile=app.dockerfile,
+        assets_command=assets.command if assets else None, assets_output=assets.output if assets else None,
+    )
+
+
 def plan_apc(stack: Stack) -> list[Service]:
     services: list[Service] = []
     backing = backing_services(stack)
     for name, app in stack.apc.apps.items():
+        image = app_image(app)
         build = Build(
             role="apc", repo=f"{stack.project}/{name}", context=f"build/apps/{name}",
-            args=(("DJANGO_SETTINGS_MODULE", app.settings_module),),
+            args=(("BASE_IMAGE", image.base), ("DJANGO_SETTINGS_MODULE", app.settings_module)),
             app_source=PurePosixPath(app.source) if app.source is not None else None,
-            app=name, from_git=app.git is not None,
+            app=name, from_git=app.git is not None, app_image=image,
         )
         env = app_environment(stack, name, app)
         depends = backing

@@ -11,6 +11,20 @@ from pathlib import PurePosixPath
 
 
 @dataclass(frozen=True)
+class AppImage:
+    """What an app's image is made of besides its source, from the spec (render reads the source)."""
+
+    base: str  # the base image of the app's Debian release (its Python)
+    server_packages: tuple[str, ...]  # pip requirements of the app server
+    build_packages: tuple[str, ...] = ()  # Debian packages where wheels are built
+    runtime_packages: tuple[str, ...] = ()  # Debian packages in the image the app runs in
+    dependencies: str | None = None  # the file the spec names; else render finds one in the source
+    assets_command: str | None = None
+    assets_output: str | None = None  # set when the app has an asset build
+    dockerfile: str | None = None  # the app's own Dockerfile, relative to its source
+
+
+@dataclass(frozen=True)
 class Build:
     """How to make a service's image: a copy of compose/<role>/ (plus an app's source) built as `repo`."""
 
@@ -22,6 +36,20 @@ class Build:
     app: str | None = None  # the app whose image this is (deploys and rollbacks are per app)
     from_git: bool = False  # the app's git checkout (see gitsource), not app_source, is copied in
     with_package: bool = False  # copy deploystack itself in as deploystack-src/ (CDC runs it)
+    app_image: AppImage | None = None  # apps only
+
+    @property
+    def dockerfile(self) -> str | None:
+        """The Dockerfile inside the context when it is not the context's own `Dockerfile`."""
+        return self.app_image.dockerfile if self.app_image is not None else None
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """Named stages built (and tagged) first, so that the classic builder keeps their layers as a
+        cache: an app's dependency layer must survive a code-only change."""
+        if self.app_image is None or self.app_image.dockerfile is not None:
+            return ()
+        return ("builder", "assets") if self.app_image.assets_output is not None else ("builder",)
 
 
 @dataclass(frozen=True)

@@ -7,55 +7,58 @@ changed one gives a new tag (and so a new config hash for the services that run 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 
 from deploystack.errors import UsageError
 from deploystack.plan.model import Build
+from deploystack.render.appimage import app_context
+from deploystack.render.sourcetree import FileData, source_tree, tree
 from deploystack.resources import compose_root, package_root
 
-# Never copied from a user's source tree into an image.
-SKIP_NAMES = frozenset({".git", "__pycache__", ".venv", "venv", "node_modules", ".mypy_cache",
-                        ".pytest_cache", ".ruff_cache", "staticfiles", "db.sqlite3", ".DS_Store",
-                        "_data", ".env"})
+KIT = "_deploystack"  # deploystack's runtime files in the context of an app with its own Dockerfile
 
-
-@dataclass(frozen=True)
-class FileData:
-    data: bytes
-    mode: int = 0o644
-
-
-def tree(root: Path, prefix: str) -> dict[str, FileData]:
-    """Every file below `root` as prefix/relative-path, skipping caches and VCS folders."""
-    files: dict[str, FileData] = {}
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root)
-        if any(part in SKIP_NAMES or part.endswith(".pyc") for part in rel.parts):
-            continue
-        if path.is_file():
-            mode = 0o755 if path.stat().st_mode & 0o111 else 0o644
-            files[f"{prefix}/{rel.as_posix()}" if prefix else rel.as_posix()] = FileData(path.read_bytes(), mode)
-    return files
-
-
-def context_files(build: Build, app_source: Path | None, ca_bundle: bytes) -> dict[str, FileData]:
-    """The files of one build context, keyed by path inside the context (`app_source`: an app's folder)."""
+def context_files(build: Build, app_source: Path | None, ca_bundle: bytes,
+                  excluded: tuple[Path, ...] = ()) -> dict[str, FileData]:
+    """The files of one build context, keyed by path inside the context (`app_source`: an app's folder;
+    `excluded`: paths never to copy from it, such as the output folder and key files)."""
+    image = build.app_image
+    if app_source is not None and not (app_source / "manage.py").is_file():
+        raise UsageError(f"app source {app_source} is not a Django project (no manage.py there)")
+    if image is not None and image.dockerfile is not None:
+        return own_dockerfile_context(build, image.dockerfile, app_source, ca_bundle, excluded)
     role_dir = compose_root() / build.role
-    files = tree(role_dir, "")
+    files = {name: data for name, data in tree(role_dir, "").items() if not name.endswith(".j2")}
     files |= tree(compose_root() / "_sourced", "_sourced")
     files["ca-bundle.crt"] = FileData(ca_bundle)
-    if app_source is not None:
-        source = app_source
-        if not (source / "manage.py").is_file():
-            raise UsageError(f"app source {source} is not a Django project (no manage.py there)")
-        files |= tree(source, "app")
-        package = package_root()
-        files["deploystack/deploystack/__init__.py"] = FileData((package / "__init__.py").read_bytes())
-        files |= tree(package / "contrib", "deploystack/deploystack/contrib")
+    if app_source is not None and image is not None and build.app is not None:
+        files |= app_context(build.app, image, app_source, excluded)
+        files |= contrib_package("deploystack")
     if build.with_package:
         files |= package_source()
     return files
+
+
+def own_dockerfile_context(build: Build, dockerfile: str, app_source: Path | None, ca_bundle: bytes,
+                           excluded: tuple[Path, ...]) -> dict[str, FileData]:
+    """An app with its own Dockerfile: its source is the context, with deploystack's runtime kit beside
+    it in `_deploystack/` (entrypoint, health checks, nginx.conf, helpers, the contrib package) for the
+    Dockerfile to copy (docs/CONTRACTS.md)."""
+    assert app_source is not None, "an app with its own Dockerfile has a source"
+    if not (app_source / dockerfile).is_file():
+        raise UsageError(f"app {build.app}: dockerfile {dockerfile} not found in {app_source}")
+    files = source_tree(app_source, "", excluded, dockerfile=dockerfile)
+    kit = {name: data for name, data in tree(compose_root() / "apc", KIT).items() if not name.endswith(".j2")}
+    kit |= tree(compose_root() / "_sourced", KIT)
+    kit[f"{KIT}/ca-bundle.crt"] = FileData(ca_bundle)
+    return files | kit | contrib_package(f"{KIT}/deploystack")
+
+
+def contrib_package(prefix: str) -> dict[str, FileData]:
+    """deploystack/__init__.py and deploystack/contrib/ (the settings helper and DB router) under prefix/,
+    so that `import deploystack.contrib.django` works where prefix/ is on PYTHONPATH."""
+    package = package_root()
+    files = {f"{prefix}/deploystack/__init__.py": FileData((package / "__init__.py").read_bytes())}
+    return files | tree(package / "contrib", f"{prefix}/deploystack/contrib")
 
 
 def package_source() -> dict[str, FileData]:

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from deploystack.plan.dbc import TLS_CERT, TLS_KEY
-from deploystack.render.contexts import FileData
+from deploystack.render.sourcetree import FileData
 
 CA_CERT, CA_KEY = "offsite/ca.crt", "offsite/ca.key"
 CA_DAYS = 3650

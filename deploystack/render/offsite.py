@@ -11,9 +11,9 @@ from typing import Any
 from deploystack.errors import UsageError
 from deploystack.plan.dbc import OFFSITE_SECRET, PORT, PRIMARY, offsite_role, pg_hba_conf, postgresql_conf
 from deploystack.render.compose import dump_yaml
-from deploystack.render.contexts import FileData
 from deploystack.render.dbtls import CA_CERT
 from deploystack.render.project import Rendered
+from deploystack.render.sourcetree import FileData
 from deploystack.render.templates import render_template
 from deploystack.resources import compose_root
 from deploystack.spec.models import Stack

@@ -13,9 +13,10 @@ from deploystack.plan import ProjectPlan, build_plan
 from deploystack.plan.cdc import OUTPUT_PATH, PROJECT_PATH, SPEC_PATH
 from deploystack.plan.model import Build
 from deploystack.render.compose import compose_data, dump_yaml
-from deploystack.render.contexts import FileData, content_hash, context_files
+from deploystack.render.contexts import content_hash, context_files
 from deploystack.render.dbtls import offsite_tls
 from deploystack.render.envfile import complete_secrets, env_text, read_env
+from deploystack.render.sourcetree import FileData
 from deploystack.render.swarm import Settings, secret_files, stack_data
 from deploystack.render.templates import render_template
 from deploystack.spec.models import Stack
@@ -32,6 +33,13 @@ class BuildJob:
     image: str  # repo:tag
     context: str  # relative to the output directory
     args: dict[str, str]
+    stages: tuple[str, ...] = ()  # named stages built and tagged first (their layers are the cache)
+    dockerfile: str | None = None  # inside the context, when not its `Dockerfile`
+    app: str | None = None  # the app whose image this is
+
+    def stage_image(self, stage: str) -> str:
+        repo, tag = self.image.rsplit(":", 1)
+        return f"{repo}:{stage}-{tag}"
 
 
 @dataclass(frozen=True)
@@ -97,12 +105,14 @@ def render_project(stack: Stack, spec_path: Path, output: Path, ca_bundle: bytes
             continue
         build = service.build
         if build.context not in builds:
-            context = context_files(build, _app_source(build, spec_dir, output), ca_bundle)
+            context = context_files(build, _app_source(build, spec_dir, output), ca_bundle,
+                                    never_in_images(stack, spec_path, output))
             tag = content_hash(context | _args_file(dict(build.args)))
             if build.from_git and build.app is not None:
                 tag = f"{(head(output, build.app) or 'unknown')[:12]}-{tag}"  # the commit, readable in `docker ps`
             image = f"{build.repo}:{tag}"
-            builds[build.context] = BuildJob(image, build.context, dict(build.args))
+            builds[build.context] = BuildJob(image, build.context, dict(build.args), build.stages, build.dockerfile,
+                                             build.app)
             files |= {f"{build.context}/{name}": data for name, data in context.items()}
         images[service.name] = builds[build.context].image
         if build.app is not None:
@@ -118,6 +128,14 @@ def render_project(stack: Stack, spec_path: Path, output: Path, ca_bundle: bytes
     files[COMPOSE_FILE] = FileData(dump_yaml(compose_data(plan, images)).encode())
     return Rendered(plan, output, files, images, tuple(builds.values()), secrets, source_images,
                     frozenset(history.recent_images(records)))
+
+
+def never_in_images(stack: Stack, spec_path: Path, output: Path) -> tuple[Path, ...]:
+    """What an app's source may hold but no image may: the output folder (wherever -o puts it: .env,
+    keys, copies of the build contexts), the spec, and the folders of `tls: files` certificates."""
+    spec_dir = spec_path.resolve().parent
+    tls = [spec_dir / name for name in (stack.lbc.cert_file, stack.lbc.key_file) if name is not None]
+    return (output.resolve(), spec_path.resolve(), *dict.fromkeys(path.parent for path in tls))
 
 
 def _app_source(build: Build, spec_dir: Path, output: Path) -> Path | None:

@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deploystack.render.contexts import FileData
+from deploystack.render.sourcetree import FileData
 
 # Folders that generate owns entirely: files there that the new render lacks are removed.
 MANAGED = ("build", "config")

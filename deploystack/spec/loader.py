@@ -11,6 +11,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 from ruamel.yaml import YAML
@@ -18,8 +19,9 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from deploystack.errors import Problem, SpecError
-from deploystack.spec.models import Stack
+from deploystack.appdeps import requires_python
+from deploystack.errors import Problem, SpecError, UsageError
+from deploystack.spec.models import PYTHON_VERSIONS, Stack
 
 Loc = tuple[int | str, ...]
 
@@ -102,6 +104,8 @@ def cross_checks(stack: Stack, document: CommentedMap, spec_dir: Path) -> list[P
         if not (source / "manage.py").is_file():
             problems.append(Problem(_dotted(loc), f"no Django project at {source} (manage.py not found)",
                                     line_of(document, loc)))
+            continue
+        problems += _python_pin(name, app.python, source, document)
     offsite = stack.dbc.offsite
     if offsite is not None:
         lbc = stack.lbc
@@ -111,6 +115,25 @@ def cross_checks(stack: Stack, document: CommentedMap, spec_dir: Path) -> list[P
             problems.append(Problem(_dotted(loc), f"port {offsite.port} on {offsite.bind} is already the LBC's",
                                     line_of(document, loc)))
     return problems
+
+
+def _python_pin(name: str, python: str, source: Path, document: CommentedMap) -> list[Problem]:
+    """The project's own requires-python must admit the app's Python (Django 6 needs 3.12 or later)."""
+    try:
+        pin = requires_python(name, source)
+    except UsageError as exc:
+        return [Problem(_dotted(("apc", "apps", name, "source")), str(exc), line_of(document, ("apc", "apps", name)))]
+    try:
+        allowed = pin is None or SpecifierSet(pin).contains(f"{python}.0")
+    except InvalidSpecifier:
+        return []  # pip will say so, with the project's own words
+    if allowed:
+        return []
+    others = [version for version in PYTHON_VERSIONS if SpecifierSet(pin or "").contains(f"{version}.0")]
+    hint = f": use python: \"{others[0]}\"" if others else ""
+    loc: Loc = ("apc", "apps", name, "python")
+    return [Problem(_dotted(loc), f"Python {python} does not satisfy the project's requires-python {pin!r} "
+                                  f"(pyproject.toml){hint}", line_of(document, loc))]
 
 
 def line_of(document: Any, loc: Loc) -> int | None:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import ipaddress
 import re
 from pathlib import PurePosixPath
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 # Compose v2 accepts lowercase letters, digits, dashes and underscores, starting with a letter or digit.
 PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -180,7 +180,50 @@ class GitSource(Model):
         return url
 
 
+# A Debian package name (Debian policy 5.6.1): lowercase letters, digits, '+', '-' and '.'.
+DEBIAN_PACKAGE = r"^[a-z0-9][a-z0-9+.-]+$"
+
+
+def _inside_app(path: str) -> str:
+    """A file or folder inside the app's source, as a Dockerfile names it: relative, no '..', no spaces."""
+    if not re.fullmatch(r"[A-Za-z0-9._@+-]+(/[A-Za-z0-9._@+-]+)*/?", path) or ".." in path.split("/"):
+        raise ValueError(f"{path!r} must be a path inside the app's folder (letters, digits, '._@+-' and '/'; "
+                         "no '..', not absolute)")
+    return path
+
+
+AppPath = Annotated[str, AfterValidator(_inside_app)]
+
+
+class Packages(Model):
+    """Debian packages for an app image (names as in `apt-get install`, from the app's Debian release)."""
+
+    build: list[Annotated[str, Field(pattern=DEBIAN_PACKAGE)]] = Field(
+        default_factory=list, max_length=100,
+        description="only where wheels are built, e.g. libcurl4-openssl-dev, libldap-dev (a compiler, "
+                    "Python headers, pkg-config and libpq-dev are always there)")
+    runtime: list[Annotated[str, Field(pattern=DEBIAN_PACKAGE)]] = Field(
+        default_factory=list, max_length=100,
+        description="in the image the app runs in, e.g. libcurl4, libmagic1, gettext, gdal-bin")
+
+
+class Assets(Model):
+    """A front-end build (Node and npm from Debian) run in a stage of its own before collectstatic."""
+
+    command: str = Field("npm run build", pattern=r"^[^\r\n]+$", max_length=500,
+                         description="run in the app's folder after `npm ci` (or `npm install` "
+                                     "without a package-lock.json)")
+    output: AppPath = Field(description="the folder the build writes, relative to the app, "
+                                                      "copied into the image before collectstatic")
+
+
+Python = Literal["3.13", "3.11"]
+PYTHON_VERSIONS: tuple[Python, ...] = ("3.13", "3.11")  # newest first; plan/bases.py maps each to a release
+
+
 class App(Model):
+    python: Python = Field(
+        PYTHON_VERSIONS[0], description="3.13 (Debian 13) or 3.11 (Debian 12, for projects that need it)")
     source: str | None = Field(None, description="path of the Django project, relative to the spec file")
     git: GitSource | None = Field(None, description="deploy from this repository instead of `source`")
     wsgi: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", description="module:callable")
@@ -192,6 +235,29 @@ class App(Model):
     migrate: bool = Field(True, description="run migrations when the app starts")
     worker: Worker | None = Field(None, description="Celery workers from the same image")
     env: dict[str, str] = Field(default_factory=dict)
+    dependencies: AppPath | None = Field(
+        None,
+        description="the file that lists the app's Python dependencies, relative to the app: uv.lock, "
+                    "poetry.lock, pyproject.toml or a requirements file (default: found in the app's folder)")
+    packages: Packages = Field(default_factory=Packages)
+    assets: Assets | None = Field(None, description="a front-end build (npm) that runs before collectstatic")
+    dockerfile: AppPath | None = Field(
+        None,
+        description="the app's own Dockerfile, relative to the app (docs/CONTRACTS.md says what it provides)")
+
+    @field_validator("python", mode="before")
+    @classmethod
+    def _python_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, float) else value  # `python: 3.13` is a YAML number
+
+    @model_validator(mode="after")
+    def _own_dockerfile(self) -> App:
+        if self.dockerfile is not None:
+            taken = [name for name in ("dependencies", "assets") if getattr(self, name) is not None]
+            taken += ["packages"] if self.packages.build or self.packages.runtime else []
+            if taken:
+                raise ValueError(f"with your own dockerfile, {' and '.join(taken)} belong in it, not in the spec")
+        return self
 
     @model_validator(mode="after")
     def _one_source(self) -> App:

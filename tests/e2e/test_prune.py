@@ -9,7 +9,7 @@ import secrets
 import docker.errors
 import pytest
 
-from deploystack.engine.images import BASE_IMAGE
+from deploystack.plan.bases import ROLE_BASE as BASE_IMAGE
 from tests.e2e.conftest import Stack
 
 pytestmark = pytest.mark.docker

@@ -60,7 +60,7 @@ class Project:
 
         plan = self.rendered.plan
         only = dataclasses.replace(self.rendered, plan=dataclasses.replace(plan, services=(plan.service(service),)))
-        images.ensure_base_image(self.client, Silent())
+        images.ensure_base_images(self.client, only, Silent())
         images.build_images(self.client, only, Silent())
         return self.rendered.images[service]
 

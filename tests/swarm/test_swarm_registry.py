@@ -19,7 +19,7 @@ import docker.errors
 import pytest
 import requests
 
-from deploystack.engine.images import BASE_IMAGE
+from deploystack.plan.bases import ROLE_BASE as BASE_IMAGE
 from deploystack.testing import StackUnderTest, free_port
 from tests.conftest import BLUEPRINTS, eventually
 from tests.e2e.conftest import Stack

@@ -80,7 +80,9 @@ def test_json_output(tmp_path: Path) -> None:
     result = doctor(spec_with_ports(tmp_path, free_port(), free_port()), "--json")
     assert result.returncode == 1, result.stderr
     checks = by_name(result)
-    assert list(checks) == ["spec", "engine", "disk", "base image", "CA bundle", "lbc http port", "lbc https port"]
+    # One check per base the spec needs: the roles' Debian 12, and Debian 13 for its 3.13 app.
+    assert list(checks) == ["spec", "engine", "disk", "base image bookworm", "base image trixie", "CA bundle",
+                            "lbc http port", "lbc https port"]
     assert checks["engine"]["status"] == "FAIL" and "dockerd" in checks["engine"]["fix"]
     assert checks["spec"]["status"] == "ok"
     assert checks["lbc http port"]["status"] == checks["lbc https port"]["status"] == "ok"

@@ -55,7 +55,8 @@ def settings_from_env(base_dir: str | os.PathLike[str], environ: Mapping[str, st
         "DATABASE_ROUTERS": [ROUTER] if replicas else [],
         "CACHES": {"default": _cache(env)},
         # Static files stay in the image, served by its nginx; media go to the object store.
-        "STATIC_URL": "/static/",
+        # An app routed under a prefix (/api/) serves its static files there: /static/ may be another app's.
+        "STATIC_URL": _get(env, "DJANGO_STATIC_URL") or "/static/",
         "STATIC_ROOT": base / "staticfiles",
         "MEDIA_URL": media_base,
         "MEDIA_ROOT": base / "media",

@@ -1,0 +1,85 @@
+"""Files read into build contexts: deploystack's own folders, and a user's source with Docker's own
+.dockerignore semantics (docker-py's matcher: a pure function, no engine involved)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from docker.utils.build import exclude_paths  # noqa: TID251 (pure .dockerignore matching, no engine)
+
+# Never copied from a user's source into an image, whatever .dockerignore says (they come last, so a
+# `!` line cannot bring them back): version control, virtualenvs, caches, node_modules (the asset
+# stage runs npm ci itself), local databases, and dotenv files, which hold secrets.
+_NEVER = (".git", ".hg", ".svn", "__pycache__", "*.pyc", ".venv", "venv", ".tox", ".nox", "node_modules",
+          ".mypy_cache", ".pytest_cache", ".ruff_cache", ".DS_Store", "db.sqlite3", ".env", ".env.*", ".envs",
+          ".deploystack", "staticfiles")
+# At any depth, and everything below (a later `!` pattern could otherwise bring a folder's files back).
+ALWAYS_EXCLUDED = tuple(pattern for name in _NEVER for pattern in (f"**/{name}", f"**/{name}/**"))
+# deploystack's own folders: caches skipped, and _data (compose/ and blueprints/ inside an installed wheel).
+OWN_SKIPPED = frozenset({"__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".DS_Store", "_data"})
+
+
+@dataclass(frozen=True)
+class FileData:
+    data: bytes
+    mode: int = 0o644
+
+
+def tree(root: Path, prefix: str) -> dict[str, FileData]:
+    """Every file below one of deploystack's own folders as prefix/relative-path, caches skipped."""
+    files: dict[str, FileData] = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if any(part in OWN_SKIPPED or part.endswith(".pyc") for part in rel.parts):
+            continue
+        if path.is_file():
+            files[_join(prefix, rel.as_posix())] = FileData(path.read_bytes(), _mode(path))
+    return files
+
+
+def source_tree(source: Path, prefix: str, excluded: tuple[Path, ...] = (),
+                dockerfile: str = ".dockerignore") -> dict[str, FileData]:
+    """A user's source as Docker would send it: its .dockerignore applied, ALWAYS_EXCLUDED, the paths in
+    `excluded` (the output folder, key and secret files) and any generated output folder left out.
+    `dockerfile` is kept even when ignored, as Docker keeps it."""
+    root = source.resolve()
+    patterns = [*_dockerignore(root), *ALWAYS_EXCLUDED]
+    for path in excluded:
+        inside = _relative(root, path.resolve())
+        if inside is not None:
+            patterns.append(inside if inside != "." else "**")
+    kept = sorted(exclude_paths(str(root), patterns, dockerfile=dockerfile))
+    outputs = {os.path.dirname(name) for name in kept if os.path.basename(name) == "compose.yaml"
+               and (root / os.path.dirname(name) / ".env").is_file()}
+    files: dict[str, FileData] = {}
+    for name in kept:
+        path = root / name
+        if path.is_file() and not any(name.startswith(f"{folder}/") or not folder for folder in outputs):
+            files[_join(prefix, name)] = FileData(path.read_bytes(), _mode(path))
+    return files
+
+
+def _dockerignore(root: Path) -> list[str]:
+    path = root / ".dockerignore"
+    if not path.is_file():
+        return []
+    lines = (line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def _relative(root: Path, path: Path) -> str | None:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return None
+
+
+def _mode(path: Path) -> int:
+    """The file's own permission bits, as `docker build` keeps them (a 0600 file stays 0600)."""
+    return path.stat().st_mode & 0o777
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}/{name}" if prefix else name
