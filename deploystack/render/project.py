@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,12 +13,15 @@ from deploystack.gitsource import checkout_dir, head
 from deploystack.plan import ProjectPlan, build_plan
 from deploystack.plan.cdc import OUTPUT_PATH, PROJECT_PATH, SPEC_PATH
 from deploystack.plan.model import Build
+from deploystack.plan.secrets import app_secret
 from deploystack.render.compose import compose_data, dump_yaml
 from deploystack.render.contexts import FileData, content_hash, context_files
 from deploystack.render.dbtls import offsite_tls
 from deploystack.render.envfile import complete_secrets, env_text, read_env
 from deploystack.render.swarm import Settings, secret_files, stack_data
 from deploystack.render.templates import render_template
+from deploystack.spec.appenv import ENV_FILE as ENV_FILE_SOURCE
+from deploystack.spec.appenv import AppEnv, resolve_app_env
 from deploystack.spec.models import Stack
 
 COMPOSE_FILE = "compose.yaml"
@@ -41,9 +45,10 @@ class Rendered:
     files: dict[str, FileData]  # path relative to output -> content
     images: dict[str, str]  # service name -> image reference
     builds: tuple[BuildJob, ...]  # one per distinct build context
-    secrets: dict[str, str]
+    secrets: dict[str, str]  # generated secrets and the apps' values from outside the spec, by .env name
     source_images: dict[str, str]  # app -> the image its source builds (differs from images when pinned)
     retained: frozenset[str]  # images of recent deploys, kept for a quick rollback
+    app_env: AppEnv  # the apps' values from outside the spec, with where each came from
 
 
 def read_ca_bundle(path: Path | None) -> bytes:
@@ -77,10 +82,14 @@ def check_output_project(output: Path, project: str) -> None:
                          f"`deploystack down` it under its old name first and remove {output}")
 
 
-def render_project(stack: Stack, spec_path: Path, output: Path, ca_bundle: bytes) -> Rendered:
+def render_project(stack: Stack, spec_path: Path, output: Path, ca_bundle: bytes,
+                   environ: Mapping[str, str] | None = None) -> Rendered:
+    """`environ`: where `${NAME}` in apps' env comes from (default: this process's environment)."""
     spec_dir = spec_path.resolve().parent
     output = output.resolve()
-    plan = build_plan(stack, project_dir=os.path.relpath(spec_dir, output))
+    app_env = resolve_app_env(stack, spec_path, os.environ if environ is None else environ)
+    plan = build_plan(stack, project_dir=os.path.relpath(spec_dir, output), env_files=env_file_names(app_env))
+    app_values = app_secret_values(app_env)
     files: dict[str, FileData] = {}
     for config in plan.configs:
         files[config.path] = FileData(render_template(config.template, config.context).encode())
@@ -97,7 +106,8 @@ def render_project(stack: Stack, spec_path: Path, output: Path, ca_bundle: bytes
             continue
         build = service.build
         if build.context not in builds:
-            context = context_files(build, _app_source(build, spec_dir, output), ca_bundle)
+            source = _app_source(build, spec_dir, output)
+            context = without_env_files(context_files(build, source, ca_bundle), source, stack, spec_dir)
             tag = content_hash(context | _args_file(dict(build.args)))
             if build.from_git and build.app is not None:
                 tag = f"{(head(output, build.app) or 'unknown')[:12]}-{tag}"  # the commit, readable in `docker ps`
@@ -110,14 +120,54 @@ def render_project(stack: Stack, spec_path: Path, output: Path, ca_bundle: bytes
             pinned = history.pinned_image(records, build.app, images[service.name])
             images[service.name] = pinned or images[service.name]
 
-    secrets = complete_secrets(plan.secrets, read_env(output / ENV_FILE))
+    kept = {k: v for k, v in read_env(output / ENV_FILE).items() if not k.startswith(APP_SECRET_PREFIX)}
+    secrets = complete_secrets(plan.secrets, kept)
     if stack.cdc.enabled:
         secrets |= {PROJECT_PATH: str(spec_dir), SPEC_PATH: str(spec_path.resolve()),
                     OUTPUT_PATH: str(output.resolve())}
-    files[ENV_FILE] = FileData(env_text(secrets).encode(), 0o600)
+    files[ENV_FILE] = FileData(env_text(secrets, app_values).encode(), 0o600)
+    secrets |= app_values
     files[COMPOSE_FILE] = FileData(dump_yaml(compose_data(plan, images)).encode())
     return Rendered(plan, output, files, images, tuple(builds.values()), secrets, source_images,
-                    frozenset(history.recent_images(records)))
+                    frozenset(history.recent_images(records)), app_env)
+
+
+def env_file_names(app_env: AppEnv) -> dict[str, list[str]]:
+    """app -> the variables its env files give it, for build_plan."""
+    return {app: [k for k, v in values.items() if v.source == ENV_FILE_SOURCE] for app, values in app_env.items()}
+
+
+APP_SECRET_PREFIX = "APP_"  # plan/secrets.app_secret's names; generated secrets never start so
+
+
+def app_secret_values(app_env: AppEnv) -> dict[str, str]:
+    """The apps' values from outside the spec by their .env name; two apps whose names and variables
+    would share one name (`a--b`'s C and `a`'s B__C) are refused rather than mixed up."""
+    values: dict[str, str] = {}
+    owners: dict[str, str] = {}
+    for app, variables in app_env.items():
+        for name, external in variables.items():
+            key = app_secret(app, name)
+            if key in owners:
+                raise UsageError(f"app {app}'s variable {name} and app {owners[key]}'s would both be {key} "
+                                 "in .env: rename one")
+            owners[key] = app
+            values[key] = external.value
+    return values
+
+
+def without_env_files(context: dict[str, FileData], source: Path | None, stack: Stack,
+                      spec_dir: Path) -> dict[str, FileData]:
+    """The build context without the env files that lie inside the app's source: they hold secrets, and a
+    build context ends up in an image."""
+    if source is None:
+        return context
+    inside = []
+    for path in stack.env_file_paths():
+        full = (spec_dir / path).resolve()
+        if full.is_relative_to(source.resolve()):
+            inside.append("app/" + full.relative_to(source.resolve()).as_posix())
+    return {name: data for name, data in context.items() if name not in inside}
 
 
 def _app_source(build: Build, spec_dir: Path, output: Path) -> Path | None:
@@ -151,7 +201,8 @@ def render_swarm(stack: Stack, spec_path: Path, rendered: Rendered, stack_file: 
     `rendered` (the Compose project, whose build contexts make the images)."""
     folder = rendered.output / SWARM_DIR
     stack_file = (stack_file or folder / SWARM_STACK_FILE).resolve()
-    plan = build_plan(stack, project_dir=os.path.relpath(spec_path.resolve().parent, rendered.output), swarm=True)
+    plan = build_plan(stack, project_dir=os.path.relpath(spec_path.resolve().parent, rendered.output), swarm=True,
+                      env_files=env_file_names(rendered.app_env))
     configs = {config.path: render_template(config.template, config.context).encode() for config in plan.configs}
     settings = Settings(stack.swarm.endpoint_mode, stack.swarm.registry, stack.swarm.update_delay)
     files_dir = os.path.relpath(folder, stack_file.parent)

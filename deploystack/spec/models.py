@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
 from pathlib import PurePosixPath
 from typing import Any, Literal
 
@@ -180,6 +181,40 @@ class GitSource(Model):
         return url
 
 
+# `${NAME}` takes a value from the host environment at `generate`; `$$` is a literal `$`; any other `$`
+# is literal too. A `${` that is not a plain reference (`${X:-default}`, `${x-y}`) is refused.
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ENV_TOKEN = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$\{")
+
+
+def host_references(value: str) -> list[str]:
+    """The host variables an `env` value names, in order (none for a plain value)."""
+    return [m.group(1) for m in ENV_TOKEN.finditer(value) if m.group(1)]
+
+
+def has_references(value: str) -> bool:
+    return any(m.group(0) != "$$" for m in ENV_TOKEN.finditer(value))
+
+
+def env_value(value: str, environ: Mapping[str, str] | None = None) -> str:
+    """What an `env` value means: `${NAME}` -> its value in `environ`, `$$` -> `$`, the rest as written."""
+    return ENV_TOKEN.sub(lambda m: "$" if m.group(0) == "$$" else (environ or {})[m.group(1)], value)
+
+
+def _env_file_list(value: Any) -> Any:
+    """`env_file: a.env` is short for `env_file: [a.env]`."""
+    return [value] if isinstance(value, str) else value
+
+
+def _env_file_paths(paths: list[str]) -> list[str]:
+    for path in paths:
+        if not path.strip() or "\0" in path:
+            raise ValueError(f"{path!r} is not a file path")
+    if len(set(paths)) != len(paths):
+        raise ValueError("a file is listed twice")
+    return paths
+
+
 class App(Model):
     source: str | None = Field(None, description="path of the Django project, relative to the spec file")
     git: GitSource | None = Field(None, description="deploy from this repository instead of `source`")
@@ -191,7 +226,14 @@ class App(Model):
     routes: list[str] = Field(default_factory=list)
     migrate: bool = Field(True, description="run migrations when the app starts")
     worker: Worker | None = Field(None, description="Celery workers from the same image")
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict,
+                                description="values may take ${NAME} from the host environment; $$ is a $")
+    env_file: list[str] = Field(default_factory=list,
+                                description="dotenv file(s), relative to the spec: every variable in them "
+                                            "reaches the app (after apc.env_file, before env)")
+
+    _env_file_list = field_validator("env_file", mode="before")(_env_file_list)
+    _env_file_paths = field_validator("env_file")(_env_file_paths)
 
     @model_validator(mode="after")
     def _one_source(self) -> App:
@@ -214,9 +256,12 @@ class App(Model):
     @field_validator("env")
     @classmethod
     def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
-        for name in env:
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        for name, value in env.items():
+            if not ENV_NAME.match(name):
                 raise ValueError(f"{name!r} is not a valid environment variable name")
+            if any(m.group(0) == "${" for m in ENV_TOKEN.finditer(value)):
+                raise ValueError(f"{name}: {value!r}: only ${{NAME}} references to the host environment are "
+                                 "supported (letters, digits and '_'); write $$ for a literal $")
         return env
 
     @property
@@ -231,6 +276,15 @@ class App(Model):
 
 class APC(Model):
     apps: dict[str, App] = Field(min_length=1)
+    env_file: list[str] = Field(default_factory=list,
+                                description="dotenv file(s), relative to the spec, shared by every app")
+
+    _env_file_list = field_validator("env_file", mode="before")(_env_file_list)
+    _env_file_paths = field_validator("env_file")(_env_file_paths)
+
+    def env_files_of(self, app: str) -> list[str]:
+        """The env files app `app` reads, in order: the shared ones, then its own (later ones win)."""
+        return [*self.env_file, *(f for f in self.apps[app].env_file if f not in self.env_file)]
 
     @field_validator("apps")
     @classmethod
@@ -398,6 +452,12 @@ class Stack(Model):
     dbc: DBC = Field(default_factory=DBC)
     cdc: CDC = Field(default_factory=CDC)
     swarm: Swarm = Field(default_factory=Swarm)
+
+    def env_file_paths(self) -> tuple[str, ...]:
+        """Every env file the spec names (relative to the spec's folder, as written), shared ones first.
+        They hold secrets: nothing may copy them into a build context or an image."""
+        paths = [*self.apc.env_file, *(f for app in self.apc.apps.values() for f in app.env_file)]
+        return tuple(dict.fromkeys(paths))
 
     @field_validator("project")
     @classmethod
