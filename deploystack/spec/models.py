@@ -10,9 +10,9 @@ import ipaddress
 import re
 from collections.abc import Mapping
 from pathlib import PurePosixPath
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 # Compose v2 accepts lowercase letters, digits, dashes and underscores, starting with a letter or digit.
 PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -201,6 +201,16 @@ def env_value(value: str, environ: Mapping[str, str] | None = None) -> str:
     return ENV_TOKEN.sub(lambda m: "$" if m.group(0) == "$$" else (environ or {})[m.group(1)], value)
 
 
+def _env_value(value: str) -> str:
+    if any(m.group(0) == "${" for m in ENV_TOKEN.finditer(value)):
+        raise ValueError(f"{value!r}: only ${{NAME}} references to the host environment are supported "
+                         "(letters, digits and '_'); write $$ for a literal $")
+    return value
+
+
+EnvValue = Annotated[str, AfterValidator(_env_value)]
+
+
 def _env_file_list(value: Any) -> Any:
     """`env_file: a.env` is short for `env_file: [a.env]`."""
     return [value] if isinstance(value, str) else value
@@ -226,7 +236,7 @@ class App(Model):
     routes: list[str] = Field(default_factory=list)
     migrate: bool = Field(True, description="run migrations when the app starts")
     worker: Worker | None = Field(None, description="Celery workers from the same image")
-    env: dict[str, str] = Field(default_factory=dict,
+    env: dict[str, EnvValue] = Field(default_factory=dict,
                                 description="values may take ${NAME} from the host environment; $$ is a $")
     env_file: list[str] = Field(default_factory=list,
                                 description="dotenv file(s), relative to the spec: every variable in them "
@@ -256,12 +266,9 @@ class App(Model):
     @field_validator("env")
     @classmethod
     def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
-        for name, value in env.items():
+        for name in env:
             if not ENV_NAME.match(name):
                 raise ValueError(f"{name!r} is not a valid environment variable name")
-            if any(m.group(0) == "${" for m in ENV_TOKEN.finditer(value)):
-                raise ValueError(f"{name}: {value!r}: only ${{NAME}} references to the host environment are "
-                                 "supported (letters, digits and '_'); write $$ for a literal $")
         return env
 
     @property
