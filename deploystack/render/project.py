@@ -11,7 +11,7 @@ from deploystack import history
 from deploystack.errors import UsageError
 from deploystack.gitsource import checkout_dir, head
 from deploystack.plan import ProjectPlan, build_plan
-from deploystack.plan.cdc import OUTPUT_PATH, PROJECT_PATH, SPEC_PATH
+from deploystack.plan.cdc import HOST_ENV_FROM_OUTPUT, OUTPUT_PATH, PROJECT_PATH, SPEC_PATH
 from deploystack.plan.model import Build
 from deploystack.plan.secrets import app_secret
 from deploystack.render.compose import compose_data, dump_yaml
@@ -87,7 +87,11 @@ def render_project(stack: Stack, spec_path: Path, output: Path, ca_bundle: bytes
     """`environ`: where `${NAME}` in apps' env comes from (default: this process's environment)."""
     spec_dir = spec_path.resolve().parent
     output = output.resolve()
-    app_env = resolve_app_env(stack, spec_path, os.environ if environ is None else environ)
+    environ = os.environ if environ is None else environ
+    previous = read_env(output / ENV_FILE)
+    app_env = resolve_app_env(stack, spec_path, environ,
+                              (lambda app, name: previous.get(app_secret(app, name)))
+                              if environ.get(HOST_ENV_FROM_OUTPUT) == "1" else None)
     plan = build_plan(stack, project_dir=os.path.relpath(spec_dir, output), env_files=env_file_names(app_env))
     app_values = app_secret_values(app_env)
     files: dict[str, FileData] = {}
@@ -120,7 +124,7 @@ def render_project(stack: Stack, spec_path: Path, output: Path, ca_bundle: bytes
             pinned = history.pinned_image(records, build.app, images[service.name])
             images[service.name] = pinned or images[service.name]
 
-    kept = {k: v for k, v in read_env(output / ENV_FILE).items() if not k.startswith(APP_SECRET_PREFIX)}
+    kept = {k: v for k, v in previous.items() if not k.startswith(APP_SECRET_PREFIX)}
     secrets = complete_secrets(plan.secrets, kept)
     if stack.cdc.enabled:
         secrets |= {PROJECT_PATH: str(spec_dir), SPEC_PATH: str(spec_path.resolve()),

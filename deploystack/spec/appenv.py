@@ -9,7 +9,7 @@ reported at once, each with its field path and line in the spec.
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,9 +36,17 @@ class ExternalValue:
 AppEnv = dict[str, dict[str, ExternalValue]]
 
 
-def resolve_app_env(stack: Stack, spec_path: Path, environ: Mapping[str, str]) -> AppEnv:
+# (app, variable) -> the value an earlier generate resolved for it, if any
+Previous = Callable[[str, str], str | None]
+
+
+def resolve_app_env(stack: Stack, spec_path: Path, environ: Mapping[str, str],
+                    previous: Previous | None = None) -> AppEnv:
     """Every app's env-file variables (shared files first, later files win) and `env` values that hold
-    `${NAME}` references, resolved. Raises SpecError naming each missing variable and file."""
+    `${NAME}` references, resolved. Raises SpecError naming each missing variable and file.
+
+    `previous`: only where the host's variables cannot be had (the CDC container): an `env` value whose
+    variables are not set keeps the value an earlier generate resolved."""
     spec_dir = spec_path.resolve().parent
     problems: list[tuple[Loc, str]] = []
     files: dict[str, dict[str, str]] = {}
@@ -57,6 +65,10 @@ def resolve_app_env(stack: Stack, spec_path: Path, environ: Mapping[str, str]) -
             values.pop(key, None)  # the spec's own word is last
             if has_references(value):
                 missing = [ref for ref in host_references(value) if ref not in environ]
+                kept = previous(name, key) if missing and previous is not None else None
+                if kept is not None:
+                    values[key] = ExternalValue(kept, HOST, " ".join(f"${r}" for r in missing) + " (kept)")
+                    continue
                 for ref in missing:
                     problems.append((("apc", "apps", name, "env", key),
                                      f"app {name}: host environment variable {ref} is not set"))

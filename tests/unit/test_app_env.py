@@ -246,3 +246,17 @@ def test_env_lists_names_and_sources_masked_unless_shown(tmp_path: Path) -> None
         "name": "DJANGO_SECRET_KEY", "source": "generated secret (DJANGO_SECRET_KEY)", "value": secret_key}
     unknown = cli("env", "nope", "-f", str(spec), env=HOST)
     assert unknown.returncode == 2 and "no app 'nope' in this stack (apps: backend, shop)" in unknown.stderr
+
+
+def test_in_the_cdc_an_unset_host_variable_keeps_the_value_the_host_resolved(tmp_path: Path) -> None:
+    """A push-to-deploy renders inside the CDC container, which has none of the shell's variables."""
+    spec = layout(tmp_path)
+    stack = load_stack(spec)
+    host = render_project(stack, spec, tmp_path / "stack", b"", environ=HOST)
+    write(host.files, host.output, compare(host.files, host.output))
+    with pytest.raises(SpecError):  # on the host, a variable that is not set is an error
+        render_project(stack, spec, tmp_path / "stack", b"", environ={})
+    cdc = render_project(stack, spec, tmp_path / "stack", b"", environ={"DEPLOYSTACK_HOST_ENV_FROM_OUTPUT": "1"})
+    assert cdc.files[".env"].data == host.files[".env"].data
+    assert cdc.secrets["APP_BACKEND__SENTRY_DSN"] == "https://tok3n@sentry.example/1"
+    assert cdc.app_env["backend"]["STRIPE_KEY"].origin == "$STRIPE_KEY (kept)"
