@@ -12,7 +12,17 @@ from collections.abc import Mapping
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 # Compose v2 accepts lowercase letters, digits, dashes and underscores, starting with a letter or digit.
 PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -208,6 +218,13 @@ def _env_value(value: str) -> str:
     return value
 
 
+def _env_name(name: str) -> str:
+    if not ENV_NAME.match(name):
+        raise ValueError(f"{name!r} is not a valid environment variable name")
+    return name
+
+
+EnvName = Annotated[str, AfterValidator(_env_name)]
 EnvValue = Annotated[str, AfterValidator(_env_value)]
 
 
@@ -225,6 +242,11 @@ def _env_file_paths(paths: list[str]) -> list[str]:
     return paths
 
 
+# One path or a list of them, relative to the spec (the schema says so too, for editors).
+EnvFiles = Annotated[list[str], BeforeValidator(_env_file_list), AfterValidator(_env_file_paths),
+                     WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]})]
+
+
 class App(Model):
     source: str | None = Field(None, description="path of the Django project, relative to the spec file")
     git: GitSource | None = Field(None, description="deploy from this repository instead of `source`")
@@ -236,14 +258,11 @@ class App(Model):
     routes: list[str] = Field(default_factory=list)
     migrate: bool = Field(True, description="run migrations when the app starts")
     worker: Worker | None = Field(None, description="Celery workers from the same image")
-    env: dict[str, EnvValue] = Field(default_factory=dict,
+    env: dict[EnvName, EnvValue] = Field(default_factory=dict,
                                 description="values may take ${NAME} from the host environment; $$ is a $")
-    env_file: list[str] = Field(default_factory=list,
-                                description="dotenv file(s), relative to the spec: every variable in them "
-                                            "reaches the app (after apc.env_file, before env)")
-
-    _env_file_list = field_validator("env_file", mode="before")(_env_file_list)
-    _env_file_paths = field_validator("env_file")(_env_file_paths)
+    env_file: EnvFiles = Field(default_factory=list,
+                               description="dotenv file(s), relative to the spec: every variable in them "
+                                           "reaches the app (after apc.env_file, before env)")
 
     @model_validator(mode="after")
     def _one_source(self) -> App:
@@ -263,14 +282,6 @@ class App(Model):
             raise ValueError("a route is listed twice")
         return routes
 
-    @field_validator("env")
-    @classmethod
-    def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
-        for name in env:
-            if not ENV_NAME.match(name):
-                raise ValueError(f"{name!r} is not a valid environment variable name")
-        return env
-
     @property
     def package(self) -> str:
         """The Django project's package: `backend` for `backend.wsgi:application`."""
@@ -283,11 +294,8 @@ class App(Model):
 
 class APC(Model):
     apps: dict[str, App] = Field(min_length=1)
-    env_file: list[str] = Field(default_factory=list,
-                                description="dotenv file(s), relative to the spec, shared by every app")
-
-    _env_file_list = field_validator("env_file", mode="before")(_env_file_list)
-    _env_file_paths = field_validator("env_file")(_env_file_paths)
+    env_file: EnvFiles = Field(default_factory=list,
+                               description="dotenv file(s), relative to the spec, shared by every app")
 
     def env_files_of(self, app: str) -> list[str]:
         """The env files app `app` reads, in order: the shared ones, then its own (later ones win)."""

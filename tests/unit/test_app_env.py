@@ -187,10 +187,14 @@ def test_derived_test_specs_point_at_the_same_env_files(tmp_path: Path) -> None:
      "${NAME} references to the host environment are supported (letters, digits and '_'); write $$ for a "
      "literal $"),
     ("env_file: [secrets/backend.env]", "apc.apps.backend.env_file (line 9): must be a list (got 3)"),
+    ("env_file: shared.env", "apc.env_file (line 3): a file is listed twice"),
+    ("PLAIN: ", "apc.apps.backend.env.1BAD (line 11): '1BAD' is not a valid environment variable name"),
 ])
 def test_bad_env_values_are_refused_with_field_and_line(tmp_path: Path, change: str, message: str) -> None:
     replacement = {"STRIPE_KEY: ${STRIPE_KEY}": "STRIPE_KEY: ${STRIPE_KEY:-x}",
-                   "env_file: [secrets/backend.env]": "env_file: 3"}[change]
+                   "env_file: [secrets/backend.env]": "env_file: 3",
+                   "env_file: shared.env": "env_file: [shared.env, shared.env]",
+                   "PLAIN: ": "1BAD: x\n        PLAIN: "}[change]
     spec = layout(tmp_path, SPEC.replace(change, replacement))
     with pytest.raises(SpecError) as caught:
         load_stack(spec)
