@@ -27,11 +27,13 @@ app = typer.Typer(
 def _register_groups() -> None:
     from deploystack.cli_db import db_app
     from deploystack.cli_deploy import register as register_deploys
+    from deploystack.cli_env import register as register_env
     from deploystack.cli_export import export_app
     from deploystack.cli_lbc import lbc_app
     from deploystack.cli_media import media_app
 
     register_deploys(app)
+    register_env(app)
     app.add_typer(db_app, name="db")
     app.add_typer(export_app, name="export")
     app.add_typer(lbc_app, name="lbc")

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from deploystack.engine.apply import Outcome
     from deploystack.engine.client import DockerClient
     from deploystack.engine.report import Reporter
+    from deploystack.envlist import EnvRow
 
 DEFAULT_SPEC = Path("deploystack.yaml")
 STATE_DIR = ".deploystack"
@@ -336,6 +337,22 @@ def write_starter(path: Path, force: bool) -> None:
 
 def stack_of(target: Target) -> Stack:
     return load_stack(target.spec)
+
+
+def app_env(target: Target, app: str, show: bool) -> list[EnvRow]:
+    """What `deploystack env APP` lists: the app's variables, each with its source, secrets masked unless
+    `show`. Reads the host environment and env files like generate (a missing one is exit 2), writes nothing."""
+    from deploystack.envlist import env_rows
+    from deploystack.plan import build_plan
+    from deploystack.render.envfile import read_env
+    from deploystack.render.project import env_file_names
+    from deploystack.spec.appenv import resolve_app_env
+
+    stack = stack_of(target)
+    check_output_project(target.output, stack.project)
+    resolved = resolve_app_env(stack, target.spec, os.environ)
+    plan = build_plan(stack, env_files=env_file_names(resolved))
+    return env_rows(stack, plan, app, resolved, read_env(target.output / ENV_FILE), show)
 
 
 def media_usage(target: Target) -> int:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from pathlib import PurePosixPath
 
 from deploystack.plan.bases import PYTHON_RELEASES, base_image
 from deploystack.plan.dbc import PRIMARY, replica_names
 from deploystack.plan.mmc import s3_endpoint
 from deploystack.plan.model import AppImage, Build, HealthCheck, Service
-from deploystack.plan.secrets import escape, ref
-from deploystack.spec.models import App, Stack
+from deploystack.plan.secrets import app_secret, escape, ref
+from deploystack.spec.models import App, Stack, env_value, has_references
 
 APP_PORT = 8000
 MEDIA_URL = "/media/"  # the LBC serves the media bucket here
@@ -40,7 +41,16 @@ def backing_services(stack: Stack) -> tuple[str, ...]:
     return tuple(names)
 
 
-def app_environment(stack: Stack, name: str, app: App) -> tuple[tuple[str, str], ...]:
+def external_names(name: str, app: App, env_file_names: Collection[str]) -> tuple[str, ...]:
+    """The variables of app `name` whose values live in .env, not compose.yaml: its env files' (less those
+    `env` sets) and the `env` values that take `${NAME}` from the host."""
+    names = [n for n in env_file_names if n not in app.env]
+    return (*names, *(key for key, value in app.env.items() if has_references(value)))
+
+
+def app_environment(stack: Stack, name: str, app: App,
+                    env_file_names: Collection[str] = ()) -> tuple[tuple[str, str], ...]:
+    """`env_file_names`: the variables the app's env files give it (read when rendering)."""
     acc, dbc = stack.acc, stack.dbc
     env: dict[str, str] = {
         "DEPLOYSTACK_PROJECT": stack.project,
@@ -86,7 +96,11 @@ def app_environment(stack: Stack, name: str, app: App) -> tuple[tuple[str, str],
     for other in stack.apc.apps:
         if other != name:
             env[f"APC_{other.upper().replace('-', '_')}_URL"] = f"http://{other}:{APP_PORT}"
-    env |= {key: escape(value) for key, value in app.env.items()}  # the user's word is last
+    # The app's env files, then the user's word last. Values from outside the spec are .env references.
+    external = set(external_names(name, app, env_file_names))
+    for key in (*(n for n in env_file_names if n not in app.env), *app.env):
+        env.pop(key, None)
+        env[key] = ref(app_secret(name, key)) if key in external else escape(env_value(app.env[key]))
     return tuple(env.items())
 
 
@@ -104,7 +118,8 @@ def app_image(app: App) -> AppImage:
     )
 
 
-def plan_apc(stack: Stack) -> list[Service]:
+def plan_apc(stack: Stack, env_files: Mapping[str, Collection[str]] | None = None) -> list[Service]:
+    """`env_files`: app -> the variable names its env files give it."""
     services: list[Service] = []
     backing = backing_services(stack)
     for name, app in stack.apc.apps.items():
@@ -115,7 +130,7 @@ def plan_apc(stack: Stack) -> list[Service]:
             app_source=PurePosixPath(app.source) if app.source is not None else None,
             app=name, from_git=app.git is not None, app_image=image,
         )
-        env = app_environment(stack, name, app)
+        env = app_environment(stack, name, app, (env_files or {}).get(name, ()))
         depends = backing
         if app.migrate:
             services.append(Service(

@@ -13,6 +13,9 @@ PORT = 9000
 PROJECT_PATH = "DEPLOYSTACK_PROJECT_DIR"
 SPEC_PATH = "DEPLOYSTACK_SPEC"
 OUTPUT_PATH = "DEPLOYSTACK_OUTPUT"  # also read by every CLI command that takes -o
+# Set in the CDC only: it lacks the shell's variables, so an app's `${NAME}` value it cannot resolve is the
+# one the last generate on the host wrote into .env (spec/appenv.py).
+HOST_ENV_FROM_OUTPUT = "DEPLOYSTACK_HOST_ENV_FROM_OUTPUT"
 
 
 def local_repositories(stack: Stack) -> list[str]:
@@ -42,7 +45,8 @@ def plan_cdc(stack: Stack, project_dir: str) -> tuple[list[Service], list[Config
                      ("CDC_PROVIDER", stack.cdc.provider),
                      ("DEPLOYSTACK_PROJECT", stack.project),
                      ("DEPLOYSTACK_SPEC", ref(SPEC_PATH)),
-                     ("DEPLOYSTACK_OUTPUT", ref(OUTPUT_PATH))),
+                     ("DEPLOYSTACK_OUTPUT", ref(OUTPUT_PATH)),
+                     (HOST_ENV_FROM_OUTPUT, "1")),
         # egress: fetching git sources needs the outside world, which `private` does not give.
         networks=("private", "egress"),
         # The Docker socket is root on the host: see docs/ARCHITECTURE.md, "CDC and the socket".

@@ -132,6 +132,8 @@ class ProjectPlan:
     volumes: tuple[str, ...]
     configs: tuple[ConfigFile, ...] = ()
     secrets: tuple[str, ...] = ()  # names of the generated secrets kept in .env
+    # .env names of app variables from the host environment or env files (plan/secrets.app_secret)
+    app_secrets: tuple[str, ...] = ()
 
     def service(self, name: str) -> Service:
         for service in self.services:

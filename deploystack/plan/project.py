@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import replace
 
 from deploystack.errors import DeployError, UsageError
 from deploystack.plan.acc import plan_acc
-from deploystack.plan.apc import plan_apc
+from deploystack.plan.apc import external_names, plan_apc
 from deploystack.plan.cdc import PORT as CDC_PORT
 from deploystack.plan.cdc import plan_cdc
 from deploystack.plan.dbc import OFFSITE_NETWORK, plan_dbc
 from deploystack.plan.lbc import fail2ban_configs, plan_lbc
 from deploystack.plan.mmc import plan_mmc
 from deploystack.plan.model import Network, ProjectPlan, Service
-from deploystack.plan.secrets import secret_names
+from deploystack.plan.secrets import app_secret, secret_names
 from deploystack.spec.models import Stack
 
 
@@ -21,8 +22,11 @@ class CycleError(DeployError):
     """Services depend on each other in a loop: a bug in a planner, never a user's input."""
 
 
-def build_plan(stack: Stack, project_dir: str = "..", swarm: bool = False) -> ProjectPlan:
+def build_plan(stack: Stack, project_dir: str = "..", swarm: bool = False,
+               env_files: Mapping[str, Collection[str]] | None = None) -> ProjectPlan:
     """`project_dir`: the spec's folder relative to the output directory (Compose resolves from there).
+
+    `env_files`: app -> the variable names its env files give it (spec/appenv.py reads them).
 
     `swarm`: the plan for Docker Swarm: the LBC finds apps through Docker's DNS, and there is no CDC (it
     drives one engine through its socket and mounts the project folder, neither of which a swarm has).
@@ -33,7 +37,7 @@ def build_plan(stack: Stack, project_dir: str = "..", swarm: bool = False) -> Pr
     cdc_services, cdc_configs = plan_cdc(stack, project_dir) if not swarm else ([], [])
     lbc, lbc_volumes, lbc_conf = plan_lbc(stack, f"cdc:{CDC_PORT}" if cdc_services else None, project_dir,
                                           swarm)
-    services = [*db_services, *acc_services, *mmc_services, *plan_apc(stack), *cdc_services, lbc]
+    services = [*db_services, *acc_services, *mmc_services, *plan_apc(stack, env_files), *cdc_services, lbc]
     networks = [Network("public", internal=False), Network("private", internal=True)]
     if cdc_services:
         networks.append(Network("egress", internal=False))
@@ -46,6 +50,8 @@ def build_plan(stack: Stack, project_dir: str = "..", swarm: bool = False) -> Pr
         volumes=tuple(db_volumes + acc_volumes + mmc_volumes + lbc_volumes),
         configs=(*db_configs, *cdc_configs, lbc_conf, *fail2ban_configs(stack)),
         secrets=secret_names(stack),
+        app_secrets=tuple(app_secret(name, var) for name, app in stack.apc.apps.items()
+                          for var in external_names(name, app, (env_files or {}).get(name, ()))),
     )
 
 

@@ -24,6 +24,12 @@ def secret_names(stack: Stack) -> tuple[str, ...]:
     return tuple(names)
 
 
+def app_secret(app: str, name: str) -> str:
+    """The .env name that holds variable `name` of app `app` when its value comes from outside the spec
+    (host environment, env file): one per app, so a changed value changes only the apps that use it."""
+    return f"APP_{app.upper().replace('-', '_')}__{name}"
+
+
 def ref(name: str) -> str:
     """A reference to secret `name` in Compose's interpolation syntax."""
     return "${" + name + "}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,8 +11,9 @@ from deploystack import history
 from deploystack.errors import UsageError
 from deploystack.gitsource import checkout_dir, head
 from deploystack.plan import ProjectPlan, build_plan
-from deploystack.plan.cdc import OUTPUT_PATH, PROJECT_PATH, SPEC_PATH
+from deploystack.plan.cdc import HOST_ENV_FROM_OUTPUT, OUTPUT_PATH, PROJECT_PATH, SPEC_PATH
 from deploystack.plan.model import Build
+from deploystack.plan.secrets import app_secret
 from deploystack.render.compose import compose_data, dump_yaml
 from deploystack.render.contexts import content_hash, context_files
 from deploystack.render.dbtls import offsite_tls
@@ -19,6 +21,8 @@ from deploystack.render.envfile import complete_secrets, env_text, read_env
 from deploystack.render.sourcetree import FileData
 from deploystack.render.swarm import Settings, secret_files, stack_data
 from deploystack.render.templates import render_template
+from deploystack.spec.appenv import ENV_FILE as ENV_FILE_SOURCE
+from deploystack.spec.appenv import AppEnv, resolve_app_env
 from deploystack.spec.models import Stack
 
 COMPOSE_FILE = "compose.yaml"
@@ -49,9 +53,10 @@ class Rendered:
     files: dict[str, FileData]  # path relative to output -> content
     images: dict[str, str]  # service name -> image reference
     builds: tuple[BuildJob, ...]  # one per distinct build context
-    secrets: dict[str, str]
+    secrets: dict[str, str]  # generated secrets and the apps' values from outside the spec, by .env name
     source_images: dict[str, str]  # app -> the image its source builds (differs from images when pinned)
     retained: frozenset[str]  # images of recent deploys, kept for a quick rollback
+    app_env: AppEnv  # the apps' values from outside the spec, with where each came from
 
 
 def read_ca_bundle(path: Path | None) -> bytes:
@@ -85,10 +90,18 @@ def check_output_project(output: Path, project: str) -> None:
                          f"`deploystack down` it under its old name first and remove {output}")
 
 
-def render_project(stack: Stack, spec_path: Path, output: Path, ca_bundle: bytes) -> Rendered:
+def render_project(stack: Stack, spec_path: Path, output: Path, ca_bundle: bytes,
+                   environ: Mapping[str, str] | None = None) -> Rendered:
+    """`environ`: where `${NAME}` in apps' env comes from (default: this process's environment)."""
     spec_dir = spec_path.resolve().parent
     output = output.resolve()
-    plan = build_plan(stack, project_dir=os.path.relpath(spec_dir, output))
+    environ = os.environ if environ is None else environ
+    previous = read_env(output / ENV_FILE)
+    app_env = resolve_app_env(stack, spec_path, environ,
+                              (lambda app, name: previous.get(app_secret(app, name)))
+                              if environ.get(HOST_ENV_FROM_OUTPUT) == "1" else None)
+    plan = build_plan(stack, project_dir=os.path.relpath(spec_dir, output), env_files=env_file_names(app_env))
+    app_values = app_secret_values(app_env)
     files: dict[str, FileData] = {}
     for config in plan.configs:
         files[config.path] = FileData(render_template(config.template, config.context).encode())
@@ -120,22 +133,50 @@ def render_project(stack: Stack, spec_path: Path, output: Path, ca_bundle: bytes
             pinned = history.pinned_image(records, build.app, images[service.name])
             images[service.name] = pinned or images[service.name]
 
-    secrets = complete_secrets(plan.secrets, read_env(output / ENV_FILE))
+    kept = {k: v for k, v in previous.items() if not k.startswith(APP_SECRET_PREFIX)}
+    secrets = complete_secrets(plan.secrets, kept)
     if stack.cdc.enabled:
         secrets |= {PROJECT_PATH: str(spec_dir), SPEC_PATH: str(spec_path.resolve()),
                     OUTPUT_PATH: str(output.resolve())}
-    files[ENV_FILE] = FileData(env_text(secrets).encode(), 0o600)
+    files[ENV_FILE] = FileData(env_text(secrets, app_values).encode(), 0o600)
+    secrets |= app_values
     files[COMPOSE_FILE] = FileData(dump_yaml(compose_data(plan, images)).encode())
     return Rendered(plan, output, files, images, tuple(builds.values()), secrets, source_images,
-                    frozenset(history.recent_images(records)))
+                    frozenset(history.recent_images(records)), app_env)
+
+
+def env_file_names(app_env: AppEnv) -> dict[str, list[str]]:
+    """app -> the variables its env files give it, for build_plan."""
+    return {app: [k for k, v in values.items() if v.source == ENV_FILE_SOURCE] for app, values in app_env.items()}
+
+
+APP_SECRET_PREFIX = "APP_"  # plan/secrets.app_secret's names; generated secrets never start so
+
+
+def app_secret_values(app_env: AppEnv) -> dict[str, str]:
+    """The apps' values from outside the spec by their .env name; two apps whose names and variables
+    would share one name (`a--b`'s C and `a`'s B__C) are refused rather than mixed up."""
+    values: dict[str, str] = {}
+    owners: dict[str, str] = {}
+    for app, variables in app_env.items():
+        for name, external in variables.items():
+            key = app_secret(app, name)
+            if key in owners:
+                raise UsageError(f"app {app}'s variable {name} and app {owners[key]}'s would both be {key} "
+                                 "in .env: rename one")
+            owners[key] = app
+            values[key] = external.value
+    return values
 
 
 def never_in_images(stack: Stack, spec_path: Path, output: Path) -> tuple[Path, ...]:
     """What an app's source may hold but no image may: the output folder (wherever -o puts it: .env,
-    keys, copies of the build contexts), the spec, and the folders of `tls: files` certificates."""
+    keys, copies of the build contexts), the spec, its env files, and the folders of `tls: files`
+    certificates."""
     spec_dir = spec_path.resolve().parent
     tls = [spec_dir / name for name in (stack.lbc.cert_file, stack.lbc.key_file) if name is not None]
-    return (output.resolve(), spec_path.resolve(), *dict.fromkeys(path.parent for path in tls))
+    env_files = [spec_dir / name for name in stack.env_file_paths()]
+    return (output.resolve(), spec_path.resolve(), *env_files, *dict.fromkeys(path.parent for path in tls))
 
 
 def _app_source(build: Build, spec_dir: Path, output: Path) -> Path | None:
@@ -169,7 +210,8 @@ def render_swarm(stack: Stack, spec_path: Path, rendered: Rendered, stack_file: 
     `rendered` (the Compose project, whose build contexts make the images)."""
     folder = rendered.output / SWARM_DIR
     stack_file = (stack_file or folder / SWARM_STACK_FILE).resolve()
-    plan = build_plan(stack, project_dir=os.path.relpath(spec_path.resolve().parent, rendered.output), swarm=True)
+    plan = build_plan(stack, project_dir=os.path.relpath(spec_path.resolve().parent, rendered.output), swarm=True,
+                      env_files=env_file_names(rendered.app_env))
     configs = {config.path: render_template(config.template, config.context).encode() for config in plan.configs}
     settings = Settings(stack.swarm.endpoint_mode, stack.swarm.registry, stack.swarm.update_delay)
     files_dir = os.path.relpath(folder, stack_file.parent)

@@ -54,6 +54,11 @@ def content_name(stem: str, data: bytes) -> str:
     return f"{stem}-{hashlib.sha256(data).hexdigest()[:10]}"
 
 
+def all_secrets(plan: ProjectPlan) -> tuple[str, ...]:
+    """The generated secrets and the apps' values from outside the spec: Swarm secrets, both."""
+    return (*plan.secrets, *plan.app_secrets)
+
+
 def secrets_used(service: Service, secret_names: tuple[str, ...]) -> list[str]:
     """The generated secrets `service` refers to in its environment."""
     used = {match.group(1) for _, value in service.environment for match in DOLLAR_OR_REF.finditer(value)}
@@ -129,7 +134,7 @@ def service_data(plan: ProjectPlan, service: Service, image: str, settings: Sett
     out: dict[str, Any] = {"image": registry_image(image, settings.registry)}
     if service.command is not None:
         out["command"] = list(service.command)
-    env = environment(service, plan.secrets)
+    env = environment(service, all_secrets(plan))
     if env:
         out["environment"] = env
     out["networks"] = {
@@ -151,7 +156,7 @@ def service_data(plan: ProjectPlan, service: Service, image: str, settings: Sett
             {"source": key, "target": f"{CONFIG_TARGET}/{PurePosixPath(path).name}"}
             for path, key in config_keys.items() if PurePosixPath(path).parent == PurePosixPath(service.config_dir)
         ]
-    used = secrets_used(service, plan.secrets)
+    used = secrets_used(service, all_secrets(plan))
     if used:
         out["secrets"] = [{"source": secret_keys[name], "target": name} for name in used]
     if service.healthcheck:
@@ -187,8 +192,8 @@ def stack_data(plan: ProjectPlan, images: dict[str, str], settings: Settings, co
 
 def used_secrets(plan: ProjectPlan) -> list[str]:
     """The generated secrets some service of `plan` needs (the CDC's is not one on a swarm)."""
-    used = {name for service in plan.services for name in secrets_used(service, plan.secrets)}
-    return [name for name in plan.secrets if name in used]
+    used = {name for service in plan.services for name in secrets_used(service, all_secrets(plan))}
+    return [name for name in all_secrets(plan) if name in used]
 
 
 def secret_files(plan: ProjectPlan, secrets: dict[str, str]) -> dict[str, str]:

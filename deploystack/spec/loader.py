@@ -83,7 +83,7 @@ def cross_checks(stack: Stack, document: CommentedMap, spec_dir: Path) -> list[P
             if route in owner:
                 loc: Loc = ("apc", "apps", name, "routes", index)
                 problems.append(
-                    Problem(_dotted(loc), f"route {route!r} is already routed to app {owner[route]!r}",
+                    Problem(dotted(loc), f"route {route!r} is already routed to app {owner[route]!r}",
                             line_of(document, loc))
                 )
             owner.setdefault(route, name)
@@ -94,7 +94,7 @@ def cross_checks(stack: Stack, document: CommentedMap, spec_dir: Path) -> list[P
             taken = next((what for prefix, what in reserved.items() if route.startswith(prefix)), None)
             if taken:
                 loc = ("apc", "apps", name, "routes", index)
-                problems.append(Problem(_dotted(loc), f"route {route!r} is reserved for {taken}",
+                problems.append(Problem(dotted(loc), f"route {route!r} is reserved for {taken}",
                                         line_of(document, loc)))
     for name, app in stack.apc.apps.items():
         if app.source is None:  # a git app: its checkout is checked when it is fetched
@@ -102,7 +102,7 @@ def cross_checks(stack: Stack, document: CommentedMap, spec_dir: Path) -> list[P
         loc = ("apc", "apps", name, "source")
         source = spec_dir / app.source
         if not (source / "manage.py").is_file():
-            problems.append(Problem(_dotted(loc), f"no Django project at {source} (manage.py not found)",
+            problems.append(Problem(dotted(loc), f"no Django project at {source} (manage.py not found)",
                                     line_of(document, loc)))
             continue
         problems += _python_pin(name, app.python, source, document)
@@ -112,7 +112,7 @@ def cross_checks(stack: Stack, document: CommentedMap, spec_dir: Path) -> list[P
         same_address = lbc.bind in (offsite.bind, "0.0.0.0")
         if same_address and offsite.port in (lbc.ports.http, lbc.ports.https):
             loc = ("dbc", "offsite", "port")
-            problems.append(Problem(_dotted(loc), f"port {offsite.port} on {offsite.bind} is already the LBC's",
+            problems.append(Problem(dotted(loc), f"port {offsite.port} on {offsite.bind} is already the LBC's",
                                     line_of(document, loc)))
     return problems
 
@@ -122,7 +122,8 @@ def _python_pin(name: str, python: str, source: Path, document: CommentedMap) ->
     try:
         pin = requires_python(name, source)
     except UsageError as exc:
-        return [Problem(_dotted(("apc", "apps", name, "source")), str(exc), line_of(document, ("apc", "apps", name)))]
+        source_loc: Loc = ("apc", "apps", name, "source")
+        return [Problem(dotted(source_loc), str(exc), line_of(document, source_loc))]
     try:
         allowed = pin is None or SpecifierSet(pin).contains(f"{python}.0")
     except InvalidSpecifier:
@@ -132,7 +133,7 @@ def _python_pin(name: str, python: str, source: Path, document: CommentedMap) ->
     others = [version for version in PYTHON_VERSIONS if SpecifierSet(pin or "").contains(f"{version}.0")]
     hint = f": use python: \"{others[0]}\"" if others else ""
     loc: Loc = ("apc", "apps", name, "python")
-    return [Problem(_dotted(loc), f"Python {python} does not satisfy the project's requires-python {pin!r} "
+    return [Problem(dotted(loc), f"Python {python} does not satisfy the project's requires-python {pin!r} "
                                   f"(pyproject.toml){hint}", line_of(document, loc))]
 
 
@@ -156,7 +157,7 @@ def line_of(document: Any, loc: Loc) -> int | None:
 
 def _problem(err: ErrorDetails, document: CommentedMap) -> Problem:
     loc = _clean_loc(err["loc"])
-    return Problem(_dotted(loc), _message(err, loc), line_of(document, loc))
+    return Problem(dotted(loc), _message(err, loc), line_of(document, loc))
 
 
 def _clean_loc(loc: Loc) -> Loc:
@@ -164,7 +165,7 @@ def _clean_loc(loc: Loc) -> Loc:
     return tuple(p for p in loc if p != "[key]" and not (isinstance(p, str) and p.startswith("function-")))
 
 
-def _dotted(loc: Loc) -> str:
+def dotted(loc: Loc) -> str:
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else ("." if out else "") + str(part)

@@ -8,10 +8,21 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 # Compose v2 accepts lowercase letters, digits, dashes and underscores, starting with a letter or digit.
 PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -221,6 +232,62 @@ Python = Literal["3.13", "3.11"]
 PYTHON_VERSIONS: tuple[Python, ...] = ("3.13", "3.11")  # newest first; plan/bases.py maps each to a release
 
 
+# `${NAME}` takes a value from the host environment at `generate`; `$$` is a literal `$`; any other `$`
+# is literal too. A `${` that is not a plain reference (`${X:-default}`, `${x-y}`) is refused.
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ENV_TOKEN = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$\{")
+
+
+def host_references(value: str) -> list[str]:
+    """The host variables an `env` value names, in order (none for a plain value)."""
+    return [m.group(1) for m in ENV_TOKEN.finditer(value) if m.group(1)]
+
+
+def has_references(value: str) -> bool:
+    return any(m.group(0) != "$$" for m in ENV_TOKEN.finditer(value))
+
+
+def env_value(value: str, environ: Mapping[str, str] | None = None) -> str:
+    """What an `env` value means: `${NAME}` -> its value in `environ`, `$$` -> `$`, the rest as written."""
+    return ENV_TOKEN.sub(lambda m: "$" if m.group(0) == "$$" else (environ or {})[m.group(1)], value)
+
+
+def _env_value(value: str) -> str:
+    if any(m.group(0) == "${" for m in ENV_TOKEN.finditer(value)):
+        raise ValueError(f"{value!r}: only ${{NAME}} references to the host environment are supported "
+                         "(letters, digits and '_'); write $$ for a literal $")
+    return value
+
+
+def _env_name(name: str) -> str:
+    if not ENV_NAME.match(name):
+        raise ValueError(f"{name!r} is not a valid environment variable name")
+    return name
+
+
+EnvName = Annotated[str, AfterValidator(_env_name)]
+EnvValue = Annotated[str, AfterValidator(_env_value)]
+
+
+def _env_file_list(value: Any) -> Any:
+    """`env_file: a.env` is short for `env_file: [a.env]`."""
+    return [value] if isinstance(value, str) else value
+
+
+def _env_file_paths(paths: list[str]) -> list[str]:
+    for path in paths:
+        if not path.strip() or "\0" in path:
+            raise ValueError(f"{path!r} is not a file path")
+    if len(set(paths)) != len(paths):
+        raise ValueError("a file is listed twice")
+    return paths
+
+
+# One path or a list of them, relative to the spec (the schema says so too, for editors).
+EnvFiles = Annotated[list[str], BeforeValidator(_env_file_list), AfterValidator(_env_file_paths),
+                     WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]})]
+
+
 class App(Model):
     python: Python = Field(
         PYTHON_VERSIONS[0], description="3.13 (Debian 13) or 3.11 (Debian 12, for projects that need it)")
@@ -234,7 +301,11 @@ class App(Model):
     routes: list[str] = Field(default_factory=list)
     migrate: bool = Field(True, description="run migrations when the app starts")
     worker: Worker | None = Field(None, description="Celery workers from the same image")
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[EnvName, EnvValue] = Field(default_factory=dict,
+                                description="values may take ${NAME} from the host environment; $$ is a $")
+    env_file: EnvFiles = Field(default_factory=list,
+                               description="dotenv file(s), relative to the spec: every variable in them "
+                                           "reaches the app (after apc.env_file, before env)")
     dependencies: AppPath | None = Field(
         None,
         description="the file that lists the app's Python dependencies, relative to the app: uv.lock, "
@@ -277,14 +348,6 @@ class App(Model):
             raise ValueError("a route is listed twice")
         return routes
 
-    @field_validator("env")
-    @classmethod
-    def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
-        for name in env:
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-                raise ValueError(f"{name!r} is not a valid environment variable name")
-        return env
-
     @property
     def package(self) -> str:
         """The Django project's package: `backend` for `backend.wsgi:application`."""
@@ -297,6 +360,12 @@ class App(Model):
 
 class APC(Model):
     apps: dict[str, App] = Field(min_length=1)
+    env_file: EnvFiles = Field(default_factory=list,
+                               description="dotenv file(s), relative to the spec, shared by every app")
+
+    def env_files_of(self, app: str) -> list[str]:
+        """The env files app `app` reads, in order: the shared ones, then its own (later ones win)."""
+        return [*self.env_file, *(f for f in self.apps[app].env_file if f not in self.env_file)]
 
     @field_validator("apps")
     @classmethod
@@ -464,6 +533,12 @@ class Stack(Model):
     dbc: DBC = Field(default_factory=DBC)
     cdc: CDC = Field(default_factory=CDC)
     swarm: Swarm = Field(default_factory=Swarm)
+
+    def env_file_paths(self) -> tuple[str, ...]:
+        """Every env file the spec names (relative to the spec's folder, as written), shared ones first.
+        They hold secrets: nothing may copy them into a build context or an image."""
+        paths = [*self.apc.env_file, *(f for app in self.apc.apps.values() for f in app.env_file)]
+        return tuple(dict.fromkeys(paths))
 
     @field_validator("project")
     @classmethod
