@@ -1,4 +1,4 @@
-"""APC: one service per Django app (nginx + gunicorn/uWSGI in each replica), plus its migration job."""
+"""APC: one service per Django app (nginx + gunicorn/uWSGI/uvicorn in each replica), plus its migration job."""
 
 from __future__ import annotations
 
@@ -12,6 +12,15 @@ from deploystack.spec.models import App, Stack
 
 APP_PORT = 8000
 MEDIA_URL = "/media/"  # the LBC serves the media bucket here
+# pip requirements of each app server, installed in the image from the SERVER_PACKAGES build argument
+# (space-separated). uWSGI is Debian's; gunicorn comes with it, as before, so WSGI images share a layer.
+# uvicorn: websockets for the websocket protocol, httptools and uvloop for speed ("uvicorn[standard]"
+# without its development parts: file watching, .env and YAML loading).
+SERVER_PACKAGES = {
+    "gunicorn": ("gunicorn>=22,<24",),
+    "uwsgi": ("gunicorn>=22,<24",),
+    "uvicorn": ("uvicorn>=0.30,<1", "websockets>=13,<18", "httptools>=0.6,<1", "uvloop>=0.19,<1"),
+}
 
 
 def worker_service(app_name: str) -> str:
@@ -39,7 +48,8 @@ def app_environment(stack: Stack, name: str, app: App) -> tuple[tuple[str, str],
         "DEPLOYSTACK_PROJECT": stack.project,
         "DEPLOYSTACK_APP": name,
         "DJANGO_SETTINGS_MODULE": app.settings_module,
-        "APP_WSGI": app.wsgi,
+        # APP_WSGI or APP_ASGI: the entrypoint serves what the server takes.
+        "APP_ASGI" if app.asgi else "APP_WSGI": app.entry_point,
         "APP_SERVER": app.server,
         "APP_WORKERS": str(app.workers),
         "DJANGO_SECRET_KEY": ref("DJANGO_SECRET_KEY"),
@@ -88,7 +98,8 @@ def plan_apc(stack: Stack) -> list[Service]:
     for name, app in stack.apc.apps.items():
         build = Build(
             role="apc", repo=f"{stack.project}/{name}", context=f"build/apps/{name}",
-            args=(("DJANGO_SETTINGS_MODULE", app.settings_module),),
+            args=(("DJANGO_SETTINGS_MODULE", app.settings_module),
+                  ("SERVER_PACKAGES", " ".join(SERVER_PACKAGES[app.server]))),
             app_source=PurePosixPath(app.source) if app.source is not None else None,
             app=name, from_git=app.git is not None,
         )
