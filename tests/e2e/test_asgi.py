@@ -140,27 +140,27 @@ class SocketLoad:
                     self.result.handshake_failures.append(f"{type(exc).__name__}: {exc}")
                 time.sleep(0.2)
                 continue
-            try:
-                while self._running():
-                    sent += 1
-                    reply = echo(ws, f"client {number} message {sent}")
+            with ws:
+                try:
+                    while self._running():
+                        sent += 1
+                        reply = echo(ws, f"client {number} message {sent}")
+                        with self._lock:
+                            self.result.echoes += 1
+                            self.result.served_by.add(reply["served_by"])
+                        time.sleep(0.05)
+                    ws.close()
                     with self._lock:
-                        self.result.echoes += 1
-                        self.result.served_by.add(reply["served_by"])
-                    time.sleep(0.05)
-                ws.close()
-                with self._lock:
-                    self.result.client_closed += 1
-            except ConnectionClosed as exc:
-                with self._lock:
-                    if exc.rcvd is None:  # no close frame came: the connection was cut (1006)
+                        self.result.client_closed += 1
+                except ConnectionClosed as exc:
+                    with self._lock:
+                        if exc.rcvd is None:  # no close frame came: the connection was cut (1006)
+                            self.result.abnormal.append(f"{type(exc).__name__}: {exc}")
+                        else:
+                            self.result.server_closed[exc.rcvd.code] += 1
+                except (OSError, TimeoutError) as exc:
+                    with self._lock:
                         self.result.abnormal.append(f"{type(exc).__name__}: {exc}")
-                    else:
-                        self.result.server_closed[exc.rcvd.code] += 1
-            except (OSError, TimeoutError) as exc:
-                with self._lock:
-                    self.result.abnormal.append(f"{type(exc).__name__}: {exc}")
-                ws.close()
 
 
 def test_scale_1_3_1_under_http_load_loses_nothing(chat: StackUnderTest) -> None:
@@ -172,6 +172,8 @@ def test_scale_1_3_1_under_http_load_loses_nothing(chat: StackUnderTest) -> None
         chat.scale("chat", 1)
         load.wait_for(load.result.total + 200)
     result = load.result
+    print(f"scale 1 -> 3 -> 1: {result.ok} GETs ok ({result.retried} resent after a reload), "
+          f"{len(result.failures)} failed, {len(result.served_by)} replicas answered")
     assert result.failures == [], result.failures[:5]
     assert result.ok > 300 and len(result.served_by) >= 3
 
@@ -196,6 +198,10 @@ def test_a_deploy_closes_every_websocket_with_a_close_frame(chat: StackUnderTest
         sockets.wait_for(echoes + clients * 5)
         http.wait_for(http.result.total + 100)
     outcome = sockets.result
+    print(f"deploy under load: {sum(outcome.server_closed.values())} sockets closed by the server "
+          f"{dict(outcome.server_closed)}, {outcome.client_closed} by the client, {outcome.echoes} echoes, "
+          f"{http.result.ok} GETs ok ({http.result.retried} resent after a reload), "
+          f"{len(http.result.failures)} failed")
     assert "deployed chat" in result.stdout
     assert outcome.abnormal == [], outcome.abnormal[:5]
     assert outcome.handshake_failures == [], outcome.handshake_failures[:5]
