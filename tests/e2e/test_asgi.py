@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import ssl
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 import requests
@@ -31,8 +33,12 @@ ORIGIN = "https://localhost"  # Channels' AllowedHostsOriginValidator checks it 
 
 
 @pytest.fixture(scope="module")
-def chat() -> Iterator[StackUnderTest]:
-    with StackUnderTest(SPEC) as stack:
+def chat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackUnderTest]:
+    # A copy: the deploy test changes the app's code.
+    folder = tmp_path_factory.mktemp("asgi-chat")
+    shutil.copytree(SPEC.parent, folder, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__", "staticfiles", "stack"))
+    with StackUnderTest(folder / SPEC.name) as stack:
         yield stack
 
 
@@ -64,7 +70,7 @@ def test_the_async_view_answers_through_the_lbc(chat: StackUnderTest) -> None:
     assert reply.status_code == 200, reply.text
     body = reply.json()
     # Served by uvicorn (an ASGIRequest), the async ORM reached PostgreSQL (the migrated auth tables).
-    assert (body["hello"], body["request"], body["users"]) == ("async", "ASGIRequest", 0)
+    assert (body["hello"], body["version"], body["request"], body["users"]) == ("async", "1", "ASGIRequest", 0)
     assert reply.headers["X-Served-By"] == body["served_by"]
 
 
@@ -178,34 +184,45 @@ def test_scale_1_3_1_under_http_load_loses_nothing(chat: StackUnderTest) -> None
     assert result.ok > 300 and len(result.served_by) >= 3
 
 
-def deploy(stack: StackUnderTest, app: str) -> subprocess.CompletedProcess[str]:
+def cli(stack: StackUnderTest, *args: str) -> subprocess.CompletedProcess[str]:
     env = os.environ | {"DEPLOYSTACK_OUTPUT": str(stack.target.output)}
-    return subprocess.run([sys.executable, "-m", "deploystack", "deploy", app, "-f", str(stack.spec)],
-                          capture_output=True, text=True, timeout=900, env=env)
+    result = subprocess.run([sys.executable, "-m", "deploystack", *args, "-f", str(stack.spec)],
+                            capture_output=True, text=True, timeout=900, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
 
 
-def test_a_deploy_closes_every_websocket_with_a_close_frame(chat: StackUnderTest) -> None:
+def version(stack: StackUnderTest) -> str:
+    reply = requests.get(stack.url("/api/hello/"), verify=False, timeout=10)
+    assert reply.status_code == 200, reply.text
+    return str(reply.json()["version"])
+
+
+def test_deploy_and_rollback_close_every_websocket_with_a_close_frame(chat: StackUnderTest) -> None:
     clients = 6
-    with LoadLoop(chat.url("/api/hello/"), threads=2, max_requests=20_000, max_seconds=600) as http, \
-            SocketLoad(chat, clients=clients) as sockets:
-        sockets.wait_for(clients * 5)
-        before = set(sockets.result.served_by)
-        result = deploy(chat, "chat")
-        assert result.returncode == 0, result.stdout + result.stderr
-        # The clients reconnected to the new replica and echo there.
-        eventually(lambda: sockets.result.served_by - before, "echoes from the new replica", timeout=60)
-        echoes = sockets.result.echoes
-        sockets.wait_for(echoes + clients * 5)
+    source = Path(str(chat.stack.apc.apps["chat"].source))
+    views = source / "chat" / "views.py"
+    views.write_text(views.read_text().replace('VERSION = "1"', 'VERSION = "2"'))
+    with LoadLoop(chat.url("/api/hello/"), threads=2, max_requests=30_000, max_seconds=900) as http, \
+            SocketLoad(chat, clients=clients, max_seconds=900) as sockets:
+        for command, expected in (("deploy", "2"), ("rollback", "1")):
+            sockets.wait_for(sockets.result.echoes + clients * 5)
+            before = set(sockets.result.served_by)
+            result = cli(chat, command, "chat")
+            assert version(chat) == expected, result.stdout
+            # The clients reconnected to the new replica and echo there.
+            eventually(lambda old=before: sockets.result.served_by - old,  # type: ignore[misc]
+                       f"echoes from the replica after {command}", timeout=60)
+        sockets.wait_for(sockets.result.echoes + clients * 5)
         http.wait_for(http.result.total + 100)
     outcome = sockets.result
-    print(f"deploy under load: {sum(outcome.server_closed.values())} sockets closed by the server "
+    print(f"deploy and rollback under load: {sum(outcome.server_closed.values())} sockets closed by the server "
           f"{dict(outcome.server_closed)}, {outcome.client_closed} by the client, {outcome.echoes} echoes, "
           f"{http.result.ok} GETs ok ({http.result.retried} resent after a reload), "
           f"{len(http.result.failures)} failed")
-    assert "deployed chat" in result.stdout
     assert outcome.abnormal == [], outcome.abnormal[:5]
     assert outcome.handshake_failures == [], outcome.handshake_failures[:5]
-    # Every socket open on the old replica got uvicorn's close frame (1012: service restart).
-    assert set(outcome.server_closed) == {1012} and outcome.server_closed[1012] >= clients, outcome
+    # Every socket open on a replaced replica got uvicorn's close frame (1012: service restart), twice over.
+    assert set(outcome.server_closed) == {1012} and outcome.server_closed[1012] >= 2 * clients, outcome
     assert outcome.client_closed == clients
     assert http.result.failures == [], http.result.failures[:5]
