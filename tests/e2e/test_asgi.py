@@ -211,7 +211,7 @@ def test_deploy_and_rollback_close_every_websocket_with_a_close_frame(chat: Stac
             result = cli(chat, command, "chat")
             assert version(chat) == expected, result.stdout
             # The clients reconnected to the new replica and echo there.
-            eventually(lambda old=before: sockets.result.served_by - old,  # type: ignore[misc]
+            eventually(lambda old=before: sockets.result.served_by - old,
                        f"echoes from the replica after {command}", timeout=60)
         sockets.wait_for(sockets.result.echoes + clients * 5)
         http.wait_for(http.result.total + 100)
