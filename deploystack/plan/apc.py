@@ -1,4 +1,4 @@
-"""APC: one service per Django app (nginx + gunicorn/uWSGI in each replica), plus its migration job."""
+"""APC: one service per Django app (nginx + gunicorn/uWSGI/uvicorn in each replica), plus its migration job."""
 
 from __future__ import annotations
 
@@ -14,6 +14,15 @@ from deploystack.spec.models import App, Stack, env_value, has_references
 
 APP_PORT = 8000
 MEDIA_URL = "/media/"  # the LBC serves the media bucket here
+# pip requirements of each app server, installed into the app's virtualenv beside its dependencies (the
+# builder stage compiles uWSGI, with Python built in). uvicorn: websockets for the websocket protocol,
+# httptools and uvloop for speed ("uvicorn[standard]" without its development parts: file watching,
+# .env and YAML loading).
+SERVER_PACKAGES = {
+    "gunicorn": ("gunicorn>=22,<24",),
+    "uwsgi": ("uwsgi>=2.0.26,<2.1",),
+    "uvicorn": ("uvicorn>=0.30,<1", "websockets>=13,<18", "httptools>=0.6,<1", "uvloop>=0.19,<1"),
+}
 
 
 def worker_service(app_name: str) -> str:
@@ -56,7 +65,8 @@ def app_environment(stack: Stack, name: str, app: App,
         "DEPLOYSTACK_PROJECT": stack.project,
         "DEPLOYSTACK_APP": name,
         "DJANGO_SETTINGS_MODULE": app.settings_module,
-        "APP_WSGI": app.wsgi,
+        # APP_WSGI or APP_ASGI: the entrypoint serves what the server takes.
+        "APP_ASGI" if app.asgi else "APP_WSGI": app.entry_point,
         "APP_SERVER": app.server,
         "APP_WORKERS": str(app.workers),
         "DJANGO_SECRET_KEY": ref("DJANGO_SECRET_KEY"),
@@ -102,10 +112,6 @@ def app_environment(stack: Stack, name: str, app: App,
         env.pop(key, None)
         env[key] = ref(app_secret(name, key)) if key in external else escape(env_value(app.env[key]))
     return tuple(env.items())
-
-
-# pip requirements of each app server, installed into the app's virtualenv beside its dependencies.
-SERVER_PACKAGES = {"gunicorn": ("gunicorn>=22,<24",), "uwsgi": ("uwsgi>=2.0.26,<2.1",)}
 
 
 def app_image(app: App) -> AppImage:

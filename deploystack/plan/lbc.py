@@ -50,18 +50,38 @@ def upstreams(stack: Stack) -> list[dict[str, object]]:
     ]
 
 
-def routes(stack: Stack, swarm: bool = False) -> list[dict[str, str]]:
+def routes(stack: Stack, swarm: bool = False) -> list[dict[str, object]]:
     """Path prefixes, longest first, so that nginx's choice is obvious when reading the file.
 
     On Swarm a route names no upstream block but `tasks.<app>`, the address of every healthy task from
     Docker's DNS, looked up again when the resolver's answer expires: scaling needs no new nginx.conf.
+    A websocket route (`websocket: True`) passes the client's Upgrade and keeps a quiet connection open.
     """
-    pairs = [(route, name) for name, app in stack.apc.apps.items() for route in app.routes]
-    pairs.sort(key=lambda pair: (-len(pair[0]), pair[0]))
+    triples = [(route, name, websocket) for name, app in stack.apc.apps.items()
+               for websocket, prefixes in ((False, app.routes), (True, app.websocket_routes))
+               for route in prefixes]
+    triples.sort(key=lambda triple: (-len(triple[0]), triple[0]))
     if swarm:
         return [{"prefix": route, "variable": "tasks_" + name.replace("-", "_"),
-                 "address": f"tasks.{name}:{APP_PORT}"} for route, name in pairs]
-    return [{"prefix": route, "upstream": name} for route, name in pairs]
+                 "address": f"tasks.{name}:{APP_PORT}", "websocket": websocket}
+                for route, name, websocket in triples]
+    return [{"prefix": route, "upstream": name, "websocket": websocket} for route, name, websocket in triples]
+
+
+# What every proxied location sends upstream. `Connection ""` lets nginx keep idle connections to the
+# replicas (the upstreams' keepalive pool); a websocket route replaces it with the client's upgrade, so
+# such a connection is the websocket's alone (nginx never pools an upgraded one). nginx drops the
+# inherited headers of a location that sets any: a websocket location repeats the whole list.
+PROXY_HEADERS = (
+    ("Connection", '""'),
+    # $http_host keeps a non-default port, which Django's CSRF origin check compares.
+    ("Host", "$http_host"),
+    ("X-Forwarded-For", "$proxy_add_x_forwarded_for"),
+    ("X-Forwarded-Proto", "$scheme"),
+    ("X-Real-IP", "$remote_addr"),
+    ("X-Request-ID", "$request_id"),
+)
+WEBSOCKET_HEADERS = (("Upgrade", "$http_upgrade"), ("Connection", "$connection_upgrade"), *PROXY_HEADERS[1:])
 
 
 def tls_files_mounts(lbc: LBC, project_dir: str) -> tuple[tuple[Mount, ...], str, str]:
@@ -169,6 +189,9 @@ def nginx_context(stack: Stack, cdc_upstream: str | None, tls: dict[str, object]
         "proxy_read_timeout": f"{lbc.proxy_read_timeout}s",
         # Sending a request body to a replica gets the same patience as reading its answer.
         "proxy_send_timeout": f"{lbc.proxy_read_timeout}s",
+        "proxy_headers": [{"name": n, "value": v} for n, v in PROXY_HEADERS],
+        "websocket_headers": [{"name": n, "value": v} for n, v in WEBSOCKET_HEADERS],
+        "websocket_timeout": f"{lbc.websocket_timeout}s",
         "gzip_types": " ".join(GZIP_TYPES),
         "fail2ban_log": FAIL2BAN_LOG if lbc.fail2ban.enabled else None,
         "tls": tls,

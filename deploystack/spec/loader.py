@@ -78,24 +78,20 @@ def cross_checks(stack: Stack, document: CommentedMap, spec_dir: Path) -> list[P
     """Rules that span several apps, checked once each field is valid on its own."""
     problems: list[Problem] = []
     owner: dict[str, str] = {}
-    for name, app in stack.apc.apps.items():
-        for index, route in enumerate(app.routes):
-            if route in owner:
-                loc: Loc = ("apc", "apps", name, "routes", index)
-                problems.append(
-                    Problem(dotted(loc), f"route {route!r} is already routed to app {owner[route]!r}",
-                            line_of(document, loc))
-                )
-            owner.setdefault(route, name)
+    for name, loc, route in _app_routes(stack):
+        if route in owner:
+            problems.append(
+                Problem(dotted(loc), f"route {route!r} is already routed to app {owner[route]!r}",
+                        line_of(document, loc))
+            )
+        owner.setdefault(route, name)
     reserved = {"/_lbc/": "the LBC's health check", "/_cdc/": "the deploy webhook (cdc)",
                  "/media/": "the media store (mmc)"}
-    for name, app in stack.apc.apps.items():
-        for index, route in enumerate(app.routes):
-            taken = next((what for prefix, what in reserved.items() if route.startswith(prefix)), None)
-            if taken:
-                loc = ("apc", "apps", name, "routes", index)
-                problems.append(Problem(dotted(loc), f"route {route!r} is reserved for {taken}",
-                                        line_of(document, loc)))
+    for _name, loc, route in _app_routes(stack):
+        taken = next((what for prefix, what in reserved.items() if route.startswith(prefix)), None)
+        if taken:
+            problems.append(Problem(dotted(loc), f"route {route!r} is reserved for {taken}",
+                                    line_of(document, loc)))
     for name, app in stack.apc.apps.items():
         if app.source is None:  # a git app: its checkout is checked when it is fetched
             continue
@@ -135,6 +131,14 @@ def _python_pin(name: str, python: str, source: Path, document: CommentedMap) ->
     loc: Loc = ("apc", "apps", name, "python")
     return [Problem(dotted(loc), f"Python {python} does not satisfy the project's requires-python {pin!r} "
                                   f"(pyproject.toml){hint}", line_of(document, loc))]
+
+
+def _app_routes(stack: Stack) -> list[tuple[str, Loc, str]]:
+    """Every app's routes and websocket routes (each one an LBC location): (app, location, prefix)."""
+    return [(name, ("apc", "apps", name, field, index), route)
+            for name, app in stack.apc.apps.items()
+            for field in ("routes", "websocket_routes")
+            for index, route in enumerate(getattr(app, field))]
 
 
 def line_of(document: Any, loc: Loc) -> int | None:

@@ -102,6 +102,9 @@ class LBC(Model):
     connect_timeout_ms: int = Field(250, ge=10, le=60_000,
                                     description="connect timeout to a replica; a dead one costs at most this")
     proxy_read_timeout: int = Field(30, ge=1, description="seconds")
+    websocket_timeout: int = Field(3600, ge=1, le=86_400,
+                                   description="seconds a websocket route's connection may stay silent "
+                                               "(uvicorn pings every 20 s, so a live one is never cut)")
     fail2ban: Fail2ban = Field(default_factory=Fail2ban)
 
     @field_validator("cert_file", "key_file")
@@ -143,7 +146,7 @@ class LBC(Model):
 class Worker(Model):
     """Celery workers of an app: the app's image running `celery -A <app> worker` (service <app>-worker)."""
 
-    app: str | None = Field(None, description="module for `celery -A`; default: the package of wsgi")
+    app: str | None = Field(None, description="module for `celery -A`; default: the package of wsgi/asgi")
     concurrency: int = Field(2, ge=1, le=64)
     queues: list[str] = Field(default_factory=lambda: ["celery"], min_length=1)
     beat: bool = Field(False, description="also run celery beat in the first worker (one scheduler only)")
@@ -288,17 +291,39 @@ EnvFiles = Annotated[list[str], BeforeValidator(_env_file_list), AfterValidator(
                      WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]})]
 
 
+# module:callable, as the app servers take it (backend.wsgi:application).
+ENTRY_POINT = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
+WSGI_SERVERS = ("gunicorn", "uwsgi")
+ASGI_SERVERS = ("uvicorn",)
+
+
+def _route_prefixes(routes: list[str]) -> list[str]:
+    for route in routes:
+        if not (route.startswith("/") and route.endswith("/")) or " " in route:
+            raise ValueError(f"route {route!r} must start and end with '/'")
+    if len(set(routes)) != len(routes):
+        raise ValueError("a route is listed twice")
+    return routes
+
+
 class App(Model):
     python: Python = Field(
         PYTHON_VERSIONS[0], description="3.13 (Debian 13) or 3.11 (Debian 12, for projects that need it)")
     source: str | None = Field(None, description="path of the Django project, relative to the spec file")
     git: GitSource | None = Field(None, description="deploy from this repository instead of `source`")
-    wsgi: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", description="module:callable")
-    settings: str | None = Field(None, description="settings module; default: <package of wsgi>.settings")
-    server: Literal["gunicorn", "uwsgi"] = "gunicorn"
+    wsgi: str | None = Field(None, pattern=ENTRY_POINT,
+                             description="module:callable of a WSGI app (server gunicorn or uwsgi)")
+    asgi: str | None = Field(None, pattern=ENTRY_POINT,
+                             description="module:callable of an ASGI app (server uvicorn)")
+    settings: str | None = Field(None, description="settings module; default: <package of wsgi/asgi>.settings")
+    server: Literal["gunicorn", "uwsgi", "uvicorn"] = Field(
+        "gunicorn", description="default: gunicorn with wsgi, uvicorn with asgi")
     workers: int = Field(2, ge=1, le=64)
     replicas: int = Field(1, ge=1, le=64)
     routes: list[str] = Field(default_factory=list)
+    websocket_routes: list[str] = Field(
+        default_factory=list, description="path prefixes whose requests may upgrade to websockets (asgi only); "
+                                          "the LBC keeps them open up to lbc.websocket_timeout")
     migrate: bool = Field(True, description="run migrations when the app starts")
     worker: Worker | None = Field(None, description="Celery workers from the same image")
     env: dict[EnvName, EnvValue] = Field(default_factory=dict,
@@ -338,20 +363,49 @@ class App(Model):
             raise ValueError("give `source` or `git`, not both: deploys from git ignore a local folder")
         return self
 
-    @field_validator("routes")
+    _routes_are_prefixes = field_validator("routes", "websocket_routes")(_route_prefixes)
+
+    @model_validator(mode="before")
     @classmethod
-    def _routes_are_prefixes(cls, routes: list[str]) -> list[str]:
-        for route in routes:
-            if not (route.startswith("/") and route.endswith("/")) or " " in route:
-                raise ValueError(f"route {route!r} must start and end with '/'")
-        if len(set(routes)) != len(routes):
-            raise ValueError("a route is listed twice")
-        return routes
+    def _server_for_asgi(cls, data: Any) -> Any:
+        """`asgi:` alone means uvicorn, as `wsgi:` alone means gunicorn."""
+        if isinstance(data, dict) and "asgi" in data and "wsgi" not in data and "server" not in data:
+            return {**data, "server": "uvicorn"}
+        return data
+
+    @model_validator(mode="after")
+    def _entry_point_fits_server(self) -> App:
+        if self.wsgi is not None and self.asgi is not None:
+            raise ValueError("give `wsgi` or `asgi`, not both: one app runs one server")
+        if self.wsgi is None and self.asgi is None:
+            raise ValueError("give the app's `wsgi` (module:callable, served by gunicorn or uwsgi) "
+                             "or its `asgi` (served by uvicorn)")
+        if self.server in ASGI_SERVERS and self.asgi is None:
+            raise ValueError(f"server {self.server!r} runs ASGI apps: give `asgi: module:app` "
+                             "(Django: <project>.asgi:application) instead of `wsgi`")
+        if self.server in WSGI_SERVERS and self.wsgi is None:
+            raise ValueError(f"server {self.server!r} runs WSGI apps: give `wsgi`, or `server: uvicorn` "
+                             "for `asgi`")
+        if self.websocket_routes and self.asgi is None:
+            raise ValueError("websocket_routes need an ASGI app (`asgi:` with server uvicorn): "
+                             "a WSGI server cannot hold a websocket")
+        both = set(self.routes) & set(self.websocket_routes)
+        if both:
+            raise ValueError(f"route {sorted(both)[0]!r} is in both routes and websocket_routes: "
+                             "list it once (websocket_routes are routed to the app too)")
+        return self
+
+    @property
+    def entry_point(self) -> str:
+        """What the app server loads: `wsgi` or `asgi` (the model holds exactly one)."""
+        entry = self.asgi or self.wsgi
+        assert entry is not None
+        return entry
 
     @property
     def package(self) -> str:
         """The Django project's package: `backend` for `backend.wsgi:application`."""
-        return self.wsgi.split(":")[0].rsplit(".", 1)[0]
+        return self.entry_point.split(":")[0].rsplit(".", 1)[0]
 
     @property
     def settings_module(self) -> str:

@@ -144,6 +144,14 @@ def test_postgres_primary_and_replicas(tmp_path: Path) -> None:
     assert result["ALLOWED_HOSTS"] == ["example.com", "backend"]
 
 
+def test_asgi_apps_connect_per_request(tmp_path: Path) -> None:
+    env = {**POSTGRES_ENV, "APP_ASGI": "chat.asgi:application"}
+
+    databases = settings_from_env(tmp_path, environ=env)["DATABASES"]
+
+    assert [db["CONN_MAX_AGE"] for db in databases.values()] == [0, 0, 0]
+
+
 def test_no_replicas_means_no_router(tmp_path: Path) -> None:
     result = settings_from_env(tmp_path, environ={**POSTGRES_ENV, "DB_REPLICAS": ""})
 

@@ -222,6 +222,66 @@ def test_rendered_nginx_conf_of_the_default_blueprint(blueprint: Path, tmp_path:
     assert "acme-challenge" not in conf
 
 
+def add_chat_app(spec: Path) -> None:
+    """An ASGI app beside the demo's: /chat/ is plain HTTP, /chat/ws/ and /live/ pass websockets."""
+    chat = spec.parent / "apps" / "chat"
+    chat.mkdir()
+    (chat / "manage.py").write_text("# stand-in\n")
+    yaml = YAML()
+    data = yaml.load(spec)
+    data["apc"]["apps"]["chat"] = {"source": "apps/chat", "asgi": "chat.asgi:application", "routes": ["/chat/"],
+                                   "websocket_routes": ["/chat/ws/", "/live/"]}
+    data["lbc"]["websocket_timeout"] = 900
+    yaml.dump(data, spec)
+
+
+def locations(conf: str) -> dict[str, list[str]]:
+    """The 443 server's `location PREFIX {...}` blocks: their directives, one per line."""
+    server = conf.split("listen 443", 1)[1]
+    out: dict[str, list[str]] = {}
+    for block in server.split("\n        location ")[1:]:
+        head, body = block.split(" {\n", 1)
+        body = body.split("\n        }", 1)[0]
+        out[head] = [line.strip() for line in body.splitlines() if line.strip() and not line.strip().startswith("#")]
+    return out
+
+
+def test_websocket_routes_pass_upgrades_and_wait_long(blueprint: Path, tmp_path: Path) -> None:
+    add_chat_app(blueprint)
+    conf = text(rendered_of(blueprint, tmp_path), "config/lbc/nginx.conf")
+    assert "    map $http_upgrade $connection_upgrade {\n        default upgrade;\n        \"\" close;\n    }\n" in conf
+    server_level = conf.split("listen 443", 1)[1].split("\n        location ", 1)[0]
+    # Plain routes: HTTP/1.1 with `Connection ""`, so the upstreams' keepalive pool stays in use.
+    assert "proxy_http_version 1.1;" in server_level and 'proxy_set_header Connection "";' in server_level
+    assert "proxy_read_timeout 30s;" in server_level and "proxy_set_header Upgrade" not in server_level
+    found = locations(conf)
+    common = ["proxy_set_header Host $http_host;",
+              "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+              "proxy_set_header X-Forwarded-Proto $scheme;", "proxy_set_header X-Real-IP $remote_addr;",
+              "proxy_set_header X-Request-ID $request_id;"]
+    for prefix in ("/chat/ws/", "/live/"):
+        assert found[prefix] == ["proxy_pass http://chat;", "proxy_set_header Upgrade $http_upgrade;",
+                                 "proxy_set_header Connection $connection_upgrade;", *common,
+                                 "proxy_read_timeout 900s;", "proxy_send_timeout 900s;"], prefix
+    # Every header the plain routes send, a websocket route sends too (it cannot inherit them).
+    assert {line for line in server_level.splitlines() if "proxy_set_header" in line and "Connection" not in line} \
+        <= {"        " + line for line in common}
+    assert found["/chat/"] == ["proxy_pass http://chat;"]
+    assert found["/api/"] == ["proxy_pass http://backend;"]
+    # Longest prefix first, websocket routes among the others.
+    assert [prefix for prefix in found if prefix.startswith("/")][:4] == ["/chat/ws/", "/chat/", "/live/", "/api/"]
+
+
+def test_websocket_routes_on_swarm_name_the_tasks(blueprint: Path, tmp_path: Path) -> None:
+    add_chat_app(blueprint)
+    exported = export_swarm(Target.of(blueprint, None))
+    found = locations(exported.files["config/lbc/nginx.conf"].data.decode())
+    assert found["/live/"][:4] == ["set $tasks_chat tasks.chat:8000;", "proxy_pass http://$tasks_chat;",
+                                   "proxy_set_header Upgrade $http_upgrade;",
+                                   "proxy_set_header Connection $connection_upgrade;"]
+    assert found["/live/"][-2:] == ["proxy_read_timeout 900s;", "proxy_send_timeout 900s;"]
+
+
 def test_rendered_jail_local_of_the_default_blueprint(blueprint: Path, tmp_path: Path) -> None:
     jail = text(rendered_of(blueprint, tmp_path), "config/lbc/jail.local")
     for line in (
@@ -327,7 +387,7 @@ out=$(fail2ban-client --test 2>&1) && echo "jail.local ok" || echo "jail.local $
 dump=$(fail2ban-client -d 2>/dev/null)
 echo "jails $(grep -o "^\['add', '[a-z-]*'" <<<"$dump" | cut -d"'" -f4 | paste -sd ' ')"
 grep "'deploystack-scanners', 'addignoreip'" <<<"$dump"
-for mode in self-signed files acme swarm; do
+for mode in self-signed files acme swarm websocket; do
     mkdir -p /etc/deploystack-certs /etc/deploystack-tls
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=localhost \
         -keyout /etc/deploystack-certs/tls.key -out /etc/deploystack-certs/tls.crt 2>/dev/null
@@ -376,6 +436,15 @@ def test_filters_and_rendered_files_in_the_lbc_image(blueprint: Path, tmp_path: 
         # nginx -t resolves the upstreams' replica names: any address will do for a check.
         hosts |= {str(server).split(":")[0]: "127.0.0.1" for u in plan.upstreams(load_stack(spec))
                   for server in u["servers"]}  # type: ignore[attr-defined]
+    # An ASGI app with websocket routes beside the demo's apps.
+    websocket_spec = blueprint.parent.parent / "websocket" / "deploystack.yaml"
+    shutil.copytree(blueprint.parent, websocket_spec.parent)
+    add_chat_app(websocket_spec)
+    files = {k: v for k, v in rendered_of(websocket_spec, tmp_path).files.items() if k.startswith("config/")}
+    assert "proxy_set_header Connection $connection_upgrade;" in files["config/lbc/nginx.conf"].data.decode()
+    write(files, work / "websocket", compare(files, work / "websocket"))
+    hosts |= {str(server).split(":")[0]: "127.0.0.1" for u in plan.upstreams(load_stack(websocket_spec))
+              for server in u["servers"]}  # type: ignore[attr-defined]
     # On a swarm the routes name tasks.<app> in variables, resolved per request: nothing to resolve for -t.
     swarm_spec = blueprint.parent.parent / "swarm" / "deploystack.yaml"
     shutil.copytree(blueprint.parent, swarm_spec.parent)
@@ -396,4 +465,5 @@ def test_filters_and_rendered_files_in_the_lbc_image(blueprint: Path, tmp_path: 
         "nginx-files ok",
         "nginx-acme ok",
         "nginx-swarm ok",
+        "nginx-websocket ok",
     ]

@@ -96,3 +96,34 @@ def test_a_dependency_cycle_is_its_own_error() -> None:
     b = Service(name="b", role="acc", build=None, depends_on=("a",))
     with pytest.raises(CycleError, match="loop"):
         start_order([a, b])
+
+
+def test_an_asgi_app_gets_uvicorn_and_its_entry_point(tmp_path: Path) -> None:
+    from tests.conftest import write_spec
+
+    spec = write_spec(tmp_path, """\
+project: shop
+apc:
+  apps:
+    backend:
+      source: apps/backend
+      wsgi: backend.wsgi:application
+      server: uwsgi
+    chat:
+      source: apps/chat
+      asgi: chat.asgi:application
+      websocket_routes: [/ws/]
+""", apps=("backend", "chat"))
+    plan = build_plan(load_stack(spec))
+    chat, backend = plan.service("chat"), plan.service("backend")
+    env = dict(chat.environment)
+    assert (env["APP_ASGI"], env["APP_SERVER"], env["DJANGO_SETTINGS_MODULE"]) == (
+        "chat.asgi:application", "uvicorn", "chat.settings")
+    assert "APP_WSGI" not in env and "APP_ASGI" not in dict(backend.environment)
+    # The image's builder installs the app server beside the app's dependencies (compose/apc/Dockerfile.j2).
+    assert chat.build is not None and chat.build.app_image is not None
+    assert backend.build is not None and backend.build.app_image is not None
+    assert chat.build.app_image.server_packages == (
+        "uvicorn>=0.30,<1", "websockets>=13,<18", "httptools>=0.6,<1", "uvloop>=0.19,<1")
+    assert backend.build.app_image.server_packages == ("uwsgi>=2.0.26,<2.1",)  # built in the builder stage
+    assert dict(plan.service("chat-migrate").environment)["APP_ASGI"] == "chat.asgi:application"

@@ -59,7 +59,7 @@ BAD = [
     pytest.param(MINIMAL + "lbcc: {}\n",
                  ["lbcc (line 7): unknown key (did you mean 'lbc'?)"], id="unknown-top-level"),
     pytest.param(MINIMAL + "      server: daphne\n",
-                 ["apc.apps.backend.server (line 7): must be one of 'gunicorn' or 'uwsgi' (got 'daphne')"],
+                 ["apc.apps.backend.server (line 7): must be one of 'gunicorn', 'uwsgi' or 'uvicorn' (got 'daphne')"],
                  id="literal"),
     pytest.param(MINIMAL + "dbc:\n  replicas: -1\n",
                  ["dbc.replicas (line 8): must be ≥ 0 (got -1)"], id="db-replicas"),
@@ -145,6 +145,70 @@ def test_overlapping_routes_between_apps(spec_dir: Path) -> None:
 """
     assert problems_of(spec_dir, text, apps=("backend", "shop")) == [
         "apc.apps.shop.routes[1] (line 11): route '/api/' is already routed to app 'backend'"
+    ]
+
+
+ASGI = MINIMAL.replace("wsgi: backend.wsgi:application", "asgi: backend.asgi:application")
+
+
+def test_asgi_alone_means_uvicorn(spec_dir: Path) -> None:
+    stack = load_stack(write_spec(spec_dir, ASGI + "      routes: [/]\n      websocket_routes: [/ws/]\n"))
+    app = stack.apc.apps["backend"]
+    assert (app.server, app.asgi, app.wsgi, app.websocket_routes) == ("uvicorn", "backend.asgi:application",
+                                                                      None, ["/ws/"])
+    assert (app.entry_point, app.package, app.settings_module) == ("backend.asgi:application", "backend",
+                                                                   "backend.settings")
+    assert stack.lbc.websocket_timeout == 3600
+
+
+SERVERS = [
+    pytest.param(ASGI + "      server: gunicorn\n",
+                 ["apc.apps.backend (line 4): server 'gunicorn' runs WSGI apps: give `wsgi`, or `server: uvicorn` "
+                  "for `asgi`"], id="asgi-on-gunicorn"),
+    pytest.param(MINIMAL + "      server: uvicorn\n",
+                 ["apc.apps.backend (line 4): server 'uvicorn' runs ASGI apps: give `asgi: module:app` "
+                  "(Django: <project>.asgi:application) instead of `wsgi`"], id="wsgi-on-uvicorn"),
+    pytest.param(MINIMAL + "      asgi: backend.asgi:application\n",
+                 ["apc.apps.backend (line 4): give `wsgi` or `asgi`, not both: one app runs one server"],
+                 id="both"),
+    pytest.param(MINIMAL.replace("      wsgi: backend.wsgi:application\n", ""),
+                 ["apc.apps.backend (line 4): give the app's `wsgi` (module:callable, served by gunicorn or "
+                  "uwsgi) or its `asgi` (served by uvicorn)"], id="neither"),
+    pytest.param(ASGI.replace("backend.asgi:application", "backend.asgi"),
+                 ["apc.apps.backend.asgi (line 6): has the wrong form (got 'backend.asgi'): expected to match "
+                  r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"], id="asgi-form"),
+    pytest.param(MINIMAL + "      websocket_routes: [/ws/]\n",
+                 ["apc.apps.backend (line 4): websocket_routes need an ASGI app (`asgi:` with server uvicorn): "
+                  "a WSGI server cannot hold a websocket"], id="websockets-on-wsgi"),
+    pytest.param(ASGI + "      websocket_routes: [ws/]\n",
+                 ["apc.apps.backend.websocket_routes (line 7): route 'ws/' must start and end with '/'"],
+                 id="websocket-route-form"),
+    pytest.param(ASGI + "      routes: [/ws/]\n      websocket_routes: [/ws/]\n",
+                 ["apc.apps.backend (line 4): route '/ws/' is in both routes and websocket_routes: list it once "
+                  "(websocket_routes are routed to the app too)"], id="route-twice"),
+    pytest.param(ASGI + "      websocket_routes: [/_lbc/ws/]\n",
+                 ["apc.apps.backend.websocket_routes[0] (line 7): route '/_lbc/ws/' is reserved for the LBC's "
+                  "health check"], id="websocket-route-reserved"),
+    pytest.param(ASGI + "lbc:\n  websocket_timeout: 0\n",
+                 ["lbc.websocket_timeout (line 8): must be ≥ 1 (got 0)"], id="websocket-timeout"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), SERVERS)
+def test_entry_point_and_server_must_fit(spec_dir: Path, text: str, expected: list[str]) -> None:
+    assert problems_of(spec_dir, text) == expected
+
+
+def test_a_websocket_route_of_one_app_is_not_another_apps_route(spec_dir: Path) -> None:
+    text = ASGI + """\
+      websocket_routes: [/live/]
+    shop:
+      source: apps/shop
+      wsgi: shop.wsgi:application
+      routes: [/live/]
+"""
+    assert problems_of(spec_dir, text, apps=("backend", "shop")) == [
+        "apc.apps.shop.routes[0] (line 11): route '/live/' is already routed to app 'backend'"
     ]
 
 

@@ -104,7 +104,9 @@ def _databases(env: Mapping[str, str], base: Path) -> dict[str, dict[str, Any]]:
         "PASSWORD": env.get("DB_PASSWORD", ""),
         "HOST": host,
         "PORT": port,
-        "CONN_MAX_AGE": 60,
+        # Under ASGI each request's queries may run in another thread, and a persistent connection
+        # would be left open by every one (Django ticket #33497): connect per request there.
+        "CONN_MAX_AGE": 0 if _get(env, "APP_ASGI") else 60,
         "CONN_HEALTH_CHECKS": True,
         "OPTIONS": {"connect_timeout": 5},
     }
