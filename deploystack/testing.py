@@ -51,19 +51,23 @@ def free_port() -> int:
 
 
 def derive_spec(spec: Path, folder: Path, project: str, http: int, https: int) -> Path:
-    """A copy of `spec` in `folder` with another project name, loopback ports and absolute app sources
-    (folders, and git repositories given as local paths) and env files."""
+    """A copy of `spec` in `folder` with another project name, loopback ports and absolute paths: app
+    sources (folders, and git repositories given as local paths), env files and `tls: files`."""
     yaml = YAML(typ="rt")
     data = yaml.load(spec.read_text(encoding="utf-8"))
     data["project"] = project
     lbc = data.setdefault("lbc", {})
     lbc["bind"] = "127.0.0.1"
     lbc["ports"] = {"http": http, "https": https}
+
     def absolute(paths: str | list[str]) -> str | list[str]:
         if isinstance(paths, str):
             return str((spec.resolve().parent / paths).resolve())
         return [str((spec.resolve().parent / path).resolve()) for path in paths]
 
+    for key in ("cert_file", "key_file"):
+        if key in lbc:
+            lbc[key] = absolute(lbc[key])
     if "env_file" in data["apc"]:
         data["apc"]["env_file"] = absolute(data["apc"]["env_file"])
     for app in data["apc"]["apps"].values():

@@ -135,8 +135,9 @@ def _spec_switch(service: str) -> str:
 
 
 def build_images(client: docker.DockerClient, rendered: Rendered, report: Reporter,
-                 force: bool = False) -> list[str]:
-    """Build every context the plan's services use whose tag is missing; returns the images built."""
+                 force: bool = False, nocache: bool = False) -> list[str]:
+    """Build every context the plan's services use whose tag is missing (every one with `force`, and
+    from scratch with `nocache`); returns the images built."""
     built = []
     needed = {rendered.images[s.name] for s in rendered.plan.services}
     for job in (j for j in rendered.builds if j.image in needed):
@@ -145,9 +146,9 @@ def build_images(client: docker.DockerClient, rendered: Rendered, report: Report
                 report.detail(f"{job.image} is up to date")
                 continue
         report.step(f"building {job.image}")
-        for stage in job.stages:  # tagged, so that their layers stay as the next build's cache
+        _build(client, rendered.output / job.context, job, report, nocache=nocache)
+        for stage in job.stages:  # from the cache just made: tagged, so its layers stay for the next build
             _build(client, rendered.output / job.context, job, report, stage)
-        _build(client, rendered.output / job.context, job, report)
         if job.dockerfile is not None:
             check_own_image(client, job)
         built.append(job.image)
@@ -160,13 +161,13 @@ def build_images(client: docker.DockerClient, rendered: Rendered, report: Report
 
 
 def _build(client: docker.DockerClient, context: Path, job: BuildJob, report: Reporter,
-           stage: str | None = None) -> None:
+           stage: str | None = None, nocache: bool = False) -> None:
     image = job.stage_image(stage) if stage else job.image
     tail: deque[str] = deque(maxlen=25)
     with engine_errors(f"building {image}"):
         stream = client.api.build(path=str(context), tag=image, buildargs={"BASE_IMAGE": ROLE_BASE, **job.args},
-                                  dockerfile=job.dockerfile, target=stage, rm=True, forcerm=True, decode=True,
-                                  pull=False)
+                                  dockerfile=job.dockerfile, target=stage, nocache=nocache, rm=True,
+                                  forcerm=True, decode=True, pull=False)
         for chunk in stream:
             if "stream" in chunk:
                 for line in str(chunk["stream"]).splitlines():
@@ -175,7 +176,8 @@ def _build(client: docker.DockerClient, context: Path, job: BuildJob, report: Re
                         report.detail(line)
             if "error" in chunk:
                 tail.append(str(chunk["error"]).strip())
-                raise StackError(f"building {image} failed; last lines:\n" + "\n".join(tail))
+                whose = f"app {job.app}: " if job.app else ""
+                raise StackError(f"{whose}building {image} failed; last lines:\n" + "\n".join(tail))
 
 
 def check_own_image(client: docker.DockerClient, job: BuildJob) -> None:
