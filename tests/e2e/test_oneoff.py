@@ -52,11 +52,12 @@ def test_exit_codes_pass_through(stack: Stack) -> None:
 
 def test_a_oneoff_runs_with_the_app_environment_and_compose_labels(stack: Stack) -> None:
     """While it runs, the one-off is on the app's networks with its secrets and Compose's one-off labels,
-    and no replica alias; a SIGTERM to deploystack reaches the command, and the container goes."""
+    and no replica alias, and no command takes it for a replica; a SIGTERM to deploystack reaches the
+    command, and the container goes."""
     argv = [sys.executable, "-m", "deploystack", "run", "-f", str(stack.spec), "-o",
             str(stack.under_test.target.output), "backend", "--", "sh", "-c",
             'python -c "import socket; socket.create_connection((\'db-primary\', 5432), 3)" && echo ready; '
-            "trap 'exit 143' TERM; sleep 60 & wait"]
+            "trap 'exit 143' TERM; sleep 300 & wait"]
     process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
     try:
@@ -78,6 +79,10 @@ def test_a_oneoff_runs_with_the_app_environment_and_compose_labels(stack: Stack)
         assert set(networks) == {f"{stack.project}_private"}
         assert "backend" not in (networks[f"{stack.project}_private"].get("Aliases") or []), \
             "a one-off must not answer for the app's name"
+        # Neither ps nor up takes it for a replica: up leaves the stack as it is.
+        assert container.name not in stack.cli("ps", "--json").stdout
+        assert "(nothing changed)" in stack.cli("up").stdout
+        assert process.poll() is None and container.name in oneoffs(stack)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 143
     finally:
