@@ -6,8 +6,8 @@ mounts and networks) but labelled as Compose labels a one-off (`oneoff=True`, a 
 service alias (nothing may send the app's traffic to it) and no health check. Attaching is left to the
 docker CLI (`docker start --attach --interactive`, `docker exec --interactive`): it switches the terminal to
 raw mode and follows its size, copies a piped stdin and closes it at its end (`loaddata -`), forwards
-signals and returns the exit code, which done again over the SDK's attach socket would be a fragile copy
-of the CLI. The container is removed afterwards whatever happens (auto-remove as well, for a killed run).
+signals, which done again over the SDK's attach socket would be a fragile copy of the CLI. The exit status
+is the container's own, read through the SDK, and the container is removed afterwards whatever happened.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from deploystack.plan.model import Service
 from deploystack.render.project import Rendered
 
 ONEOFF_NUMBER = -1  # what Compose labels a one-off's container-number with
+STOP_GRACE_S = 10
 
 
 def oneoff_spec(rendered: Rendered, service: Service, image: str, env: dict[str, str], slug: str) -> ContainerSpec:
@@ -89,16 +90,30 @@ def run(client: docker.DockerClient, rendered: Rendered, app: str, command: Sequ
             spec.image, command=list(command), name=spec.name, environment=spec.environment, labels=spec.labels,
             mounts=service_mounts(rendered, service), network=network_name(project, first),
             healthcheck={"test": ["NONE"]}, cap_add=list(service.cap_add) or None, mem_limit=service.mem_limit,
-            stdin_open=True, tty=tty, detach=False, auto_remove=True,
+            stdin_open=True, tty=tty, detach=False,
         )
     try:
         with engine_errors(f"connecting {spec.name}"):
             for net in others:
                 client.networks.get(network_name(project, net)).connect(container)
-        return attached(["start", "--attach", "--interactive", container.id or spec.name])
+        code = attached(["start", "--attach", "--interactive", container.id or spec.name])
+        return exit_status(container, code)
     finally:
         with engine_errors(f"removing {spec.name}"), contextlib.suppress(docker.errors.NotFound):
             container.remove(force=True, v=True)
+
+
+def exit_status(container: Container, cli_code: int) -> int:
+    """The one-off's own exit status. The docker CLI returns at once when it is signalled (exit 0, from
+    docker 28), while the container it passed the signal to is still stopping; and a CLI killed, or
+    detached (Ctrl-P Ctrl-Q), leaves it running: it is stopped then, as the one-off ends with the CLI."""
+    with engine_errors(f"waiting for {container.name}"):
+        container.reload()
+        if container.status == "created":  # it never started: the CLI has said why
+            return cli_code
+        if container.status == "running":
+            container.stop(timeout=STOP_GRACE_S)
+        return int(container.wait().get("StatusCode", cli_code))
 
 
 def exec_in(client: docker.DockerClient, project: str, service: str, number: int, command: Sequence[str],
