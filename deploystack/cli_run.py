@@ -35,7 +35,8 @@ def parse_env(values: list[str] | None, environ: Mapping[str, str] | None = None
             raise UsageError(f"-e {value!r}: give NAME=VALUE, NAME a variable name (letters, digits, _)")
         if not equals:
             if name not in environ:
-                raise UsageError(f"-e {name}: {name} is not set in this shell; give -e {name}=VALUE")
+                raise UsageError(f"-e {name}: {name} is not set in this shell; give -e {name}=VALUE "
+                                 "(a -e of the command itself goes after --)")
             text = environ[name]
         env[name] = text
     return env

@@ -86,8 +86,12 @@ def test_a_oneoff_runs_with_the_app_environment_and_compose_labels(stack: Stack)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 143
     finally:
-        if process.poll() is None:
-            process.kill()
+        if process.poll() is None:  # a failed check above: deploystack still removes its container
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
     eventually(lambda: oneoffs(stack) == [], "the one-off removed", timeout=30)
 
 
@@ -162,3 +166,21 @@ def test_what_does_not_exist_is_exit_2_naming_what_does(stack: Stack, tmp_path: 
                           capture_output=True, text=True, timeout=300)
     assert down.returncode == 2 and "is not up" in down.stderr, down.stderr
     assert oneoffs(stack) == []
+
+
+def test_logs_since_tail_and_timestamps(stack: Stack) -> None:
+    def logs(*words: str) -> list[str]:
+        result = subprocess.run([sys.executable, "-m", "deploystack", "logs", "--file", str(stack.spec), *words],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.splitlines()
+
+    everything = logs("db-primary", "--tail", "all")
+    last = logs("db-primary", "--tail", "2")
+    assert len(everything) > 2 and len(last) == 2
+    assert all(line in logs("db-primary", "--tail", "all") for line in last)  # a line may come meanwhile
+    stamped = logs("db-primary", "-n", "1", "--timestamps")
+    assert len(stamped) == 1
+    assert re.fullmatch(r"\S+-db-primary-1 \| \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z .*", stamped[0]), stamped
+    assert logs("db-primary", "--tail", "all", "--since", "24h")[:len(everything)] == everything
+    assert logs("db-primary", "--since", "2099-01-01T00:00:00Z") == []
