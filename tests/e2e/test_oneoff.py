@@ -7,11 +7,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import requests
 from ruamel.yaml import YAML
 
@@ -93,6 +96,19 @@ def test_a_oneoff_runs_with_the_app_environment_and_compose_labels(stack: Stack)
             except subprocess.TimeoutExpired:
                 process.kill()
     eventually(lambda: oneoffs(stack) == [], "the one-off removed", timeout=30)
+
+
+def test_a_terminal_gets_a_tty_and_a_pipe_does_not(stack: Stack) -> None:
+    if shutil.which("script") is None:
+        pytest.skip("util-linux's script makes the terminal")
+    words = ["backend", "shell", "-c", "import sys; print('TERMINAL' if sys.stdin.isatty() else 'PIPE')"]
+    argv = [sys.executable, "-m", "deploystack", "manage", "-f", str(stack.spec),
+            "-o", str(stack.under_test.target.output), *words]
+    terminal = subprocess.run(["script", "-qec", shlex.join(argv), "/dev/null"], stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=300)
+    assert terminal.returncode == 0 and "TERMINAL" in terminal.stdout, terminal.stdout + terminal.stderr
+    piped = deploystack(stack, ["manage"], words)
+    assert (piped.returncode, piped.stdout.strip()) == (0, "PIPE"), piped.stderr
 
 
 def test_createsuperuser_logs_in_to_the_admin_through_the_lbc(stack: Stack) -> None:
