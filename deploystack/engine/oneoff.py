@@ -83,7 +83,7 @@ def run(client: docker.DockerClient, rendered: Rendered, app: str, command: Sequ
     if missing:
         raise UsageError(f"project {project} has no network {', '.join(missing)}: deploystack up first")
     spec = oneoff_spec(rendered, service, image, env, secrets.token_hex(32))
-    tty = sys.stdin.isatty()
+    tty = on_terminal()
     first, *others = service.networks
     with engine_errors(f"creating {spec.name}"):
         container = client.containers.create(
@@ -128,8 +128,15 @@ def exec_in(client: docker.DockerClient, project: str, service: str, number: int
                 else f"running services: {', '.join(sorted(running))}")
         raise UsageError(f"{service} has no running container number {number} ({have})")
     container = replicas[number]
-    return attached(["exec", "--interactive", *(["--tty"] if sys.stdin.isatty() else []),
+    return attached(["exec", "--interactive", *(["--tty"] if on_terminal() else []),
                      container.id or container.name or "", *command])
+
+
+def on_terminal() -> bool:
+    """A TTY for the command when deploystack's stdin and stdout are both one: `shell` and `createsuperuser`
+    at a prompt are interactive, and `dumpdata > file` gets the command's bytes (a TTY would end its
+    lines in CR LF)."""
+    return sys.stdin.isatty() and sys.stdout.isatty()
 
 
 def attached(arguments: list[str]) -> int:

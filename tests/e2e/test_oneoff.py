@@ -98,7 +98,7 @@ def test_a_oneoff_runs_with_the_app_environment_and_compose_labels(stack: Stack)
     eventually(lambda: oneoffs(stack) == [], "the one-off removed", timeout=30)
 
 
-def test_a_terminal_gets_a_tty_and_a_pipe_does_not(stack: Stack) -> None:
+def test_a_terminal_gets_a_tty_and_a_pipe_does_not(stack: Stack, tmp_path: Path) -> None:
     if shutil.which("script") is None:
         pytest.skip("util-linux's script makes the terminal")
     words = ["backend", "shell", "-c", "import sys; print('TERMINAL' if sys.stdin.isatty() else 'PIPE')"]
@@ -107,6 +107,11 @@ def test_a_terminal_gets_a_tty_and_a_pipe_does_not(stack: Stack) -> None:
     terminal = subprocess.run(["script", "-qec", shlex.join(argv), "/dev/null"], stdin=subprocess.DEVNULL,
                               capture_output=True, text=True, timeout=300)
     assert terminal.returncode == 0 and "TERMINAL" in terminal.stdout, terminal.stdout + terminal.stderr
+    # At a terminal but with stdout to a file (dumpdata > dump.json): no TTY, the command's own bytes.
+    redirected = tmp_path / "out.txt"
+    subprocess.run(["script", "-qec", f"{shlex.join(argv)} > {shlex.quote(str(redirected))}", "/dev/null"],
+                   stdin=subprocess.DEVNULL, capture_output=True, timeout=300, check=True)
+    assert redirected.read_bytes() == b"PIPE\n"
     piped = deploystack(stack, ["manage"], words)
     assert (piped.returncode, piped.stdout.strip()) == (0, "PIPE"), piped.stderr
 
