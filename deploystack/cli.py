@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import time
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -31,9 +32,11 @@ def _register_groups() -> None:
     from deploystack.cli_export import export_app
     from deploystack.cli_lbc import lbc_app
     from deploystack.cli_media import media_app
+    from deploystack.cli_run import register as register_run
 
     register_deploys(app)
     register_env(app)
+    register_run(app)
     app.add_typer(db_app, name="db")
     app.add_typer(export_app, name="export")
     app.add_typer(lbc_app, name="lbc")
@@ -180,13 +183,21 @@ def ps(
 @app.command()
 def logs(
     service: Annotated[str | None, typer.Argument(help="one service (default: all)")] = None,
-    file: SpecOpt = None,
+    # -f is --follow here, as for `docker compose logs`.
+    file: Annotated[Path | None, typer.Option("--file", help="the spec (default ./deploystack.yaml)")] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="keep following")] = False,
-    tail: Annotated[int, typer.Option(help="lines of history per container")] = 100,
+    tail: Annotated[str, typer.Option("--tail", "-n", help="lines of history per container, or all")] = "100",
+    since: Annotated[str | None, typer.Option(
+        help="only lines since a duration ago (10m, 1h30m), a time (2026-12-01T19:00:00Z) or UNIX seconds",
+    )] = None,
+    timestamps: Annotated[bool, typer.Option("--timestamps", "-t", help="prefix each line with its time")] = False,
 ) -> None:
     """Show logs, each line prefixed with its container's name."""
     from deploystack.engine import client, status
+    from deploystack.logopts import parse_since, parse_tail
 
+    lines = parse_tail(tail)
+    start = None if since is None else parse_since(since, time.time())
     project = operations.project_name(Target.of(file, None))
     width = 0
 
@@ -196,7 +207,7 @@ def logs(
         console.say(f"{name:<{width}} | {line}")
 
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends `logs -f`: not an error
-        status.logs(client.connect(), project, service, follow, tail, emit)
+        status.logs(client.connect(), project, service, follow, lines, emit, since=start, timestamps=timestamps)
 
 
 @app.command()

@@ -89,3 +89,14 @@ def promote(
     """Promote a replica when the primary is lost: it becomes db-primary (apps reconnect), replicas re-clone."""
     kept = operations.db_promote(Target.of(file, output), replica, force, console.Progress())
     console.say(f"{replica} promoted: it is db-primary now; the old primary's data is kept in volume {kept}")
+
+
+@db_app.command()
+def shell(
+    arguments: Annotated[list[str] | None, typer.Argument(
+        help="for psql, after -- (e.g. -- -c 'select 1')", show_default=False)] = None,
+    file: SpecOpt = None,
+    output: OutOpt = None,
+) -> None:
+    """psql on the primary, as the app's database user on the app database."""
+    raise typer.Exit(operations.db_shell(Target.of(file, output), arguments or []))

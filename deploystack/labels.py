@@ -4,6 +4,7 @@ PROJECT = "com.docker.compose.project"
 SERVICE = "com.docker.compose.service"
 NUMBER = "com.docker.compose.container-number"
 ONEOFF = "com.docker.compose.oneoff"
+SLUG = "com.docker.compose.slug"  # a one-off container's random id; its name ends in the first 12 characters
 COMPOSE_HASH = "com.docker.compose.config-hash"
 WORKING_DIR = "com.docker.compose.project.working_dir"
 CONFIG_FILES = "com.docker.compose.project.config_files"

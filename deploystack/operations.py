@@ -53,8 +53,9 @@ class Target:
         return cls(spec, output or spec.resolve().parent / "stack")
 
 
-def render(target: Target, ca_bundle: Path | None = None) -> Rendered:
-    stack = load_stack(target.spec)
+def render(target: Target, ca_bundle: Path | None = None, stack: Stack | None = None) -> Rendered:
+    """The project as the spec has it, in memory (`stack`: the spec, when the caller has loaded it)."""
+    stack = stack or load_stack(target.spec)
     check_output_project(target.output, stack.project)  # before fetching into it
     fetch_new_git_sources(stack, target)
     return render_project(stack, target.spec, target.output, read_ca_bundle(ca_bundle))
@@ -490,3 +491,39 @@ def export_replica(target: Target, folder: Path, ca_bundle: Path | None = None) 
     changes = writer.compare(files, folder)
     writer.write(files, folder, changes)
     return changes
+
+
+def run_oneoff(target: Target, app: str, command: list[str], env: dict[str, str]) -> int:
+    """`command` in a new one-off container of `app` (its image, environment and networks, `env` on top),
+    attached to this terminal, then removed; its exit code."""
+    from deploystack.engine import client, oneoff
+
+    stack = stack_of(target)
+    if app not in stack.apc.apps:
+        raise UsageError(f"no app {app!r} in {target.spec}; apps: {', '.join(stack.apc.apps)}")
+    require_generated(target, stack.project)  # the secrets must be the running stack's
+    return oneoff.run(client.connect(), render(target, stack=stack), app, command, env)
+
+
+def exec_service(target: Target, service: str, number: int, command: list[str]) -> int:
+    """`command` in the running container `number` of `service`, attached to this terminal; its exit code."""
+    return _exec(stack_of(target), service, number, command)
+
+
+def db_shell(target: Target, arguments: list[str]) -> int:
+    """psql on the primary, as the app's database user on the app database; `arguments` go to psql."""
+    from deploystack.plan.dbc import PRIMARY
+
+    stack = stack_of(target)
+    # The password comes from the container's own environment, so it is on no command line of the host.
+    psql = ["sh", "-c", 'PGPASSWORD="$POSTGRES_PASSWORD" exec psql -h /run/postgresql "$@"', "psql",
+            "-U", stack.dbc.user, "-d", stack.dbc.database, *arguments]
+    return _exec(stack, PRIMARY, 1, psql)
+
+
+def _exec(stack: Stack, service: str, number: int, command: list[str]) -> int:
+    from deploystack.engine import client, oneoff
+    from deploystack.plan import build_plan
+
+    names = [s.name for s in build_plan(stack).services]
+    return oneoff.exec_in(client.connect(), stack.project, service, number, command, names)

@@ -270,22 +270,28 @@ def stop_and_remove(container: Container, grace: int) -> None:
         container.remove(force=True, v=True)
 
 
+def service_mounts(rendered: Rendered, service: Service) -> list[Mount]:
+    """The service's volumes and binds, and its rendered config folder at /etc/deploystack."""
+    mounts = [
+        Mount(target=interpolate(m.target, rendered.secrets), type="bind" if m.bind else "volume",
+              read_only=m.read_only,
+              source=str((rendered.output / m.source).resolve()) if m.bind
+              else volume_name(rendered.plan.project, m.source))
+        for m in service.mounts
+    ]
+    if service.config_dir:
+        mounts.append(Mount(target=CONFIG_MOUNT, source=str(rendered.output / service.config_dir),
+                            type="bind", read_only=True))
+    return mounts
+
+
 def create_container(client: docker.DockerClient, rendered: Rendered, spec: ContainerSpec,
                      report: Reporter) -> Container:
     """Create and start one container of a service, on its networks, with its mounts and health check."""
     service = spec.service
     project = rendered.plan.project
     report.step(f"creating {spec.name}")
-    mounts = [
-        Mount(target=interpolate(m.target, rendered.secrets), type="bind" if m.bind else "volume",
-              read_only=m.read_only,
-              source=str((rendered.output / m.source).resolve()) if m.bind
-              else volume_name(project, m.source))
-        for m in service.mounts
-    ]
-    if service.config_dir:
-        mounts.append(Mount(target=CONFIG_MOUNT, source=str(rendered.output / service.config_dir),
-                            type="bind", read_only=True))
+    mounts = service_mounts(rendered, service)
     hc = service.healthcheck
     healthcheck = None if hc is None else {
         "test": ["CMD", *hc.test], "interval": hc.interval_s * 10**9, "timeout": hc.timeout_s * 10**9,

@@ -10,9 +10,16 @@ from deploystack.engine.client import engine_errors
 from deploystack.errors import UsageError
 
 
-def project_containers(client: docker.DockerClient, project: str) -> list[Container]:
+def is_oneoff(container: Container) -> bool:
+    """A `deploystack run`/`manage` container (Compose's one-off): never a replica of its service."""
+    return str(container.labels.get(labels.ONEOFF)) == "True"
+
+
+def project_containers(client: docker.DockerClient, project: str, oneoffs: bool = False) -> list[Container]:
+    """The project's service containers; with `oneoffs`, its one-off containers (run, manage) too."""
     with engine_errors("listing containers"):
-        return list(client.containers.list(all=True, filters={"label": f"{labels.PROJECT}={project}"}))
+        found = client.containers.list(all=True, filters={"label": f"{labels.PROJECT}={project}"})
+    return [c for c in found if oneoffs or not is_oneoff(c)]
 
 
 def service_container(client: docker.DockerClient, project: str, service: str, number: int = 1,
@@ -23,7 +30,7 @@ def service_container(client: docker.DockerClient, project: str, service: str, n
     if running:
         selector["status"] = "running"
     with engine_errors(f"looking for {service} of project {project}"):
-        found = client.containers.list(all=True, filters=selector)
+        found = [c for c in client.containers.list(all=True, filters=selector) if not is_oneoff(c)]
     if not found:
         state = "running " if running else ""
         raise UsageError(f"project {project} has no {state}{service} container (is the stack up? deploystack ps)")
@@ -43,4 +50,5 @@ def remove_service_containers(client: docker.DockerClient, project: str, service
     with engine_errors(f"removing {service}"):
         for container in client.containers.list(
                 all=True, filters={"label": [f"{labels.PROJECT}={project}", f"{labels.SERVICE}={service}"]}):
-            container.remove(force=True, v=True)
+            if not is_oneoff(container):
+                container.remove(force=True, v=True)

@@ -49,7 +49,7 @@ def ps(client: docker.DockerClient, project: str) -> list[ContainerRow]:
 
 def down(client: docker.DockerClient, project: str, volumes: bool, report: Reporter) -> None:
     selector = {"label": f"{labels.PROJECT}={project}"}
-    for container in project_containers(client, project):
+    for container in project_containers(client, project, oneoffs=True):  # as `docker compose down`
         report.step(f"removing {container.name}")
         with engine_errors(f"removing {container.name}"):
             if container.status == "running":
@@ -66,9 +66,10 @@ def down(client: docker.DockerClient, project: str, volumes: bool, report: Repor
                 volume.remove(force=True)
 
 
-def logs(client: docker.DockerClient, project: str, service: str | None, follow: bool, tail: int,
-         emit: Callable[[str, str], None]) -> None:
-    """Send each log line to `emit(container_name, line)`; with follow, until interrupted."""
+def logs(client: docker.DockerClient, project: str, service: str | None, follow: bool, tail: int | str,
+         emit: Callable[[str, str], None], since: float | None = None, timestamps: bool = False) -> None:
+    """Send each log line to `emit(container_name, line)`; with follow, until interrupted. `tail`: lines
+    per container or "all"; `since`: UNIX seconds; `timestamps`: each line starts with its RFC 3339 time."""
     containers = [c for c in project_containers(client, project)
                   if service is None or c.labels.get(labels.SERVICE) == service]
     if not containers:
@@ -77,7 +78,8 @@ def logs(client: docker.DockerClient, project: str, service: str | None, follow:
 
     def pump(container: docker.models.containers.Container) -> None:
         try:
-            stream: Iterator[bytes] = container.logs(stream=True, follow=follow, tail=tail)
+            stream: Iterator[bytes] = container.logs(stream=True, follow=follow, tail=tail, timestamps=timestamps,
+                                                     since=since if since and since > 0 else None)
             buffer = b""
             for chunk in stream:
                 buffer += chunk
