@@ -116,9 +116,11 @@ def app_environment(stack: Stack, name: str, app: App,
 
 def app_image(app: App) -> AppImage:
     assets = app.assets
+    # uWSGI embeds Python: it links libpython, which Debian's python3 (statically built) does not bring.
+    server_runtime = (f"libpython{app.python}",) if app.server == "uwsgi" else ()
     return AppImage(
         base=base_image(PYTHON_RELEASES[app.python]), server_packages=SERVER_PACKAGES[app.server],
-        build_packages=tuple(app.packages.build), runtime_packages=tuple(app.packages.runtime),
+        build_packages=tuple(app.packages.build), runtime_packages=(*server_runtime, *app.packages.runtime),
         dependencies=app.dependencies, dockerfile=app.dockerfile,
         assets_command=assets.command if assets else None, assets_output=assets.output if assets else None,
     )
