@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import tempfile
@@ -18,6 +19,7 @@ from deploystack.plan.bases import ALL_BASES, ROLE_BASE
 from deploystack.render.project import BuildJob, Rendered
 
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # the classic builder colours what a step writes to stderr
 STAGE_LABEL = "io.deploystack.build-stage"  # on the earlier stages of multi-stage Dockerfiles
 # Trimmed from a debootstrapped root before import (manuals, translations, apt's lists and caches):
 # 199 MB -> about 75 MB. The dpkg rule keeps later installs (apt-install) as lean.
@@ -164,18 +166,20 @@ def _build(client: docker.DockerClient, context: Path, job: BuildJob, report: Re
            stage: str | None = None, nocache: bool = False) -> None:
     image = job.stage_image(stage) if stage else job.image
     tail: deque[str] = deque(maxlen=25)
+    partial = ""  # the stream comes in chunks that need not end a line (stderr arrives piece by piece)
     with engine_errors(f"building {image}"):
         stream = client.api.build(path=str(context), tag=image, buildargs={"BASE_IMAGE": ROLE_BASE, **job.args},
                                   dockerfile=job.dockerfile, target=stage, nocache=nocache, rm=True,
                                   forcerm=True, decode=True, pull=False)
         for chunk in stream:
             if "stream" in chunk:
-                for line in str(chunk["stream"]).splitlines():
+                *lines, partial = (partial + ANSI.sub("", str(chunk["stream"]))).split("\n")
+                for line in lines:
                     if line.strip():
                         tail.append(line)
                         report.detail(line)
             if "error" in chunk:
-                tail.append(str(chunk["error"]).strip())
+                tail.extend(line for line in (partial, str(chunk["error"]).strip()) if line.strip())
                 whose = f"app {job.app}: " if job.app else ""
                 raise StackError(f"{whose}building {image} failed; last lines:\n" + "\n".join(tail))
 

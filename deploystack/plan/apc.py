@@ -130,6 +130,7 @@ def plan_apc(stack: Stack, env_files: Mapping[str, Collection[str]] | None = Non
     """`env_files`: app -> the variable names its env files give it."""
     services: list[Service] = []
     backing = backing_services(stack)
+    previous_migration: tuple[str, ...] = ()
     for name, app in stack.apc.apps.items():
         image = app_image(app)
         build = Build(
@@ -141,10 +142,13 @@ def plan_apc(stack: Stack, env_files: Mapping[str, Collection[str]] | None = Non
         env = app_environment(stack, name, app, (env_files or {}).get(name, ()))
         depends = backing
         if app.migrate:
+            # One app's migrations at a time: apps share the database, and two `migrate` runs at once race
+            # to create the same tables (django_migrations, django_content_type).
             services.append(Service(
                 name=migrate_job(name), role="apc-job", build=build, environment=env,
-                command=("migrate",), depends_on=backing, one_shot=True,
+                command=("migrate",), depends_on=(*backing, *previous_migration), one_shot=True,
             ))
+            previous_migration = (migrate_job(name),)
             depends = (*backing, migrate_job(name))
         services.append(Service(
             name=name, role="apc", build=build, replicas=app.replicas, environment=env,

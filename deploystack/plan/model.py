@@ -45,8 +45,8 @@ class Build:
 
     @property
     def stages(self) -> tuple[str, ...]:
-        """Named stages built (and tagged) first, so that the classic builder keeps their layers as a
-        cache: an app's dependency layer must survive a code-only change."""
+        """Named stages tagged after each build, so that the classic builder keeps their layers as the
+        next build's cache: an app's dependency layer must survive a code-only change."""
         if self.app_image is None or self.app_image.dockerfile is not None:
             return ()
         return ("builder", "assets") if self.app_image.assets_output is not None else ("builder",)

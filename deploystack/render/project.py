@@ -37,7 +37,7 @@ class BuildJob:
     image: str  # repo:tag
     context: str  # relative to the output directory
     args: dict[str, str]
-    stages: tuple[str, ...] = ()  # named stages built and tagged first (their layers are the cache)
+    stages: tuple[str, ...] = ()  # named stages tagged after the build (their layers are the next cache)
     dockerfile: str | None = None  # inside the context, when not its `Dockerfile`
     app: str | None = None  # the app whose image this is
 

@@ -65,7 +65,7 @@ def image_of(stack: StackUnderTest, app: str) -> str:
 def test_django_6_on_python_3_13_from_a_uv_lock(realworld: StackUnderTest) -> None:
     about = get(realworld, "/shop/about/").json()
     assert about["python"].startswith("3.13.") and about["django"].startswith("6.1.")
-    assert about["db"] is True and about["executable"] == "/opt/venv/bin/python"
+    assert about["db"] is True and about["executable"].startswith("/opt/venv/bin/python")
     # The lock's dev group stays out; its exact versions are what runs.
     code, listing = run_in_image(image_of(realworld, "shop"), "pip list --format=freeze")
     assert code == 0 and "pytest" not in listing.lower()

@@ -217,3 +217,12 @@ def test_a_project_that_needs_a_newer_python_gets_a_hint(tmp_path: Path) -> None
     assert ("apc.apps.web.python (line 7): Python 3.11 does not satisfy the project's requires-python '>=3.12' "
             '(pyproject.toml): use python: "3.13"') in result.stderr
     assert cli("validate", "-f", str(spec_with(tmp_path, FIXTURES / "shop", "3.13")), cwd=tmp_path).returncode == 0
+
+
+def test_migrations_of_apps_sharing_the_database_run_one_after_another() -> None:
+    from deploystack.plan import build_plan
+
+    plan = build_plan(load_stack(FIXTURES / "realworld.yaml"))
+    assert "shop-migrate" not in plan.service("shop-migrate").depends_on
+    assert "shop-migrate" in plan.service("legacy-migrate").depends_on
+    assert "legacy-migrate" in plan.service("custom-migrate").depends_on
