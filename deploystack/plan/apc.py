@@ -22,6 +22,12 @@ def migrate_job(app_name: str) -> str:
     return f"{app_name}-migrate"
 
 
+def site_origin(stack: Stack) -> str:
+    """The site's HTTPS origin as browsers send it in Origin: https://<domain>[:<port>]."""
+    port = stack.lbc.ports.https
+    return f"https://{stack.domain}" + ("" if port == 443 else f":{port}")
+
+
 def backing_services(stack: Stack) -> tuple[str, ...]:
     """Services every app needs healthy before it starts."""
     acc = stack.acc
@@ -45,6 +51,9 @@ def app_environment(stack: Stack, name: str, app: App) -> tuple[tuple[str, str],
         "DJANGO_SECRET_KEY": ref("DJANGO_SECRET_KEY"),
         "DJANGO_ALLOWED_HOSTS": ",".join(dict.fromkeys([stack.domain, "localhost", "127.0.0.1", name])),
         "DJANGO_DEBUG": "0",
+        # HSTS in Django only when browsers accept the LBC's certificate; the site's origin for CSRF.
+        "DEPLOYSTACK_TLS": stack.lbc.tls,
+        "DJANGO_CSRF_TRUSTED_ORIGINS": site_origin(stack),
         "DB_HOST": PRIMARY,
         "DB_PORT": "5432",
         "DB_NAME": dbc.database,

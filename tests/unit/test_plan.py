@@ -96,3 +96,22 @@ def test_a_dependency_cycle_is_its_own_error() -> None:
     b = Service(name="b", role="acc", build=None, depends_on=("a",))
     with pytest.raises(CycleError, match="loop"):
         start_order([a, b])
+
+
+@pytest.mark.parametrize(("lbc", "tls", "origin"), [
+    ("", "self-signed", "https://shop.example.org"),
+    ("lbc: {ports: {https: 8443}, tls: acme, acme_email: ops@example.org}\n", "acme", "https://shop.example.org:8443"),
+])
+def test_app_environment_tells_django_the_tls_mode_and_site_origin(tmp_path: Path, lbc: str, tls: str,
+                                                                     origin: str) -> None:
+    from tests.conftest import write_spec
+
+    spec = write_spec(tmp_path, "project: shop\ndomain: shop.example.org\n" + lbc + """\
+apc:
+  apps:
+    backend:
+      source: apps/backend
+      wsgi: backend.wsgi:application
+""")
+    env = dict(build_plan(load_stack(spec)).service("backend").environment)
+    assert (env["DEPLOYSTACK_TLS"], env["DJANGO_CSRF_TRUSTED_ORIGINS"]) == (tls, origin)
