@@ -43,6 +43,7 @@ ALWAYS_IGNORED = ("127.0.0.1/8", "::1")
 # ... and never rate-limited: the entrypoint writes those gateways here as lines of a geo block (before
 # nginx starts; a check of nginx.conf elsewhere needs the file, which may be empty).
 GATEWAYS_GEO = "/run/deploystack-gateways.conf"
+NEVER_LIMITED = ("127.0.0.0/8", "::1")
 # Media are served with these whatever the uploader said (an uploaded HTML or SVG file must not run as a
 # page of the site): no type sniffing, and a sandbox that gives the document a unique origin and no scripts.
 MEDIA_HEADERS = (("X-Content-Type-Options", "nosniff"), ("Content-Security-Policy", "sandbox"))
@@ -181,7 +182,7 @@ def limits_context(stack: Stack, routed: list[dict[str, str]]) -> dict[str, obje
     route = next((r for r in routed if login.startswith(r["prefix"])), None)
     return {
         "rate": f"{limits.rate}r/s", "burst": limits.burst, "connections": limits.connections,
-        "unlimited": ("127.0.0.0/8", "::1"), "gateways": GATEWAYS_GEO,
+        "unlimited": NEVER_LIMITED, "gateways": GATEWAYS_GEO,
         "login": None if route is None else {
             "path": login, "route": route,
             "rate": f"{limits.admin_login_rate}r/m", "burst": limits.admin_login_burst,

@@ -250,6 +250,7 @@ def test_rendered_media_location_repeats_hsts(blueprint: Path, tmp_path: Path) -
     edit(blueprint, {"tls": "files", "cert_file": "tls/site.crt", "key_file": "tls/site.key"})
     conf = text(rendered_of(blueprint, tmp_path), "config/lbc/nginx.conf")
     assert 'add_header Strict-Transport-Security "max-age=31536000" always;' in location(conf, "/media/")
+    assert "        proxy_hide_header Strict-Transport-Security;\n" in conf  # Django's own: one header
 
 
 def test_rendered_limits_of_the_default_blueprint(blueprint: Path, tmp_path: Path) -> None:
