@@ -396,7 +396,7 @@ class Offsite(Model):
 
 def _is_ip(value: str) -> bool:
     try:
-        ipaddress.ip_address(value)
+        values.ip_address(value)
     except ValueError:
         return False
     return True

@@ -62,9 +62,16 @@ def host_name(value: str) -> str:
     return value
 
 
+# Python accepts any text after an IPv6 address's '%' (its scope id): 'fe80::1%x;}' is an address to it.
+def _no_scope(value: str) -> str:
+    if "%" in value:
+        raise ValueError("an IPv6 scope id ('%...')")
+    return value
+
+
 def ip_address(value: str) -> str:
     try:
-        ipaddress.ip_address(value)
+        ipaddress.ip_address(_no_scope(value))
     except ValueError:
         raise ValueError(f"{value!r} is not an IP address (e.g. 127.0.0.1, 0.0.0.0 or ::1)") from None
     return value
@@ -73,7 +80,7 @@ def ip_address(value: str) -> str:
 def ip_networks(entries: list[str]) -> list[str]:
     for entry in entries:
         try:
-            ipaddress.ip_network(entry, strict=False)
+            ipaddress.ip_network(_no_scope(entry), strict=False)
         except ValueError:
             raise ValueError(f"{entry!r} is not an IP address or network (e.g. 203.0.113.7 or 10.0.0.0/8)") from None
     return entries

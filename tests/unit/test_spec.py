@@ -152,6 +152,17 @@ BAD = [
     pytest.param(MINIMAL + "lbc:\n  trusted_proxies: [cdn]\n",
                  ["lbc.trusted_proxies (line 8): 'cdn' is not an IP address or network (e.g. 203.0.113.7 or "
                   "10.0.0.0/8)"], id="trusted-proxies"),
+    pytest.param(MINIMAL + 'lbc:\n  trusted_proxies: ["fe80::1%x;}"]\n  fail2ban: {ignoreip: ["fe80::1%a\\nb"]}\n',
+                 ["lbc.trusted_proxies (line 8): 'fe80::1%x;}' is not an IP address or network (e.g. 203.0.113.7 "
+                  "or 10.0.0.0/8)",
+                  "lbc.fail2ban.ignoreip (line 9): 'fe80::1%a\\nb' is not an IP address or network (e.g. "
+                  "203.0.113.7 or 10.0.0.0/8)"], id="ipv6-scope-injection"),
+    pytest.param(MINIMAL + "dbc:\n  offsite: {name: dr, host: 'fe80::1%x;}', bind: 10.0.0.5}\n",
+                 ["dbc.offsite.host (line 8): 'fe80::1%x;}' is not a DNS name or an IP address"],
+                 id="offsite-host-scope"),
+    pytest.param(MINIMAL + "lbc:\n  bind: 'fe80::1%eth0'\n",
+                 ["lbc.bind (line 8): 'fe80::1%eth0' is not an IP address (e.g. 127.0.0.1, 0.0.0.0 or ::1)"],
+                 id="bind-scope"),
     pytest.param(MINIMAL + "lbc:\n  limits: {rate: 0, connections: 1000000}\n",
                  ["lbc.limits.rate (line 8): must be ≥ 1 (got 0)",
                   "lbc.limits.connections (line 8): must be ≤ 100000 (got 1000000)"], id="limits-bounds"),
