@@ -154,3 +154,9 @@ def test_django_runs_with_the_stack_key_and_https_settings(edge: Stack) -> None:
     assert code == 0, out
     assert out.strip().splitlines()[-1] == f"True True 0 ['https://localhost:{edge.under_test.https_port}']"
 
+
+
+def test_up_again_changes_nothing(edge: Stack) -> None:
+    """Host names are random per container but no part of its config hash: nothing drifts."""
+    result = edge.cli("up")
+    assert "nothing changed" in result.stdout, result.stdout + result.stderr
