@@ -8,6 +8,7 @@ parallel. Running containers whose config hash is unchanged are left alone: `up`
 from __future__ import annotations
 
 import contextlib
+import secrets
 import time
 from dataclasses import dataclass, field
 
@@ -285,6 +286,13 @@ def service_mounts(rendered: Rendered, service: Service) -> list[Mount]:
     return mounts
 
 
+def replica_hostname(spec: ContainerSpec) -> str:
+    """A container's host name: `<service>-<n>-<tag>` (e.g. backend-2-9f3c), which the APC's nginx sends
+    as X-Served-By. Docker's default is the container id, which must not reach the internet; the random
+    tag tells a replica apart from the one it replaced (a deploy, a recreation)."""
+    return f"{spec.service.name}-{spec.number}-{secrets.token_hex(2)}"
+
+
 def create_container(client: docker.DockerClient, rendered: Rendered, spec: ContainerSpec,
                      report: Reporter) -> Container:
     """Create and start one container of a service, on its networks, with its mounts and health check."""
@@ -304,6 +312,7 @@ def create_container(client: docker.DockerClient, rendered: Rendered, spec: Cont
             spec.image,
             command=list(service.command) if service.command else None,
             name=spec.name,
+            hostname=replica_hostname(spec),
             environment=spec.environment,
             labels=spec.labels,
             healthcheck=healthcheck,

@@ -39,6 +39,12 @@ def static_url(app: App) -> str:
     return "/static/" if not app.routes or "/" in app.routes else f"{app.routes[0]}static/"
 
 
+def site_origin(stack: Stack) -> str:
+    """The site's HTTPS origin as browsers send it in Origin: https://<domain>[:<port>]."""
+    port = stack.lbc.ports.https
+    return f"https://{stack.domain}" + ("" if port == 443 else f":{port}")
+
+
 def backing_services(stack: Stack) -> tuple[str, ...]:
     """Services every app needs healthy before it starts."""
     acc = stack.acc
@@ -73,6 +79,9 @@ def app_environment(stack: Stack, name: str, app: App,
         "DJANGO_ALLOWED_HOSTS": ",".join(dict.fromkeys([stack.domain, "localhost", "127.0.0.1", name])),
         "DJANGO_DEBUG": "0",
         "DJANGO_STATIC_URL": static_url(app),
+        # HSTS in Django only when browsers accept the LBC's certificate; the site's origin for CSRF.
+        "DEPLOYSTACK_TLS": stack.lbc.tls,
+        "DJANGO_CSRF_TRUSTED_ORIGINS": site_origin(stack),
         "DB_HOST": PRIMARY,
         "DB_PORT": "5432",
         "DB_NAME": dbc.database,

@@ -40,6 +40,21 @@ FAIL2BAN_VOLUME = "lbc-fail2ban"
 # Never banned, whatever the spec says: loopback. The entrypoint adds the gateway address of every
 # network the LBC is on (traffic from the host through the published ports comes from there).
 ALWAYS_IGNORED = ("127.0.0.1/8", "::1")
+# ... and never rate-limited: the entrypoint writes those gateways here as lines of a geo block (before
+# nginx starts; a check of nginx.conf elsewhere needs the file, which may be empty).
+GATEWAYS_GEO = "/run/deploystack-gateways.conf"
+NEVER_LIMITED = ("127.0.0.0/8", "::1")
+# Media are served with these whatever the uploader said (an uploaded HTML or SVG file must not run as a
+# page of the site): no type sniffing, and a sandbox that gives the document a unique origin and no scripts.
+MEDIA_HEADERS = (("X-Content-Type-Options", "nosniff"), ("Content-Security-Policy", "sandbox"))
+# Content-Disposition by the stored Content-Type (nginx map, first regex that matches wins): a browser
+# shows images, audio, video and PDF inline; everything else is a download. SVG is an image that can
+# carry script: a download too (the sandbox would already stop it; this is the second line).
+MEDIA_DISPOSITION = (
+    (r"~*^image/svg\+xml", "attachment"),
+    (r"~*^(image|audio|video)/", '""'),
+    (r"~*^application/pdf(;|$)", '""'),
+)
 
 
 def upstreams(stack: Stack) -> list[dict[str, object]]:
@@ -159,12 +174,40 @@ def jail_context(stack: Stack) -> dict[str, object]:
     }
 
 
-def media_context(stack: Stack) -> dict[str, str] | None:
+def media_context(stack: Stack) -> dict[str, object] | None:
     """/media/ serves the first bucket of the object store (public read; uploads go through the apps)."""
     if not stack.mmc.enabled:
         return None
     return {"prefix": MEDIA_URL, "upstream": s3_endpoint(stack).removeprefix("http://"),
-            "bucket": stack.mmc.buckets[0]}
+            "bucket": stack.mmc.buckets[0], "headers": MEDIA_HEADERS, "disposition": MEDIA_DISPOSITION}
+
+
+def server_headers(tls: dict[str, object]) -> list[tuple[str, str]]:
+    """add_header lines of the HTTPS server; a location with headers of its own repeats them."""
+    headers = [("X-Request-ID", "$request_id")]  # a client can quote the id of a failed request
+    if tls["hsts_max_age"]:  # the certificate is not self-signed: browsers may pin this host to HTTPS
+        headers.append(("Strict-Transport-Security", f'"max-age={tls["hsts_max_age"]}"'))
+    return headers
+
+
+def limits_context(stack: Stack, routed: list[dict[str, object]]) -> dict[str, object] | None:
+    """Per-client limits (nginx limit_req/limit_conn); the admin login gets its own, stricter one.
+
+    The login location proxies like the route that serves the login path (the longest prefix of it).
+    """
+    limits = stack.lbc.limits
+    if not limits.enabled:
+        return None
+    login = stack.lbc.fail2ban.admin_login
+    route = next((r for r in routed if login.startswith(str(r["prefix"]))), None)
+    return {
+        "rate": f"{limits.rate}r/s", "burst": limits.burst, "connections": limits.connections,
+        "unlimited": NEVER_LIMITED, "gateways": GATEWAYS_GEO,
+        "login": None if route is None else {
+            "path": login, "route": route,
+            "rate": f"{limits.admin_login_rate}r/m", "burst": limits.admin_login_burst,
+        },
+    }
 
 
 # How long the LBC trusts a DNS answer. On Swarm it is the most a scaled or updated app waits to get
@@ -176,11 +219,12 @@ SWARM_RESOLVER_VALID_S = 2
 def nginx_context(stack: Stack, cdc_upstream: str | None, tls: dict[str, object],
                   swarm: bool = False) -> dict[str, object]:
     lbc = stack.lbc
+    routed = routes(stack, swarm)
     return {
         "domain": stack.domain,
         "https_redirect_port": lbc.ports.https,
         "upstreams": [] if swarm else upstreams(stack),
-        "routes": routes(stack, swarm),
+        "routes": routed,
         "resolver_valid": f"{SWARM_RESOLVER_VALID_S}s" if swarm else RESOLVER_VALID,
         "cdc": {"upstream": cdc_upstream} if cdc_upstream else None,
         "media": media_context(stack),
@@ -195,6 +239,10 @@ def nginx_context(stack: Stack, cdc_upstream: str | None, tls: dict[str, object]
         "gzip_types": " ".join(GZIP_TYPES),
         "fail2ban_log": FAIL2BAN_LOG if lbc.fail2ban.enabled else None,
         "tls": tls,
+        "server_headers": server_headers(tls),
+        "limits": limits_context(stack, routed),
+        # A CDN or load balancer in front: the client is the last address it adds to X-Forwarded-For.
+        "trusted_proxies": lbc.trusted_proxies,
     }
 
 

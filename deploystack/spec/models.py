@@ -24,11 +24,15 @@ from pydantic import (
     model_validator,
 )
 
-# Compose v2 accepts lowercase letters, digits, dashes and underscores, starting with a letter or digit.
-PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-# App names become service names and DNS names on the private network.
-APP_NAME = re.compile(r"^[a-z][a-z0-9-]*[a-z0-9]$|^[a-z]$")
-SIZE = re.compile(r"^[0-9]+[kmg]?$")
+from deploystack.spec import values
+from deploystack.spec.values import GIB, KIB, MIB
+
+# Compose v2 accepts lowercase letters, digits, dashes and underscores, starting with a letter or digit;
+# bounded, as it prefixes every container, network and volume name.
+PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,47}$")
+# App names become service names, DNS names on the private network and (with the replica number)
+# container host names (<app>-worker-<n>-<tag> must stay a 63-character DNS label).
+APP_NAME = re.compile(r"^[a-z][a-z0-9-]{0,38}[a-z0-9]$|^[a-z]$")
 
 # Service names that deploystack itself uses; an app may not take one.
 RESERVED_NAMES = frozenset(
@@ -58,36 +62,46 @@ class Ports(Model):
     https: int = Field(443, ge=1, le=65535)
 
 
-# fail2ban's own duration syntax, kept to one number and one unit so nothing else reaches jail.local.
-DURATION = r"^[0-9]+[smhdw]?$"
-# A URL path of the admin login page: printed into a fail2ban regex, so only plain path characters.
-URL_PATH = r"^/[A-Za-z0-9._~/-]*$"
+# fail2ban's own duration syntax, kept to one number and one unit so nothing else reaches jail.local
+# (at most 6 digits: a year is 525600m).
+DURATION = r"^[0-9]{1,6}[smhdw]?$"
+# A URL path of the admin login page: printed into a fail2ban regex and an nginx location, so only
+# plain path characters.
+URL_PATH = r"^/[A-Za-z0-9._~/-]{0,200}$"
 # tls: files: the file names are printed into nginx.conf (their folders only into compose.yaml).
 TLS_FILE_NAME = re.compile(r"^[A-Za-z0-9._+-]+$")
 
 
+# An e-mail address of plain characters (it is passed to certbot in the LBC).
+EMAIL = re.compile(r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,190}\.[A-Za-z]{2,24}")
+
+
 class Fail2ban(Toggle):
-    maxretry: int = Field(5, ge=1, description="matching requests within findtime that ban a client")
+    maxretry: int = Field(5, ge=1, le=1000, description="matching requests within findtime that ban a client")
     findtime: str = Field("10m", pattern=DURATION, description="e.g. 600, 10m, 1h")
     bantime: str = Field("1h", pattern=DURATION, description="e.g. 3600, 1h, 1d")
     ignoreip: list[str] = Field(default_factory=list, description="addresses or networks never banned")
     admin_login: str = Field("/admin/login/", pattern=URL_PATH,
                              description="the Django admin login path watched for brute force")
 
-    @field_validator("ignoreip")
-    @classmethod
-    def _addresses(cls, entries: list[str]) -> list[str]:
-        for entry in entries:
-            try:
-                ipaddress.ip_network(entry, strict=False)
-            except ValueError:
-                example = "e.g. 203.0.113.7 or 10.0.0.0/8"
-                raise ValueError(f"{entry!r} is not an IP address or network ({example})") from None
-        return entries
+    _addresses = field_validator("ignoreip")(values.ip_networks)
+
+
+class Limits(Toggle):
+    """Per-client request and connection limits at the LBC (429 past them). The host's own traffic
+    (loopback, the gateways of the LBC's networks) is not limited, as fail2ban never bans it."""
+
+    rate: int = Field(20, ge=1, le=10_000, description="requests per second a client may keep up")
+    burst: int = Field(100, ge=0, le=100_000,
+                       description="requests above the rate a client may send at once (a page and its assets)")
+    connections: int = Field(100, ge=1, le=100_000, description="requests in progress at once per client")
+    admin_login_rate: int = Field(10, ge=1, le=600,
+                                  description="POSTs per minute per client to the admin login (fail2ban.admin_login)")
+    admin_login_burst: int = Field(5, ge=0, le=1000, description="login POSTs above that rate at once")
 
 
 class LBC(Model):
-    bind: str = "127.0.0.1"
+    bind: str = Field("127.0.0.1", description="the host address the LBC's ports are published on")
     ports: Ports = Field(default_factory=Ports)
     tls: Literal["self-signed", "files", "acme"] = "self-signed"
     # Validated with the tls mode that comes before them (validate_default: also when left out).
@@ -98,14 +112,27 @@ class LBC(Model):
     acme_email: str | None = Field(None, validate_default=True,
                                    description="tls: acme: the account e-mail for expiry notices")
     acme_staging: bool = Field(False, description="tls: acme: use Let's Encrypt's staging CA (for trying out)")
-    client_max_body_size: str = Field("10m", pattern=SIZE.pattern)
+    client_max_body_size: str = Field("10m", description="the largest request body, e.g. 10m (nginx units)")
     connect_timeout_ms: int = Field(250, ge=10, le=60_000,
                                     description="connect timeout to a replica; a dead one costs at most this")
-    proxy_read_timeout: int = Field(30, ge=1, description="seconds")
+    proxy_read_timeout: int = Field(30, ge=1, le=3600, description="seconds")
     websocket_timeout: int = Field(3600, ge=1, le=86_400,
                                    description="seconds a websocket route's connection may stay silent "
                                                "(uvicorn pings every 20 s, so a live one is never cut)")
     fail2ban: Fail2ban = Field(default_factory=Fail2ban)
+    limits: Limits = Field(default_factory=Limits)
+    trusted_proxies: list[str] = Field(
+        default_factory=list, max_length=100,
+        description="networks of a CDN or load balancer in front of the LBC: the client address is taken "
+                    "from their X-Forwarded-For")
+
+    _bind = field_validator("bind")(values.ip_address)
+    _trusted = field_validator("trusted_proxies")(values.ip_networks)
+
+    @field_validator("client_max_body_size")
+    @classmethod
+    def _body_size(cls, value: str) -> str:
+        return values.size(value, values.NGINX_SIZE, KIB, 16 * GIB)
 
     @field_validator("cert_file", "key_file")
     @classmethod
@@ -138,7 +165,7 @@ class LBC(Model):
             raise ValueError("required when tls is 'acme' (Let's Encrypt sends expiry notices there)")
         if tls != "acme" and value:
             raise ValueError(f"only used when tls is 'acme' (tls is {tls!r})")
-        if value is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", value):
+        if value is not None and not EMAIL.fullmatch(value):
             raise ValueError(f"{value!r} is not an e-mail address")
         return value
 
@@ -147,8 +174,9 @@ class Worker(Model):
     """Celery workers of an app: the app's image running `celery -A <app> worker` (service <app>-worker)."""
 
     app: str | None = Field(None, description="module for `celery -A`; default: the package of wsgi/asgi")
+    _app = field_validator("app")(values.module)
     concurrency: int = Field(2, ge=1, le=64)
-    queues: list[str] = Field(default_factory=lambda: ["celery"], min_length=1)
+    queues: list[str] = Field(default_factory=lambda: ["celery"], min_length=1, max_length=32)
     beat: bool = Field(False, description="also run celery beat in the first worker (one scheduler only)")
     replicas: int = Field(1, ge=1, le=64)
 
@@ -163,7 +191,7 @@ class Worker(Model):
     @classmethod
     def _queue_names(cls, queues: list[str]) -> list[str]:
         for queue in queues:
-            if not re.fullmatch(r"[A-Za-z0-9_.-]+", queue):
+            if not re.fullmatch(r"[A-Za-z0-9_.-]{1,128}", queue):
                 raise ValueError(f"queue name {queue!r} must be letters, digits, '_', '.' or '-'")
         return queues
 
@@ -237,7 +265,7 @@ PYTHON_VERSIONS: tuple[Python, ...] = ("3.13", "3.11")  # newest first; plan/bas
 
 # `${NAME}` takes a value from the host environment at `generate`; `$$` is a literal `$`; any other `$`
 # is literal too. A `${` that is not a plain reference (`${X:-default}`, `${x-y}`) is refused.
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 ENV_TOKEN = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$\{")
 
 
@@ -299,8 +327,10 @@ ASGI_SERVERS = ("uvicorn",)
 
 def _route_prefixes(routes: list[str]) -> list[str]:
     for route in routes:
-        if not (route.startswith("/") and route.endswith("/")) or " " in route:
+        if not (route.startswith("/") and route.endswith("/")):
             raise ValueError(f"route {route!r} must start and end with '/'")
+        if not values.ROUTE.match(route) or len(route) > 200:
+            raise ValueError(f"route {route!r} may hold only letters, digits and '.', '_', '~', '/', '-'")
     if len(set(routes)) != len(routes):
         raise ValueError("a route is listed twice")
     return routes
@@ -320,10 +350,11 @@ class App(Model):
         "gunicorn", description="default: gunicorn with wsgi, uvicorn with asgi")
     workers: int = Field(2, ge=1, le=64)
     replicas: int = Field(1, ge=1, le=64)
-    routes: list[str] = Field(default_factory=list)
+    routes: list[str] = Field(default_factory=list, max_length=100)
     websocket_routes: list[str] = Field(
-        default_factory=list, description="path prefixes whose requests may upgrade to websockets (asgi only); "
-                                          "the LBC keeps them open up to lbc.websocket_timeout")
+        default_factory=list, max_length=100,
+        description="path prefixes whose requests may upgrade to websockets (asgi only); "
+                    "the LBC keeps them open up to lbc.websocket_timeout")
     migrate: bool = Field(True, description="run migrations when the app starts")
     worker: Worker | None = Field(None, description="Celery workers from the same image")
     env: dict[EnvName, EnvValue] = Field(default_factory=dict,
@@ -354,6 +385,8 @@ class App(Model):
             if taken:
                 raise ValueError(f"with your own dockerfile, {' and '.join(taken)} belong in it, not in the spec")
         return self
+
+    _settings = field_validator("settings")(values.module)
 
     @model_validator(mode="after")
     def _one_source(self) -> App:
@@ -426,37 +459,54 @@ class APC(Model):
     def _app_names(cls, apps: dict[str, App]) -> dict[str, App]:
         for name in apps:
             if not APP_NAME.match(name):
-                raise ValueError(f"app name {name!r} must be lowercase letters, digits and '-'")
+                raise ValueError(f"app name {name!r} must be at most 40 lowercase letters, digits and '-'")
             if name in RESERVED_NAMES or name.startswith("db-replica-") or name.endswith(("-worker", "-migrate")):
                 raise ValueError(f"app name {name!r} is taken by deploystack")
         return apps
 
 
-MEMORY = r"^[0-9]+[kmg]$"  # a container memory limit as Compose writes it: 512m, 1g
+def memory_limit(value: str) -> str:
+    """A container memory limit as Compose writes it (512m, 1g): Docker's minimum is 6 MiB."""
+    return values.size(value, values.MEMORY, 6 * MIB, 512 * GIB)
 
 
 class Redis(Toggle):
-    maxmemory: str = Field("256mb", pattern=r"^[0-9]+(kb|mb|gb)$", description="Redis's own data limit")
+    maxmemory: str = Field("256mb", description="Redis's own data limit, e.g. 256mb")
     appendonly: bool | None = Field(None, description="AOF persistence; default: on when Redis is the broker")
-    memory: str = Field("384m", pattern=MEMORY, description="container memory limit")
+    memory: str = Field("384m", description="container memory limit")
+
+    _memory = field_validator("memory")(memory_limit)
+
+    @field_validator("maxmemory")
+    @classmethod
+    def _maxmemory(cls, value: str) -> str:
+        return values.size(value, values.REDIS_SIZE, MIB, 512 * GIB)
 
 
 class Memcached(Toggle):
-    memory_mb: int = Field(64, ge=16, description="cache size")
-    memory: str = Field("128m", pattern=MEMORY, description="container memory limit")
+    memory_mb: int = Field(64, ge=16, le=512 * 1024, description="cache size")
+    memory: str = Field("128m", description="container memory limit")
+
+    _memory = field_validator("memory")(memory_limit)
 
 
 class RabbitMQ(Toggle):
-    vhost: str = "app"
+    vhost: str = Field("app", description="the apps' virtual host (also in their amqp:// URL)")
     user: str = "app"
     management: bool = Field(False, description="the management plugin (HTTP API on 15672, private network)")
-    memory: str = Field("512m", pattern=MEMORY, description="container memory limit")
+    memory: str = Field("512m", description="container memory limit")
+
+    _names = field_validator("vhost", "user")(values.amqp_name)
+    _memory = field_validator("memory")(memory_limit)
 
 
 class Elasticsearch(Toggle):
     enabled: bool = False
     image: str = "docker.elastic.co/elasticsearch/elasticsearch:8.15.0"
-    memory: str = Field("1g", pattern=MEMORY, description="container memory limit")
+    memory: str = Field("1g", description="container memory limit")
+
+    _image = field_validator("image")(values.image)
+    _memory = field_validator("memory")(memory_limit)
 
 
 class ACC(Model):
@@ -486,10 +536,13 @@ class ACC(Model):
 
 class MMC(Toggle):
     backend: Literal["seaweedfs", "minio"] = "seaweedfs"
-    buckets: list[str] = Field(default_factory=lambda: ["media"], min_length=1,
+    buckets: list[str] = Field(default_factory=lambda: ["media"], min_length=1, max_length=100,
                                description="the first one holds Django's media and is served at /media/")
     minio_image: str = "minio/minio:latest"
-    memory: str = Field("512m", pattern=MEMORY, description="container memory limit")
+    memory: str = Field("512m", description="container memory limit")
+
+    _image = field_validator("minio_image")(values.image)
+    _memory = field_validator("memory")(memory_limit)
 
     @field_validator("buckets")
     @classmethod
@@ -500,9 +553,7 @@ class MMC(Toggle):
         return buckets
 
 
-# A DNS name (labels of letters, digits and '-') or an IP address: what the other host dials.
-HOST_NAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-                       r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+HOST_NAME = values.HOST_NAME
 
 
 class Offsite(Model):
@@ -535,7 +586,7 @@ class Offsite(Model):
 
 def _is_ip(value: str) -> bool:
     try:
-        ipaddress.ip_address(value)
+        values.ip_address(value)
     except ValueError:
         return False
     return True
@@ -543,12 +594,17 @@ def _is_ip(value: str) -> bool:
 
 class DBC(Model):
     replicas: int = Field(1, ge=0, le=16)
-    database: str = Field("app", pattern=r"^[a-z_][a-z0-9_]*$")
-    user: str = Field("app", pattern=r"^[a-z_][a-z0-9_]*$")
-    max_connections: int = Field(100, ge=10)
-    shared_buffers: str = "128MB"
+    database: str = Field("app", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    user: str = Field("app", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    max_connections: int = Field(100, ge=10, le=10_000)
+    shared_buffers: str = Field("128MB", description="PostgreSQL's shared_buffers, e.g. 128MB (kB, MB or GB)")
     offsite: Offsite | None = Field(None, description="a disaster-recovery replica on another host "
                                                       "(`deploystack export replica` writes what it runs)")
+
+    @field_validator("shared_buffers")
+    @classmethod
+    def _shared_buffers(cls, value: str) -> str:
+        return values.size(value, values.PG_SIZE, 128 * KIB, 256 * GIB)
 
 
 class CDC(Toggle):
@@ -579,7 +635,8 @@ class Stack(Model):
     """The whole spec: one project, six roles."""
 
     project: str = Field(description="Compose project name")
-    domain: str = "localhost"
+    domain: str = Field("localhost", description="the site's host name (nginx server_name, certificate, "
+                                                  "Django's ALLOWED_HOSTS and CSRF_TRUSTED_ORIGINS)")
     lbc: LBC = Field(default_factory=LBC)
     apc: APC
     acc: ACC = Field(default_factory=ACC)
@@ -594,12 +651,14 @@ class Stack(Model):
         paths = [*self.apc.env_file, *(f for app in self.apc.apps.values() for f in app.env_file)]
         return tuple(dict.fromkeys(paths))
 
+    _domain = field_validator("domain")(values.host_name)
+
     @field_validator("project")
     @classmethod
     def _project_name(cls, name: str) -> str:
         if not PROJECT_NAME.match(name):
             raise ValueError(
                 "must be lowercase letters, digits, '-' and '_', starting with a letter or digit "
-                "(Compose's rule for project names)"
+                "(Compose's rule for project names), at most 48 characters"
             )
         return name

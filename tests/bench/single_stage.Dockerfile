@@ -58,11 +58,12 @@ RUN if [ -f /tmp/deploystack-package/deploystack/__init__.py ]; then \
 COPY app/ /app/
 WORKDIR /app
 
-# Static files are collected at build time with a throwaway key: the settings must import with no
-# other environment. An empty build argument means "the default of manage.py".
+# Static files are collected at build time: the settings must import with no other environment.
+# DEPLOYSTACK_BUILD=1 (this command only, never in the image's environment) gives them a random key
+# that dies with the process. An empty build argument means "the default of manage.py".
 ARG DJANGO_SETTINGS_MODULE
 RUN if [ -z "${DJANGO_SETTINGS_MODULE:-}" ]; then unset DJANGO_SETTINGS_MODULE; fi \
-    && DJANGO_SECRET_KEY=build-only-dummy python manage.py collectstatic --noinput --verbosity 0
+    && DEPLOYSTACK_BUILD=1 python manage.py collectstatic --noinput --verbosity 0
 
 # Nothing in the running container is root: nginx and the app server run as `app`.
 USER app

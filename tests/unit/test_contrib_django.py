@@ -40,6 +40,7 @@ if not settings.configured:
 if "replica_1" not in settings.DATABASES:
     pytest.skip("Django was configured by another test module", allow_module_level=True)
 
+from django.core.exceptions import ImproperlyConfigured  # noqa: E402
 from django.db import OperationalError, connections, transaction  # noqa: E402
 from django.http import HttpRequest, HttpResponse  # noqa: E402
 from django.test import RequestFactory  # noqa: E402
@@ -50,9 +51,9 @@ from deploystack.contrib.django import (  # noqa: E402
     READ_YOUR_WRITES_MIDDLEWARE,
     ROUTER,
     media_url,
-    settings_from_env,
     with_health,
 )
+from deploystack.contrib.django import settings_from_env as settings_of_env  # noqa: E402
 from deploystack.contrib.django.middleware import (  # noqa: E402
     HealthCheckMiddleware,
     ReadYourWritesMiddleware,
@@ -77,6 +78,14 @@ POSTGRES_ENV = {
 }
 
 
+KEY = "k" * 50
+
+
+def settings_from_env(base: Path, environ: dict[str, str]) -> dict[str, Any]:
+    """The settings of an environment that has a secret key (as every deployed container has)."""
+    return settings_of_env(base, environ={"DJANGO_SECRET_KEY": KEY, **environ})
+
+
 class Model:
     """The router never looks at the model: any class does."""
 
@@ -94,7 +103,7 @@ def _fresh_request() -> Iterator[None]:
 def test_no_environment_gives_sqlite_and_locmem(tmp_path: Path) -> None:
     result = settings_from_env(tmp_path, environ={})
 
-    assert result["SECRET_KEY"].startswith("django-insecure-")
+    assert result["SECRET_KEY"] == KEY
     assert result["DEBUG"] is False
     assert result["DATABASES"] == {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": tmp_path / "db.sqlite3"}}
     assert result["DATABASE_ROUTERS"] == []
@@ -119,10 +128,45 @@ def test_no_environment_gives_sqlite_and_locmem(tmp_path: Path) -> None:
 
 
 def test_empty_values_count_as_unset(tmp_path: Path) -> None:
-    result = settings_from_env(tmp_path, environ={"DB_HOST": "", "DJANGO_SECRET_KEY": " "})
+    result = settings_from_env(tmp_path, environ={"DB_HOST": ""})
 
     assert result["DATABASES"]["default"]["ENGINE"] == "django.db.backends.sqlite3"
-    assert result["SECRET_KEY"].startswith("django-insecure-")
+
+
+@pytest.mark.parametrize("environ", [{}, {"DJANGO_SECRET_KEY": ""}, {"DJANGO_SECRET_KEY": "  "},
+                                     {"DJANGO_DEBUG": "1"}], ids=["missing", "empty", "blank", "debug"])
+def test_no_secret_key_refuses_to_start(tmp_path: Path, environ: dict[str, str]) -> None:
+    with pytest.raises(ImproperlyConfigured, match="^DJANGO_SECRET_KEY is empty or not set: deploystack "
+                                                   r"writes one into stack/\.env"):
+        settings_of_env(tmp_path, environ=environ)
+
+
+@pytest.mark.parametrize("key", ["build-only-dummy", "django-insecure-deploystack-dev-key-do-not-use-in-production",
+                                 "django-insecure-abc"])
+def test_a_published_key_refuses_to_start(tmp_path: Path, key: str) -> None:
+    with pytest.raises(ImproperlyConfigured, match=f"^DJANGO_SECRET_KEY is '{key}', a published placeholder"):
+        settings_of_env(tmp_path, environ={"DJANGO_SECRET_KEY": key})
+
+
+def test_the_image_build_gets_a_random_key_of_its_own(tmp_path: Path) -> None:
+    """collectstatic in the APC Dockerfile runs with DEPLOYSTACK_BUILD=1 and no key."""
+    keys = {settings_of_env(tmp_path, environ={"DEPLOYSTACK_BUILD": "1"})["SECRET_KEY"] for _ in range(2)}
+    assert len(keys) == 2 and all(len(key) > 50 for key in keys)
+    dockerfile = (Path(__file__).parents[2] / "compose" / "apc" / "Dockerfile.j2").read_text()
+    assert "DEPLOYSTACK_BUILD=1 python manage.py collectstatic" in dockerfile
+    assert "DJANGO_SECRET_KEY" not in dockerfile  # no key of any kind is baked into the image
+    entrypoint = (Path(__file__).parents[2] / "compose" / "apc" / "entrypoint").read_text()
+    assert "\nunset DEPLOYSTACK_BUILD\n" in entrypoint  # a running container never has the flag
+
+
+@pytest.mark.parametrize(("tls", "hsts"), [(None, 0), ("self-signed", 0), ("files", 31536000), ("acme", 31536000)])
+def test_https_only_cookies_and_hsts_with_a_trusted_certificate(tmp_path: Path, tls: str | None, hsts: int) -> None:
+    env = {"DJANGO_CSRF_TRUSTED_ORIGINS": "https://shop.example.org:8443"} | ({"DEPLOYSTACK_TLS": tls} if tls else {})
+    result = settings_from_env(tmp_path, environ=env)
+    assert result["SESSION_COOKIE_SECURE"] is True and result["CSRF_COOKIE_SECURE"] is True
+    assert result["SECURE_PROXY_SSL_HEADER"] == ("HTTP_X_FORWARDED_PROTO", "https")
+    assert result["SECURE_HSTS_SECONDS"] == hsts
+    assert result["CSRF_TRUSTED_ORIGINS"] == ["https://shop.example.org:8443"]
 
 
 def test_postgres_primary_and_replicas(tmp_path: Path) -> None:
@@ -201,8 +245,6 @@ def test_cache_choice(tmp_path: Path, env: dict[str, str], backend: str, locatio
     ],
 )
 def test_cache_choice_errors(tmp_path: Path, env: dict[str, str], message: str) -> None:
-    from django.core.exceptions import ImproperlyConfigured
-
     with pytest.raises(ImproperlyConfigured) as caught:
         settings_from_env(tmp_path, environ=env)
     assert str(caught.value) == message

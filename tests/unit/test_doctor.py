@@ -97,7 +97,7 @@ def test_bad_spec_lists_its_problems(tmp_path: Path) -> None:
     assert checks["spec"]["status"] == "FAIL"
     assert checks["spec"]["detail"].splitlines()[1:] == [
         "project (line 1): must be lowercase letters, digits, '-' and '_', starting with a letter or digit "
-        "(Compose's rule for project names)",
+        "(Compose's rule for project names), at most 48 characters",
         "apc.apps (line 3): must not be empty",
         "lbc.bindd (line 5): unknown key (did you mean 'bind'?)",
     ]

@@ -107,11 +107,11 @@ def test_defaults(spec_dir: Path) -> None:
         "lbc.fail2ban.ignoreip (line 10): 'gateway' is not an IP address or network (e.g. 203.0.113.7 or "
         "10.0.0.0/8)",
         "lbc.fail2ban.findtime (line 11): has the wrong form (got '10 minutes'): expected to match "
-        "^[0-9]+[smhdw]?$",
+        "^[0-9]{1,6}[smhdw]?$",
     ], id="fail2ban-fields"),
     pytest.param("  fail2ban:\n    admin_login: /admin/login/\"; evil\n", [
         "lbc.fail2ban.admin_login (line 10): has the wrong form (got '/admin/login/\"; evil'): expected to "
-        "match ^/[A-Za-z0-9._~/-]*$",
+        "match ^/[A-Za-z0-9._~/-]{0,200}$",
     ], id="admin-login-path"),
 ])
 def test_bad_lbc_settings(spec_dir: Path, lbc: str, expected: list[str]) -> None:
@@ -282,6 +282,85 @@ def test_websocket_routes_on_swarm_name_the_tasks(blueprint: Path, tmp_path: Pat
     assert found["/live/"][-2:] == ["proxy_read_timeout 900s;", "proxy_send_timeout 900s;"]
 
 
+def location(conf: str, head: str) -> str:
+    """The text of one location block of nginx.conf (locations here hold no nested braces but one)."""
+    start = conf.index(f"        location {head} {{")
+    return conf[start:conf.index("\n        }\n", start)]
+
+
+def test_rendered_media_is_never_a_page_of_the_site(blueprint: Path, tmp_path: Path) -> None:
+    conf = text(rendered_of(blueprint, tmp_path), "config/lbc/nginx.conf")
+    media = location(conf, "/media/")
+    for line in ("proxy_hide_header Content-Disposition;",
+                 "add_header Content-Disposition $media_disposition always;",
+                 "add_header X-Content-Type-Options nosniff always;",
+                 "add_header Content-Security-Policy sandbox always;",
+                 # add_header in a location replaces the server's: they are repeated
+                 "add_header X-Request-ID $request_id always;"):
+        assert line in media, line
+    # the first regex that matches wins: SVG before the other images
+    assert ('map $upstream_http_content_type $media_disposition {\n        default attachment;\n'
+            '        "~*^image/svg\\+xml" attachment;\n        "~*^(image|audio|video)/" "";\n'
+            '        "~*^application/pdf(;|$)" "";\n    }') in conf
+
+
+def test_rendered_media_location_repeats_hsts(blueprint: Path, tmp_path: Path) -> None:
+    tls = blueprint.parent / "tls"
+    tls.mkdir()
+    edit(blueprint, {"tls": "files", "cert_file": "tls/site.crt", "key_file": "tls/site.key"})
+    conf = text(rendered_of(blueprint, tmp_path), "config/lbc/nginx.conf")
+    assert 'add_header Strict-Transport-Security "max-age=31536000" always;' in location(conf, "/media/")
+    assert "        proxy_hide_header Strict-Transport-Security;\n" in conf  # Django's own: one header
+
+
+def test_rendered_limits_of_the_default_blueprint(blueprint: Path, tmp_path: Path) -> None:
+    conf = text(rendered_of(blueprint, tmp_path), "config/lbc/nginx.conf")
+    for line in (
+        "geo $deploystack_unlimited {\n        default 0;\n        127.0.0.0/8 1;\n        ::1 1;\n"
+        "        include /run/deploystack-gateways.conf;\n    }",
+        "limit_req_zone $limit_client zone=per_client:10m rate=20r/s;",
+        "limit_conn_zone $limit_client zone=per_client_conn:10m;",
+        "map $request_method $limit_login {\n        POST $limit_client;\n        default \"\";\n    }",
+        "limit_req_zone $limit_login zone=admin_login:1m rate=10r/m;",
+        "limit_req_status 429;", "limit_conn_status 429;",
+        "        limit_req zone=per_client burst=100 nodelay;\n        limit_conn per_client_conn 100;\n",
+    ):
+        assert line in conf, line
+    # the admin login: both limits (a location's limit_req replaces the server's), proxied like its route
+    assert location(conf, "= /admin/login/").splitlines()[1:] == [
+        "            limit_req zone=per_client burst=100 nodelay;",
+        "            limit_req zone=admin_login burst=5 nodelay;",
+        "            proxy_pass http://frontend;",
+    ]
+    assert "set_real_ip_from" not in conf and "real_ip_header" not in conf
+
+
+def test_rendered_limits_from_the_spec_and_trusted_proxies(blueprint: Path, tmp_path: Path) -> None:
+    edit(blueprint, {"limits": {"rate": 5, "burst": 7, "connections": 9, "admin_login_rate": 3,
+                                "admin_login_burst": 1},
+                     "trusted_proxies": ["203.0.113.0/24", "2001:db8::/32"],
+                     "fail2ban": {"admin_login": "/api/admin/login/"}})
+    conf = text(rendered_of(blueprint, tmp_path), "config/lbc/nginx.conf")
+    for line in ("rate=5r/s;", "limit_req zone=per_client burst=7 nodelay;", "limit_conn per_client_conn 9;",
+                 "zone=admin_login:1m rate=3r/m;", "limit_req zone=admin_login burst=1 nodelay;",
+                 "    set_real_ip_from 203.0.113.0/24;\n    set_real_ip_from 2001:db8::/32;\n"
+                 "    real_ip_header X-Forwarded-For;\n    real_ip_recursive on;\n"):
+        assert line in conf, line
+    assert "proxy_pass http://backend;" in location(conf, "= /api/admin/login/")
+
+
+def test_limits_off(blueprint: Path, tmp_path: Path) -> None:
+    edit(blueprint, {"limits": {"enabled": False}})
+    conf = text(rendered_of(blueprint, tmp_path), "config/lbc/nginx.conf")
+    assert "limit_req" not in conf and "limit_conn" not in conf and "= /admin/login/" not in conf
+
+
+def test_no_admin_login_location_when_no_route_serves_it(spec_dir: Path) -> None:
+    stack = load_stack(write_spec(spec_dir, MINIMAL.replace("routes: [/]", "routes: [/api/]")))
+    limits = plan.limits_context(stack, plan.routes(stack))
+    assert limits is not None and limits["login"] is None
+
+
 def test_rendered_jail_local_of_the_default_blueprint(blueprint: Path, tmp_path: Path) -> None:
     jail = text(rendered_of(blueprint, tmp_path), "config/lbc/jail.local")
     for line in (
@@ -387,7 +466,10 @@ out=$(fail2ban-client --test 2>&1) && echo "jail.local ok" || echo "jail.local $
 dump=$(fail2ban-client -d 2>/dev/null)
 echo "jails $(grep -o "^\['add', '[a-z-]*'" <<<"$dump" | cut -d"'" -f4 | paste -sd ' ')"
 grep "'deploystack-scanners', 'addignoreip'" <<<"$dump"
-for mode in self-signed files acme swarm websocket; do
+# the entrypoint's geo lines for nginx's limits: every gateway as `<address> 1;`
+lbc-supervise nginx-gateways >/run/deploystack-gateways.conf
+echo "gateways $(sed -E 's/^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+ 1;$/ADDRESS 1;/' /run/deploystack-gateways.conf | sort -u)"
+for mode in self-signed files acme swarm websocket proxied; do
     mkdir -p /etc/deploystack-certs /etc/deploystack-tls
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=localhost \
         -keyout /etc/deploystack-certs/tls.key -out /etc/deploystack-certs/tls.crt 2>/dev/null
@@ -424,7 +506,8 @@ def test_filters_and_rendered_files_in_the_lbc_image(blueprint: Path, tmp_path: 
     work.mkdir()
     (work / "samples.log").write_text(SAMPLES)
     modes = {"self-signed": {}, "files": {"tls": "files", "cert_file": "tls/site.crt", "key_file": "tls/site.key"},
-             "acme": {"tls": "acme", "acme_email": "ops@example.org"}}
+             "acme": {"tls": "acme", "acme_email": "ops@example.org"},
+             "proxied": {"trusted_proxies": ["10.0.0.0/8", "2001:db8::/32"], "limits": {"enabled": False}}}
     hosts: dict[str, str] = {}
     for mode, settings in modes.items():
         spec = blueprint.parent.parent / mode / "deploystack.yaml"
@@ -461,9 +544,11 @@ def test_filters_and_rendered_files_in_the_lbc_image(blueprint: Path, tmp_path: 
         "jail.local ok",
         "jails deploystack-scanners deploystack-django-admin deploystack-cdc",
         "['set', 'deploystack-scanners', 'addignoreip', '127.0.0.1/8', '::1', '192.0.2.1']",
+        "gateways ADDRESS 1;",
         "nginx-self-signed ok",
         "nginx-files ok",
         "nginx-acme ok",
         "nginx-swarm ok",
         "nginx-websocket ok",
+        "nginx-proxied ok",
     ]

@@ -127,3 +127,22 @@ apc:
         "uvicorn>=0.30,<1", "websockets>=13,<18", "httptools>=0.6,<1", "uvloop>=0.19,<1")
     assert backend.build.app_image.server_packages == ("uwsgi>=2.0.26,<2.1",)  # built in the builder stage
     assert dict(plan.service("chat-migrate").environment)["APP_ASGI"] == "chat.asgi:application"
+
+
+@pytest.mark.parametrize(("lbc", "tls", "origin"), [
+    ("", "self-signed", "https://shop.example.org"),
+    ("lbc: {ports: {https: 8443}, tls: acme, acme_email: ops@example.org}\n", "acme", "https://shop.example.org:8443"),
+])
+def test_app_environment_tells_django_the_tls_mode_and_site_origin(tmp_path: Path, lbc: str, tls: str,
+                                                                     origin: str) -> None:
+    from tests.conftest import write_spec
+
+    spec = write_spec(tmp_path, "project: shop\ndomain: shop.example.org\n" + lbc + """\
+apc:
+  apps:
+    backend:
+      source: apps/backend
+      wsgi: backend.wsgi:application
+""")
+    env = dict(build_plan(load_stack(spec)).service("backend").environment)
+    assert (env["DEPLOYSTACK_TLS"], env["DJANGO_CSRF_TRUSTED_ORIGINS"]) == (tls, origin)

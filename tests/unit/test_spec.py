@@ -49,7 +49,7 @@ def test_bool_shorthand_for_toggles(spec_dir: Path) -> None:
 BAD = [
     pytest.param(MINIMAL.replace("shop", "Shop!"),
                  ["project (line 1): must be lowercase letters, digits, '-' and '_', starting with a letter "
-                  "or digit (Compose's rule for project names)"], id="project-name"),
+                  "or digit (Compose's rule for project names), at most 48 characters"], id="project-name"),
     pytest.param(MINIMAL + "      replicas: 0\n",
                  ["apc.apps.backend.replicas (line 7): must be ≥ 1 (got 0)"], id="replicas-below-1"),
     pytest.param(MINIMAL + "      replicas: two\n",
@@ -119,6 +119,74 @@ BAD = [
                   "^[a-z][a-z0-9_]{0,30}$"], id="offsite-name"),
     pytest.param(MINIMAL + "dbc:\n  offsite:\n    name: dr\n    bind: 10.0.0.5\n",
                  ["dbc.offsite.host (line 8): required"], id="offsite-host-missing"),
+    # Values printed into nginx.conf, jail.local, postgresql.conf, Redis/RabbitMQ settings: an injection
+    # (a newline, a tab, `;{}`) or a value out of bounds is refused before anything is written.
+    pytest.param('domain: "shop.example.org\\n  location / {}"\n' + MINIMAL,
+                 ["domain (line 1): 'shop.example.org\\n  location / {}' is not a host name (letters, digits, "
+                  "'-' and '.', e.g. shop.example.org)"], id="domain-newline"),
+    pytest.param(MINIMAL + '      routes: ["/api\\t/"]\n',
+                 ["apc.apps.backend.routes (line 7): route '/api\\t/' may hold only letters, digits and '.', "
+                  "'_', '~', '/', '-'"], id="route-tab"),
+    pytest.param(MINIMAL + '      routes: ["/api/;{}/"]\n',
+                 ["apc.apps.backend.routes (line 7): route '/api/;{}/' may hold only letters, digits and '.', "
+                  "'_', '~', '/', '-'"], id="route-braces"),
+    pytest.param(MINIMAL + 'dbc:\n  shared_buffers: "128MB\\nfsync = off"\n',
+                 ["dbc.shared_buffers (line 8): '128MB\\nfsync = off' is not a size: a number and a unit "
+                  "('kB', 'MB', 'GB'), e.g. 128MB"], id="shared-buffers-newline"),
+    pytest.param(MINIMAL + "dbc:\n  shared_buffers: 512GB\n",
+                 ["dbc.shared_buffers (line 8): '512GB' is out of range: between 128 KiB and 256 GiB"],
+                 id="shared-buffers-bound"),
+    pytest.param(MINIMAL + "dbc:\n  max_connections: 100000\n",
+                 ["dbc.max_connections (line 8): must be ≤ 10000 (got 100000)"], id="max-connections-bound"),
+    pytest.param(MINIMAL + "lbc:\n  bind: banana\n",
+                 ["lbc.bind (line 8): 'banana' is not an IP address (e.g. 127.0.0.1, 0.0.0.0 or ::1)"],
+                 id="lbc-bind"),
+    pytest.param(MINIMAL + "lbc:\n  client_max_body_size: 100g\n",
+                 ["lbc.client_max_body_size (line 8): '100g' is out of range: between 1 KiB and 16 GiB"],
+                 id="body-size-bound"),
+    pytest.param(MINIMAL + "lbc:\n  client_max_body_size: '10m; return 200'\n",
+                 ["lbc.client_max_body_size (line 8): '10m; return 200' is not a size: a number and a unit "
+                  "('k', 'm', 'g'), e.g. 10m"], id="body-size-injection"),
+    pytest.param(MINIMAL + "lbc:\n  proxy_read_timeout: 86400\n",
+                 ["lbc.proxy_read_timeout (line 8): must be ≤ 3600 (got 86400)"], id="read-timeout-bound"),
+    pytest.param(MINIMAL + "lbc:\n  trusted_proxies: [cdn]\n",
+                 ["lbc.trusted_proxies (line 8): 'cdn' is not an IP address or network (e.g. 203.0.113.7 or "
+                  "10.0.0.0/8)"], id="trusted-proxies"),
+    pytest.param(MINIMAL + 'lbc:\n  trusted_proxies: ["fe80::1%x;}"]\n  fail2ban: {ignoreip: ["fe80::1%a\\nb"]}\n',
+                 ["lbc.trusted_proxies (line 8): 'fe80::1%x;}' is not an IP address or network (e.g. 203.0.113.7 "
+                  "or 10.0.0.0/8)",
+                  "lbc.fail2ban.ignoreip (line 9): 'fe80::1%a\\nb' is not an IP address or network (e.g. "
+                  "203.0.113.7 or 10.0.0.0/8)"], id="ipv6-scope-injection"),
+    pytest.param(MINIMAL + "dbc:\n  offsite: {name: dr, host: 'fe80::1%x;}', bind: 10.0.0.5}\n",
+                 ["dbc.offsite.host (line 8): 'fe80::1%x;}' is not a DNS name or an IP address"],
+                 id="offsite-host-scope"),
+    pytest.param(MINIMAL + "lbc:\n  bind: 'fe80::1%eth0'\n",
+                 ["lbc.bind (line 8): 'fe80::1%eth0' is not an IP address (e.g. 127.0.0.1, 0.0.0.0 or ::1)"],
+                 id="bind-scope"),
+    pytest.param(MINIMAL + "lbc:\n  limits: {rate: 0, connections: 1000000}\n",
+                 ["lbc.limits.rate (line 8): must be ≥ 1 (got 0)",
+                  "lbc.limits.connections (line 8): must be ≤ 100000 (got 1000000)"], id="limits-bounds"),
+    pytest.param(MINIMAL + "lbc:\n  fail2ban: {bantime: 99999999d}\n",
+                 ["lbc.fail2ban.bantime (line 8): has the wrong form (got '99999999d'): expected to match "
+                  "^[0-9]{1,6}[smhdw]?$"], id="bantime-bound"),
+    pytest.param(MINIMAL + "acc:\n  rabbitmq: {vhost: a/b, user: 'x y'}\n",
+                 ["acc.rabbitmq.vhost (line 8): 'a/b' must be 1 to 64 letters, digits, '_', '.' or '-'",
+                  "acc.rabbitmq.user (line 8): 'x y' must be 1 to 64 letters, digits, '_', '.' or '-'"],
+                 id="rabbitmq-names"),
+    pytest.param(MINIMAL + "acc:\n  redis: {maxmemory: \"1mb\\nrename-command\"}\n",
+                 ["acc.redis.maxmemory (line 8): '1mb\\nrename-command' is not a size: a number and a unit "
+                  "('kb', 'mb', 'gb'), e.g. 256mb"], id="redis-maxmemory"),
+    pytest.param(MINIMAL + "acc:\n  redis: {memory: 1m}\n",
+                 ["acc.redis.memory (line 8): '1m' is out of range: between 6 MiB and 512 GiB"], id="memory-bound"),
+    pytest.param(MINIMAL + "acc:\n  elasticsearch: {image: 'x; rm -rf /'}\n",
+                 ["acc.elasticsearch.image (line 8): 'x; rm -rf /' is not an image reference (e.g. "
+                  "registry.example.org/team/name:1.2)"], id="elasticsearch-image"),
+    pytest.param(MINIMAL + "mmc:\n  minio_image: Minio/Minio\n",
+                 ["mmc.minio_image (line 8): 'Minio/Minio' is not an image reference (e.g. "
+                  "registry.example.org/team/name:1.2)"], id="minio-image"),
+    pytest.param(MINIMAL + "      settings: 'x;y'\n",
+                 ["apc.apps.backend.settings (line 7): 'x;y' is not a Python module path (e.g. shop.settings)"],
+                 id="settings-module"),
     pytest.param(MINIMAL + "lbc:\n  bind: 0.0.0.0\n  ports: {https: 8443}\n"
                  "dbc:\n  offsite: {name: dr, host: 10.0.0.9, bind: 10.0.0.5, port: 8443}\n",
                  ["dbc.offsite.port (line 11): port 8443 on 10.0.0.5 is already the LBC's"], id="offsite-lbc-port"),
@@ -133,6 +201,16 @@ def test_bad_specs_report_field_line_and_message(spec_dir: Path, text: str, expe
     else:
         assert found == [f"apc.apps.backend.source (line 5): no Django project at {spec_dir}/apps/nowhere "
                          "(manage.py not found)"]
+
+
+def test_config_values_that_are_fine(spec_dir: Path) -> None:
+    text = ("domain: shop.example.org\n" + MINIMAL + "      routes: [/api/v2/, /~me/, /]\n"
+            "lbc: {bind: '::1', client_max_body_size: 512k, trusted_proxies: [10.0.0.0/8, 2001:db8::/32]}\n"
+            "dbc: {shared_buffers: 1GB}\nacc:\n  redis: {maxmemory: 64mb, memory: 1g}\n"
+            "  elasticsearch: {image: 'registry.local:5000/es/es:8.15.0'}\nmmc: {minio_image: minio/minio:latest}\n")
+    stack = load_stack(write_spec(spec_dir, text))
+    assert stack.apc.apps["backend"].routes == ["/api/v2/", "/~me/", "/"]
+    assert (stack.lbc.bind, stack.dbc.shared_buffers) == ("::1", "1GB")
 
 
 def test_overlapping_routes_between_apps(spec_dir: Path) -> None:

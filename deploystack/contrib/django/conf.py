@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,15 @@ MEDIA_STORAGE = f"{_PACKAGE}.storage.MediaStorage"
 HEALTH_PATH = "/healthz"
 MEDIA_URL = "/media/"  # where the LBC serves the media bucket
 
-# Only for runs with no environment (collectstatic at build time, a developer's laptop):
-# every deployed container gets DJANGO_SECRET_KEY from stack/.env.
-DEV_SECRET_KEY = "django-insecure-deploystack-dev-key-do-not-use-in-production"
+# The APC Dockerfile runs collectstatic with DEPLOYSTACK_BUILD=1 and no key: that run (and only it) gets
+# a random key thrown away with the process. The entrypoint of every running container unsets it, so a
+# deployed app without DJANGO_SECRET_KEY refuses to start instead of signing with a known key.
+BUILD_FLAG = "DEPLOYSTACK_BUILD"
+# Keys known to the world: refused at runtime like an empty one.
+KNOWN_KEYS = frozenset({"build-only-dummy", "django-insecure-deploystack-dev-key-do-not-use-in-production"})
+# The TLS mode of the LBC (lbc.tls), from the plan; HSTS only when browsers accept the certificate.
+TLS_MODE = "DEPLOYSTACK_TLS"
+HSTS_SECONDS = 365 * 24 * 3600
 REPLICA_PREFIX = "replica_"
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -48,7 +55,7 @@ def settings_from_env(base_dir: str | os.PathLike[str], environ: Mapping[str, st
     replicas = [alias for alias in databases if alias.startswith(REPLICA_PREFIX)]
     media_base = _media_url(env)
     return {
-        "SECRET_KEY": _get(env, "DJANGO_SECRET_KEY") or DEV_SECRET_KEY,
+        "SECRET_KEY": _secret_key(env),
         "DEBUG": (_get(env, "DJANGO_DEBUG") or "0").lower() in _TRUE,
         "ALLOWED_HOSTS": _split(_get(env, "DJANGO_ALLOWED_HOSTS")) or ["localhost", "127.0.0.1", "[::1]"],
         "DATABASES": databases,
@@ -65,6 +72,7 @@ def settings_from_env(base_dir: str | os.PathLike[str], environ: Mapping[str, st
         # as is, so X-Forwarded-Host (which a client could forge) is not trusted.
         "SECURE_PROXY_SSL_HEADER": ("HTTP_X_FORWARDED_PROTO", "https"),
         "USE_X_FORWARDED_HOST": False,
+        **_https(env),
         "DEPLOYSTACK_HEALTH_PATH": HEALTH_PATH,
         # Containers log to stderr; without this, DEBUG=False drops 500 tracebacks.
         "LOGGING": {
@@ -74,6 +82,38 @@ def settings_from_env(base_dir: str | os.PathLike[str], environ: Mapping[str, st
             "root": {"handlers": ["console"], "level": "WARNING"},
         },
         **_celery(env),
+    }
+
+
+def _secret_key(env: Mapping[str, str]) -> str:
+    key = _get(env, "DJANGO_SECRET_KEY")
+    if key is None and _get(env, BUILD_FLAG) == "1":
+        return "build-" + secrets.token_urlsafe(48)  # collectstatic signs nothing; this key dies with it
+    if key is None:
+        raise ImproperlyConfigured("DJANGO_SECRET_KEY is empty or not set: deploystack writes one into "
+                                   "stack/.env (run deploystack generate); for a local run, export one")
+    if key in KNOWN_KEYS or key.startswith("django-insecure-"):
+        raise ImproperlyConfigured(f"DJANGO_SECRET_KEY is {key!r}, a published placeholder: set a secret one "
+                                   f"(an image build runs collectstatic with {BUILD_FLAG}=1 and no key)")
+    return key
+
+
+def _https(env: Mapping[str, str]) -> dict[str, Any]:
+    """Cookies only over HTTPS (the LBC serves the site only over HTTPS), HSTS when the certificate is
+    not self-signed, and the site's HTTPS origin trusted for CSRF (DJANGO_CSRF_TRUSTED_ORIGINS, from
+    the spec's domain and HTTPS port).
+
+    No SECURE_SSL_REDIRECT: the LBC redirects port 80, and apps call each other over plain HTTP on the
+    private network (APC_<APP>_URL), which a redirect would break.
+    """
+    trusted_tls = (_get(env, TLS_MODE) or "self-signed") != "self-signed"
+    return {
+        "SESSION_COOKIE_SECURE": True,
+        "CSRF_COOKIE_SECURE": True,
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SECURE_CONTENT_TYPE_NOSNIFF": True,
+        "SECURE_HSTS_SECONDS": HSTS_SECONDS if trusted_tls else 0,
+        "CSRF_TRUSTED_ORIGINS": _split(_get(env, "DJANGO_CSRF_TRUSTED_ORIGINS")),
     }
 
 
