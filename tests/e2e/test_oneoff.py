@@ -101,8 +101,9 @@ def test_a_oneoff_runs_with_the_app_environment_and_compose_labels(stack: Stack)
 def test_a_terminal_gets_a_tty_and_a_pipe_does_not(stack: Stack, tmp_path: Path) -> None:
     if shutil.which("script") is None:
         pytest.skip("util-linux's script makes the terminal")
-    # --verbosity 0: Django 5.2's shell says how many models it imported; only the command's own line is wanted here.
-    words = ["backend", "shell", "--verbosity", "0", "-c", "import sys; print('TERMINAL' if sys.stdin.isatty() else 'PIPE')"]
+    # --verbosity 0: Django 5.2's shell says how many models it imported; only the command's line is wanted.
+    words = ["backend", "shell", "--verbosity", "0", "-c",
+             "import sys; print('TERMINAL' if sys.stdin.isatty() else 'PIPE')"]
     argv = [sys.executable, "-m", "deploystack", "manage", "-f", str(stack.spec),
             "-o", str(stack.under_test.target.output), *words]
     terminal = subprocess.run(["script", "-qec", shlex.join(argv), "/dev/null"], stdin=subprocess.DEVNULL,
