@@ -1,9 +1,15 @@
-"""The typer app: parse, call operations, print. No Docker calls and no decisions here."""
+"""The typer app: parse, call operations, print. No decisions here; Docker is reached through operations
+(and, for the read-only `ps`, `logs`, `lbc bans`, through engine functions named in the command).
+
+Imports of operations, the renderers and the engine stay inside the commands: `deploystack --help` and
+`validate` load typer, the spec models and nothing else (tests/unit/test_cli.py holds the line).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -11,18 +17,53 @@ from typing import Annotated
 
 import typer
 
-from deploystack import console, operations
-from deploystack.cli_options import CaOpt, OutOpt, SpecOpt, VerboseOpt
-from deploystack.errors import DeployError, SpecError
-from deploystack.operations import Target
+from deploystack import __version__, console
+from deploystack.cli_options import (
+    FILE_ENV,
+    OUTPUT_ENV,
+    OUTPUT_HELP,
+    CaOpt,
+    OutOpt,
+    SpecLongOpt,
+    SpecOpt,
+    VerboseOpt,
+    check_file,
+)
+from deploystack.errors import BAD_PATH_ERRNOS, DeployError, SpecError, SpecFileError, path_problem
+from deploystack.target import DEFAULT_SPEC, Target
 
 app = typer.Typer(
     name="deploystack",
     help="One YAML spec in, a production-shaped Django stack out.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
+    rich_markup_mode=None,  # plain help, as Compose's: rich's help formatter costs more than the rest of --help
     pretty_exceptions_show_locals=False,  # specs and .env hold passwords
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        console.say(f"deploystack {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    file: Annotated[Path | None, typer.Option(
+        "--file", "-f", envvar=FILE_ENV, show_envvar=True,
+        help="the spec, for the command that follows (default ./deploystack.yaml)")] = None,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", envvar=OUTPUT_ENV, show_envvar=True,
+        help=OUTPUT_HELP + ", for the command that follows")] = None,
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True, help="print the version and exit")] = False,
+) -> None:
+    """One YAML spec in, a production-shaped Django stack out.
+
+    -f and -o given before the command apply to it (its own -f and -o win).
+    """
+
 
 def _register_groups() -> None:
     from deploystack.cli_db import db_app
@@ -55,7 +96,9 @@ def init(
     force: Annotated[bool, typer.Option(help="overwrite an existing spec")] = False,
 ) -> None:
     """Write a commented starter spec."""
-    path = file or operations.DEFAULT_SPEC
+    from deploystack import operations
+
+    path = check_file(file or DEFAULT_SPEC, "spec file", parent_must_exist=True)
     operations.write_starter(path, force)
     console.say(f"wrote {path}: edit it, then deploystack validate && deploystack up")
 
@@ -63,7 +106,9 @@ def init(
 @app.command()
 def validate(file: SpecOpt = None) -> None:
     """Check the spec; print ok, or every problem as `field.path (line N): message`."""
-    operations.stack_of(Target.of(file, None))
+    from deploystack.spec import load_stack
+
+    load_stack(Target.of(file, None).spec)
     console.say("ok")
 
 
@@ -83,6 +128,8 @@ def generate(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would change, write nothing")] = False,
 ) -> None:
     """Write the compose project: compose.yaml, .env, config files, build contexts."""
+    from deploystack import operations
+
     target = Target.of(file, output)
     changes = operations.generate(target, ca_bundle, dry_run)
     verb = "would be" if dry_run else ""
@@ -101,6 +148,8 @@ def build(
     force: Annotated[bool, typer.Option(help="rebuild even when the image is up to date")] = False,
 ) -> None:
     """Build every image the stack needs (skipping those whose build context is unchanged)."""
+    from deploystack import operations
+
     built = operations.build(Target.of(file, output), console.Progress(verbose), ca_bundle, force)
     console.say(f"built {len(built)} image(s)" if built else "all images up to date")
 
@@ -109,6 +158,8 @@ def build(
 def up(file: SpecOpt = None, output: OutOpt = None, ca_bundle: CaOpt = None, verbose: VerboseOpt = False,
        engine: EngineOpt = Engine.compose) -> None:
     """Generate if stale, build if needed, then bring the stack to the spec and wait until healthy."""
+    from deploystack import operations
+
     target = Target.of(file, output)
     if engine is Engine.swarm:
         operations.up_swarm(target, console.Progress(verbose), ca_bundle)
@@ -128,6 +179,8 @@ def scale(
     engine: EngineOpt = Engine.compose,
 ) -> None:
     """Set replica counts in the spec and converge with no dropped requests."""
+    from deploystack import operations
+
     replicas = operations.scale(Target.of(file, output), targets, console.Progress(verbose), ca_bundle,
                                 swarm=engine is Engine.swarm)
     console.say("scaled " + ", ".join(f"{app} to {n}" for app, n in replicas.items()))
@@ -140,6 +193,8 @@ def down(
     engine: EngineOpt = Engine.compose,
 ) -> None:
     """Remove the stack's containers and networks (volumes kept unless --volumes)."""
+    from deploystack import operations
+
     operations.down(Target.of(file, output), console.Progress(verbose), volumes, swarm=engine is Engine.swarm)
     console.say("stack is down" + (" and its volumes removed" if volumes else "; volumes kept"))
 
@@ -150,6 +205,7 @@ def prune(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would go, remove nothing")] = False,
 ) -> None:
     """Remove images no container uses and this spec no longer wants: older role and app image tags."""
+    from deploystack import operations
     from deploystack.cli_media import human
 
     stale = operations.prune(Target.of(file, output), console.Progress(verbose), ca_bundle, dry_run)
@@ -166,6 +222,7 @@ def ps(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Services, replicas, state and health."""
+    from deploystack import operations
     from deploystack.engine import client, status
 
     project = operations.project_name(Target.of(file, None))
@@ -180,11 +237,12 @@ def ps(
 @app.command()
 def logs(
     service: Annotated[str | None, typer.Argument(help="one service (default: all)")] = None,
-    file: SpecOpt = None,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep following")] = False,
+    file: SpecLongOpt = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep following (as in Compose)")] = False,
     tail: Annotated[int, typer.Option(help="lines of history per container")] = 100,
 ) -> None:
     """Show logs, each line prefixed with its container's name."""
+    from deploystack import operations
     from deploystack.engine import client, status
 
     project = operations.project_name(Target.of(file, None))
@@ -208,8 +266,11 @@ def diagram(
 ) -> None:
     """Draw the stack: roles, services and replicas, the two networks, published ports, who talks to whom."""
     from deploystack import diagram as drawing
+    from deploystack import operations
 
     chosen = drawing.choose_format(fmt, output)
+    if output is not None:
+        check_file(output, "-o")
     data = drawing.produce(drawing.diagram_of(operations.stack_of(Target.of(file, None))), chosen)
     if output is not None:
         drawing.write_atomically(output, data)
@@ -226,7 +287,7 @@ def doctor(
     """Check what `up` needs (engine, disk, base image, CA bundle, LBC ports, spec); print a fix for each failure."""
     from deploystack import doctor as checkup
 
-    checks = checkup.run(file or operations.DEFAULT_SPEC)
+    checks = checkup.run(file or DEFAULT_SPEC)
     if as_json:
         console.as_json([check.as_dict() for check in checks])
     else:
@@ -241,8 +302,14 @@ _register_groups()
 
 def main() -> None:
     """Entry point: every DeployError becomes its message and exit code, never a traceback."""
+    # pydantic scans every installed package's entry points for plugins when the first model is built: a
+    # CLI run uses none, and `validate` is a third faster without the scan.
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     try:
         app(standalone_mode=True)
+    except SpecFileError as exc:
+        console.error("; ".join(problem.message for problem in exc.problems))
+        sys.exit(exc.exit_code)
     except SpecError as exc:
         console.err.out(f"{exc.file}: invalid spec")
         console.problems([str(p) for p in exc.problems])
@@ -253,3 +320,6 @@ def main() -> None:
     except KeyboardInterrupt:
         console.error("interrupted")
         sys.exit(130)
+    except OSError as exc:  # a path no check above foresaw (permissions, /proc, a full disk): one line
+        console.error(path_problem(exc))
+        sys.exit(2 if exc.errno in BAD_PATH_ERRNOS else 1)
