@@ -9,6 +9,8 @@ Kept light: `--help` and `validate` import this, so nothing here may pull in the
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -55,7 +57,8 @@ OutOpt = Annotated[Path | None, typer.Option(
 StackOutOpt = Annotated[Path | None, typer.Option(
     "--stack-output", envvar=OUTPUT_ENV, show_envvar=True, help=OUTPUT_HELP, callback=_stack_output)]
 CaOpt = Annotated[Path | None, typer.Option("--ca-bundle", help="CA bundle for pip in builds (default: the host's)")]
-VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="show build output")]
+VerboseOpt = Annotated[bool, typer.Option(
+    "--verbose", "-v", help="show the details of each step: build output, images removed or kept, what is awaited")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 
 
@@ -84,4 +87,16 @@ def check_file(path: Path, what: str, *, parent_must_exist: bool = False) -> Pat
         state = "is a file" if parent.exists() else "does not exist"
         raise UsageError(f"{what} {path}: its folder {path.parent} {state}")
     check_folder(path.parent, what)
+    _can_create_in(_first_existing(parent), what, path)
     return path
+
+
+def _can_create_in(folder: Path, what: str, path: Path) -> None:
+    """Try it (permissions, read-only mounts, /proc): a later failure would come after other files were written."""
+    try:
+        handle, probe = tempfile.mkstemp(dir=folder, prefix=".deploystack-probe-")
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).lower()
+        raise UsageError(f"{what} {path}: cannot create files in {folder} ({reason})") from None
+    os.close(handle)
+    os.unlink(probe)
