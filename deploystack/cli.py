@@ -114,10 +114,10 @@ def validate(file: SpecOpt = None) -> None:
 
 @app.command()
 def schema() -> None:
-    """Print the spec's JSON Schema (for editors)."""
-    from deploystack.spec.models import Stack
+    """Print the spec's JSON Schema (for editors and CI: shorthands such as `redis: true` included)."""
+    from deploystack.spec.schema import stack_schema
 
-    console.say(json.dumps(Stack.model_json_schema(), indent=2))
+    console.say(json.dumps(stack_schema(), indent=2))
 
 
 @app.command()
