@@ -50,6 +50,11 @@ def swarm(
 
     if output is not None:
         check_file(output, "-o")
-    exported = operations.export_swarm(Target.of(file, stack_output), output, ca_bundle)
+    from deploystack.render.swarm import not_carried_over
+
+    target = Target.of(file, stack_output)
+    exported = operations.export_swarm(target, output, ca_bundle)
+    for note in not_carried_over(operations.stack_of(target), exported.plan):
+        console.warning(note)
     console.say(f"wrote {exported.stack_file}; deploy it with: docker stack deploy -c {exported.stack_file} "
                 f"--resolve-image never {exported.plan.project} (or deploystack up --engine swarm)")

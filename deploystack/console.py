@@ -60,6 +60,13 @@ def error(message: str) -> None:
         _console("err").out(rest)
 
 
+def warning(message: str) -> None:
+    """Something the user should know that does not stop the command (stderr)."""
+    from rich.markup import escape
+
+    _console("err").print(f"[yellow]warning:[/] {escape(message)}")
+
+
 def problems(lines: Sequence[str]) -> None:
     for line in lines:
         _console("err").out(line)

@@ -225,3 +225,40 @@ def test_bad_paths_are_one_line_and_exit_2(tmp_path: Path) -> None:
             failures.append(f"{args}: exit {result.returncode}, stderr {result.stderr[-300:]!r}")
     assert failures == []
     assert not (tmp_path / "sub").exists() and not (tmp_path / "stack").exists()
+
+
+def test_the_readme_short_spec_brings_up_what_init_writes(tmp_path: Path) -> None:
+    from deploystack.plan.project import build_plan
+    from deploystack.spec import load_stack
+
+    readme = (REPO / "README.md").read_text()
+    short = re.search(r"A short spec is enough.*?```yaml\n(.*?)```", readme, re.S)
+    assert short is not None
+    (tmp_path / "manage.py").write_text("# stand-in\n")
+    starter = tmp_path / "starter.yaml"
+    assert cli("init", "-f", str(starter)).returncode == 0
+    (tmp_path / "short.yaml").write_text(short.group(1))
+    services = [sorted(s.name for s in build_plan(load_stack(spec)).services)
+                for spec in (starter, tmp_path / "short.yaml")]
+    assert services[0] == services[1]
+    listed = re.findall(r"`([a-z0-9-]+)`", readme[short.end():].split("\n\n")[1])
+    assert sorted(listed) == services[0]
+
+
+def test_export_swarm_says_what_does_not_carry_over(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, SPEC + "cdc: true\n")
+    (tmp_path / "ca.crt").write_text("")
+    result = cli("export", "swarm", "-f", str(spec), "--ca-bundle", str(tmp_path / "ca.crt"))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        "warning: lbc.bind 127.0.0.1 is ignored on a swarm: ports 80 and 443 listen on every address of each node "
+        "labelled deploystack.edge (firewall them where they must not be public)",
+        "warning: cdc is left out on a swarm (no /_cdc/ webhook): deploy with deploystack up --engine swarm",
+        "warning: services are placed by node label: give nodes deploystack.data, deploystack.db-primary, "
+        "deploystack.db-replica, deploystack.edge before deploying (docker node update --label-add LABEL=true NODE; "
+        "docs/swarm.md)",
+    ]
+    public = write_spec(tmp_path, SPEC + "lbc: {bind: 0.0.0.0}\ndbc: {replicas: 0}\n")
+    result = cli("export", "swarm", "-f", str(public), "--ca-bundle", str(tmp_path / "ca.crt"))
+    assert result.returncode == 0 and "lbc.bind" not in result.stderr and "cdc" not in result.stderr
+    assert "deploystack.db-replica" not in result.stderr and "deploystack.edge" in result.stderr
