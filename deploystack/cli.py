@@ -150,7 +150,8 @@ def build(
     """Build every image the stack needs (skipping those whose build context is unchanged)."""
     from deploystack import operations
 
-    built = operations.build(Target.of(file, output), console.Progress(verbose), ca_bundle, force)
+    with console.progress(verbose) as report:
+        built = operations.build(Target.of(file, output), report, ca_bundle, force)
     console.say(f"built {len(built)} image(s)" if built else "all images up to date")
 
 
@@ -165,7 +166,8 @@ def up(file: SpecOpt = None, output: OutOpt = None, ca_bundle: CaOpt = None, ver
         operations.up_swarm(target, console.Progress(verbose), ca_bundle)
         console.say("swarm stack is up")
     else:
-        outcome = operations.up(target, console.Progress(verbose), ca_bundle)
+        with console.progress(verbose) as report:
+            outcome = operations.up(target, report, ca_bundle)
         console.say("stack is up" + ("" if outcome.changed else " (nothing changed)"))
     lbc = operations.stack_of(target).lbc
     https = "" if lbc.ports.https == 443 else f":{lbc.ports.https}"

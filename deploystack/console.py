@@ -7,13 +7,15 @@ rich is imported on first use of a table, a coloured line or an error, not with 
 from __future__ import annotations
 
 import json
+import os
 import sys
+import time
 from collections.abc import Sequence
 from functools import cache
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from rich.console import Console
+    from rich.console import Console, RenderableType
 
 # What rich's Text drops from printed strings (bell, backspace, vertical tab, form feed, carriage return):
 # plain output keeps doing the same.
@@ -42,12 +44,78 @@ class Progress:
     def __init__(self, verbose: bool = False) -> None:
         self.verbose = verbose
 
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
     def step(self, text: str) -> None:
         _console("err").print(f"[cyan]•[/] {text}")
 
     def detail(self, text: str) -> None:
         if self.verbose:
             _console("err").out(f"  {text}", style="dim")
+
+
+class LiveProgress(Progress):
+    """On a terminal: the running step on a live line (its number, its time so far, the services started
+    and not ready yet); each finished step stays as a line with the time it took (an image's build time)."""
+
+    def __init__(self, verbose: bool = False, console: Console | None = None) -> None:
+        from rich.live import Live
+
+        super().__init__(verbose)
+        self.console = console or _console("err")
+        self.live = Live(self, console=self.console, refresh_per_second=4, transient=True)
+        self.current: str | None = None
+        self.started = 0.0
+        self.count = 0
+        self.waiting: list[str] = []
+
+    def __enter__(self) -> LiveProgress:
+        self.live.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._finish()
+        self.live.stop()
+
+    def step(self, text: str) -> None:
+        self._finish()
+        self.count += 1
+        self.current, self.started = text, time.monotonic()
+        verb, _, name = text.partition(" ")
+        if verb in ("creating", "starting") and name not in self.waiting:
+            self.waiting.append(name)
+        elif text.endswith(" ready"):  # `<service> ready`: its replicas are no longer waited for
+            service = text.removesuffix(" ready")
+            self.waiting = [w for w in self.waiting if w != service and not w.startswith(f"{service}-")]
+
+    def _finish(self) -> None:
+        from rich.markup import escape
+
+        if self.current is not None:
+            took = time.monotonic() - self.started
+            self.console.print(f"[cyan]•[/] {escape(self.current)} [dim]({took:.1f}s)[/]")
+            self.current = None
+
+    def __rich__(self) -> RenderableType:
+        from rich.spinner import Spinner
+        from rich.text import Text
+
+        if self.current is None:
+            return ""
+        waiting = f" · waiting for {', '.join(self.waiting)}" if self.waiting else ""
+        line = f"step {self.count} · {self.current} · {time.monotonic() - self.started:.0f}s{waiting}"
+        return Spinner("dots", Text(line), style="cyan")
+
+
+def progress(verbose: bool = False) -> Progress:
+    """A live display on a terminal, the plain lines of `Progress` otherwise (pipes, CI logs, TERM=dumb)."""
+    if sys.stderr.isatty() and os.environ.get("TERM") != "dumb":
+        return LiveProgress(verbose)
+    return Progress(verbose)
 
 
 def error(message: str) -> None:

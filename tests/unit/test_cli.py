@@ -60,7 +60,9 @@ def test_version_is_the_installed_one() -> None:
 def test_shell_completion_is_offered_and_completes() -> None:
     assert {"--install-completion", "--show-completion"} <= set(cli("--help").stdout.split())
     script = Path(sys.executable).parent / "deploystack"
-    shown = subprocess.run([script, "--show-completion", "bash"], capture_output=True, text=True, timeout=60)
+    # run from bash (`; true` keeps bash as the parent process): the shell is detected from the parent
+    shown = subprocess.run(["bash", "-c", f"{script} --show-completion; true"], capture_output=True, text=True,
+                           timeout=60)
     assert shown.returncode == 0 and "_DEPLOYSTACK_COMPLETE=complete_bash" in shown.stdout
     completed = subprocess.run([script], capture_output=True, text=True, timeout=60, env={
         **os.environ, "_DEPLOYSTACK_COMPLETE": "complete_bash", "COMP_WORDS": "deploystack db ", "COMP_CWORD": "2"})
@@ -262,3 +264,31 @@ def test_export_swarm_says_what_does_not_carry_over(tmp_path: Path) -> None:
     result = cli("export", "swarm", "-f", str(public), "--ca-bundle", str(tmp_path / "ca.crt"))
     assert result.returncode == 0 and "lbc.bind" not in result.stderr and "cdc" not in result.stderr
     assert "deploystack.db-replica" not in result.stderr and "deploystack.edge" in result.stderr
+
+
+def test_the_live_display_numbers_steps_times_them_and_names_what_is_awaited() -> None:
+    import io
+
+    screen = io.StringIO()
+    terminal = Console(file=screen, force_terminal=True, width=200, color_system=None)
+    with console.LiveProgress(console=terminal) as live:
+        live.step("building shop/backend:abc")
+        live.step("creating shop-db-primary")
+        live.step("creating shop-backend-1")
+        live.step("creating shop-backend-2")
+        assert live.waiting == ["shop-db-primary", "shop-backend-1", "shop-backend-2"]
+        now = io.StringIO()
+        Console(file=now, width=200, color_system=None).print(live)
+        assert "step 4 · creating shop-backend-2 · 0s · waiting for shop-db-primary, shop-backend-1, " \
+               "shop-backend-2" in now.getvalue()
+        live.step("shop-db-primary ready")
+        assert live.waiting == ["shop-backend-1", "shop-backend-2"]
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.getvalue()).replace("\r", "\n")
+    kept = [line for line in plain.splitlines() if line.startswith("• ")]
+    assert [re.sub(r"\(\d+\.\ds\)", "(T)", line) for line in kept] == [
+        "• building shop/backend:abc (T)", "• creating shop-db-primary (T)", "• creating shop-backend-1 (T)",
+        "• creating shop-backend-2 (T)", "• shop-db-primary ready (T)"]
+
+
+def test_plain_lines_when_not_on_a_terminal() -> None:
+    assert type(console.progress()) is console.Progress  # pytest's stderr is no terminal
