@@ -96,9 +96,8 @@ class LiveProgress(Progress):
         from rich.markup import escape
 
         if self.current is not None:
-            took = time.monotonic() - self.started
-            self.console.print(f"[cyan]•[/] {escape(self.current)} [dim]({took:.1f}s)[/]")
-            self.current = None
+            done, self.current = self.current, None  # off the live line before it is printed above it
+            self.console.print(f"[cyan]•[/] {escape(done)} [dim]({time.monotonic() - self.started:.1f}s)[/]")
 
     def __rich__(self) -> RenderableType:
         from rich.spinner import Spinner
