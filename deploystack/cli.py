@@ -1,4 +1,9 @@
-"""The typer app: parse, call operations, print. No Docker calls and no decisions here."""
+"""The typer app: parse, call operations, print. No decisions here; Docker is reached through operations
+(and, for the read-only `ps`, `logs`, `lbc bans`, through engine functions named in the command).
+
+Imports of operations, the renderers and the engine stay inside the commands: `deploystack --help` and
+`validate` load typer, the spec models and nothing else (tests/unit/test_cli.py holds the line).
+"""
 
 from __future__ import annotations
 
@@ -12,18 +17,53 @@ from typing import Annotated
 
 import typer
 
-from deploystack import console, operations
-from deploystack.cli_options import CaOpt, OutOpt, SpecOpt, VerboseOpt
-from deploystack.errors import DeployError, SpecError
-from deploystack.operations import Target
+from deploystack import __version__, console
+from deploystack.cli_options import (
+    FILE_ENV,
+    OUTPUT_ENV,
+    OUTPUT_HELP,
+    CaOpt,
+    OutOpt,
+    SpecLongOpt,
+    SpecOpt,
+    VerboseOpt,
+    check_file,
+)
+from deploystack.errors import BAD_PATH_ERRNOS, DeployError, SpecError, SpecFileError, path_problem
+from deploystack.target import DEFAULT_SPEC, Target
 
 app = typer.Typer(
     name="deploystack",
     help="One YAML spec in, a production-shaped Django stack out.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
+    rich_markup_mode=None,  # plain help, as Compose's: rich's help formatter costs more than the rest of --help
     pretty_exceptions_show_locals=False,  # specs and .env hold passwords
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        console.say(f"deploystack {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    file: Annotated[Path | None, typer.Option(
+        "--file", "-f", envvar=FILE_ENV, show_envvar=True,
+        help="the spec, for the command that follows (default ./deploystack.yaml)")] = None,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", envvar=OUTPUT_ENV, show_envvar=True,
+        help=OUTPUT_HELP + ", for the command that follows")] = None,
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True, help="print the version and exit")] = False,
+) -> None:
+    """One YAML spec in, a production-shaped Django stack out.
+
+    -f and -o given before the command apply to it (its own -f and -o win).
+    """
+
 
 def _register_groups() -> None:
     from deploystack.cli_db import db_app
@@ -58,7 +98,9 @@ def init(
     force: Annotated[bool, typer.Option(help="overwrite an existing spec")] = False,
 ) -> None:
     """Write a commented starter spec."""
-    path = file or operations.DEFAULT_SPEC
+    from deploystack import operations
+
+    path = check_file(file or DEFAULT_SPEC, "spec file", parent_must_exist=True)
     operations.write_starter(path, force)
     console.say(f"wrote {path}: edit it, then deploystack validate && deploystack up")
 
@@ -66,16 +108,18 @@ def init(
 @app.command()
 def validate(file: SpecOpt = None) -> None:
     """Check the spec; print ok, or every problem as `field.path (line N): message`."""
-    operations.stack_of(Target.of(file, None))
+    from deploystack.spec import load_stack
+
+    load_stack(Target.of(file, None).spec)
     console.say("ok")
 
 
 @app.command()
 def schema() -> None:
-    """Print the spec's JSON Schema (for editors)."""
-    from deploystack.spec.models import Stack
+    """Print the spec's JSON Schema (for editors and CI: shorthands such as `redis: true` included)."""
+    from deploystack.spec.schema import stack_schema
 
-    console.say(json.dumps(Stack.model_json_schema(), indent=2))
+    console.say(json.dumps(stack_schema(), indent=2))
 
 
 @app.command()
@@ -86,6 +130,8 @@ def generate(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would change, write nothing")] = False,
 ) -> None:
     """Write the compose project: compose.yaml, .env, config files, build contexts."""
+    from deploystack import operations
+
     target = Target.of(file, output)
     changes = operations.generate(target, ca_bundle, dry_run)
     verb = "would be" if dry_run else ""
@@ -104,7 +150,10 @@ def build(
     force: Annotated[bool, typer.Option(help="rebuild even when the image is up to date")] = False,
 ) -> None:
     """Build every image the stack needs (skipping those whose build context is unchanged)."""
-    built = operations.build(Target.of(file, output), console.Progress(verbose), ca_bundle, force)
+    from deploystack import operations
+
+    with console.progress(verbose) as report:
+        built = operations.build(Target.of(file, output), report, ca_bundle, force)
     console.say(f"built {len(built)} image(s)" if built else "all images up to date")
 
 
@@ -112,12 +161,15 @@ def build(
 def up(file: SpecOpt = None, output: OutOpt = None, ca_bundle: CaOpt = None, verbose: VerboseOpt = False,
        engine: EngineOpt = Engine.compose) -> None:
     """Generate if stale, build if needed, then bring the stack to the spec and wait until healthy."""
+    from deploystack import operations
+
     target = Target.of(file, output)
     if engine is Engine.swarm:
         operations.up_swarm(target, console.Progress(verbose), ca_bundle)
         console.say("swarm stack is up")
     else:
-        outcome = operations.up(target, console.Progress(verbose), ca_bundle)
+        with console.progress(verbose) as report:
+            outcome = operations.up(target, report, ca_bundle)
         console.say("stack is up" + ("" if outcome.changed else " (nothing changed)"))
     lbc = operations.stack_of(target).lbc
     https = "" if lbc.ports.https == 443 else f":{lbc.ports.https}"
@@ -131,6 +183,8 @@ def scale(
     engine: EngineOpt = Engine.compose,
 ) -> None:
     """Set replica counts in the spec and converge with no dropped requests."""
+    from deploystack import operations
+
     replicas = operations.scale(Target.of(file, output), targets, console.Progress(verbose), ca_bundle,
                                 swarm=engine is Engine.swarm)
     console.say("scaled " + ", ".join(f"{app} to {n}" for app, n in replicas.items()))
@@ -143,6 +197,8 @@ def down(
     engine: EngineOpt = Engine.compose,
 ) -> None:
     """Remove the stack's containers and networks (volumes kept unless --volumes)."""
+    from deploystack import operations
+
     operations.down(Target.of(file, output), console.Progress(verbose), volumes, swarm=engine is Engine.swarm)
     console.say("stack is down" + (" and its volumes removed" if volumes else "; volumes kept"))
 
@@ -153,6 +209,7 @@ def prune(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would go, remove nothing")] = False,
 ) -> None:
     """Remove images no container uses and this spec no longer wants: older role and app image tags."""
+    from deploystack import operations
     from deploystack.cli_media import human
 
     stale = operations.prune(Target.of(file, output), console.Progress(verbose), ca_bundle, dry_run)
@@ -169,6 +226,7 @@ def ps(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Services, replicas, state and health."""
+    from deploystack import operations
     from deploystack.engine import client, status
 
     project = operations.project_name(Target.of(file, None))
@@ -184,8 +242,8 @@ def ps(
 def logs(
     service: Annotated[str | None, typer.Argument(help="one service (default: all)")] = None,
     # -f is --follow here, as for `docker compose logs`.
-    file: Annotated[Path | None, typer.Option("--file", help="the spec (default ./deploystack.yaml)")] = None,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep following")] = False,
+    file: SpecLongOpt = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep following (as in Compose)")] = False,
     tail: Annotated[str, typer.Option("--tail", "-n", help="lines of history per container, or all")] = "100",
     since: Annotated[str | None, typer.Option(
         help="only lines since a duration ago (10m, 1h30m), a time (2026-12-01T19:00:00Z) or UNIX seconds",
@@ -193,6 +251,7 @@ def logs(
     timestamps: Annotated[bool, typer.Option("--timestamps", "-t", help="prefix each line with its time")] = False,
 ) -> None:
     """Show logs, each line prefixed with its container's name."""
+    from deploystack import operations
     from deploystack.engine import client, status
     from deploystack.logopts import parse_since, parse_tail
 
@@ -219,8 +278,11 @@ def diagram(
 ) -> None:
     """Draw the stack: roles, services and replicas, the two networks, published ports, who talks to whom."""
     from deploystack import diagram as drawing
+    from deploystack import operations
 
     chosen = drawing.choose_format(fmt, output)
+    if output is not None:
+        check_file(output, "-o")
     data = drawing.produce(drawing.diagram_of(operations.stack_of(Target.of(file, None))), chosen)
     if output is not None:
         drawing.write_atomically(output, data)
@@ -237,7 +299,7 @@ def doctor(
     """Check what `up` needs (engine, disk, base image, CA bundle, LBC ports, spec); print a fix for each failure."""
     from deploystack import doctor as checkup
 
-    checks = checkup.run(file or operations.DEFAULT_SPEC)
+    checks = checkup.run(file or DEFAULT_SPEC)
     if as_json:
         console.as_json([check.as_dict() for check in checks])
     else:
@@ -254,6 +316,9 @@ def main() -> None:
     """Entry point: every DeployError becomes its message and exit code, never a traceback."""
     try:
         app(standalone_mode=True)
+    except SpecFileError as exc:
+        console.error("; ".join(problem.message for problem in exc.problems))
+        sys.exit(exc.exit_code)
     except SpecError as exc:
         console.err.out(f"{exc.file}: invalid spec")
         console.problems([str(p) for p in exc.problems])
@@ -264,3 +329,6 @@ def main() -> None:
     except KeyboardInterrupt:
         console.error("interrupted")
         sys.exit(130)
+    except OSError as exc:  # a path no check above foresaw (permissions, /proc, a full disk): one line
+        console.error(path_problem(exc))
+        sys.exit(2 if exc.errno in BAD_PATH_ERRNOS else 1)

@@ -7,10 +7,10 @@ from typing import Annotated
 
 import typer
 
-from deploystack import console, operations
+from deploystack import console
 from deploystack.cli_media import human
-from deploystack.cli_options import OutOpt, SpecOpt
-from deploystack.operations import Target
+from deploystack.cli_options import OutOpt, SpecOpt, check_folder
+from deploystack.target import Target
 
 db_app = typer.Typer(help="The database (DBC): replication status, backups, restore.", no_args_is_help=True)
 
@@ -34,6 +34,8 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Each node's role, state, LSN, replication lag (bytes, seconds) and replication slot."""
+    from deploystack import operations
+
     result = operations.db_status(Target.of(file, output))
     if as_json:
         console.as_json(result.as_dict())
@@ -64,6 +66,9 @@ def backup(
     )] = False,
 ) -> None:
     """Back up the app database (pg_dump custom format) into FOLDER; older ones beyond --keep go."""
+    from deploystack import operations
+
+    check_folder(folder, "backup folder")
     path = operations.db_backup(Target.of(file, output), folder, keep, physical, console.Progress())
     console.say(f"backed up to {path}")
 
@@ -75,6 +80,8 @@ def restore(
     output: OutOpt = None,
 ) -> None:
     """Restore a dump into the app database on the primary (backed up beside it first); replicas follow."""
+    from deploystack import operations
+
     dump = operations.db_restore(Target.of(file, output), path, console.Progress())
     console.say(f"restored from {dump}")
 
@@ -87,6 +94,8 @@ def promote(
     force: Annotated[bool, typer.Option(help="stop a primary that still runs, and promote anyway")] = False,
 ) -> None:
     """Promote a replica when the primary is lost: it becomes db-primary (apps reconnect), replicas re-clone."""
+    from deploystack import operations
+
     kept = operations.db_promote(Target.of(file, output), replica, force, console.Progress())
     console.say(f"{replica} promoted: it is db-primary now; the old primary's data is kept in volume {kept}")
 
@@ -99,4 +108,6 @@ def shell(
     output: OutOpt = None,
 ) -> None:
     """psql on the primary, as the app's database user on the app database."""
+    from deploystack import operations
+
     raise typer.Exit(operations.db_shell(Target.of(file, output), arguments or []))

@@ -7,12 +7,13 @@ from typing import Annotated
 
 import typer
 
-from deploystack import console, deploys, history
+from deploystack import console
 from deploystack.cli_options import OutOpt, SpecOpt, VerboseOpt
-from deploystack.operations import Target
+from deploystack.target import Target
 
 TriggerOpt = Annotated[str | None, typer.Option(help="who or what asked, for the history (default: cli (you))")]
 AppArg = Annotated[str | None, typer.Argument(help="one app (default: every app; with --ref, every app from git)")]
+RollbackAppArg = Annotated[str | None, typer.Argument(help="one app (default: every app)")]
 
 
 def deploy(
@@ -21,13 +22,17 @@ def deploy(
     file: SpecOpt = None, output: OutOpt = None, verbose: VerboseOpt = False, trigger: TriggerOpt = None,
 ) -> None:
     """Build the app's new image and replace its replicas one at a time; roll back if one fails."""
+    from deploystack import deploys
+
     for record in deploys.deploy(Target.of(file, output), app, ref, console.Progress(verbose), trigger):
         console.say(f"deployed {record.app} {record.ref[:12]} ({record.image}) in {record.seconds:.0f}s")
 
 
-def rollback(app: AppArg = None, file: SpecOpt = None, output: OutOpt = None, verbose: VerboseOpt = False,
+def rollback(app: RollbackAppArg = None, file: SpecOpt = None, output: OutOpt = None, verbose: VerboseOpt = False,
              trigger: TriggerOpt = None) -> None:
     """Put the app's previous image back on its replicas, one at a time."""
+    from deploystack import deploys
+
     for record in deploys.rollback(Target.of(file, output), app, console.Progress(verbose), trigger):
         console.say(f"rolled {record.app} back to {record.ref[:12]} ({record.image})")
 
@@ -39,6 +44,8 @@ def show_history(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Deploys and rollbacks: app, ref, time, trigger, result."""
+    from deploystack import history
+
     records = [r for r in history.read(Target.of(file, output).output) if app is None or r.app == app][-last:]
     if as_json:
         console.as_json([dataclasses.asdict(r) for r in records])

@@ -6,9 +6,9 @@ from typing import Annotated
 
 import typer
 
-from deploystack import console, operations
+from deploystack import console
 from deploystack.cli_options import OutOpt, SpecOpt
-from deploystack.operations import Target
+from deploystack.target import Target
 
 
 def env(
@@ -18,6 +18,8 @@ def env(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """List the variables an app gets and where each comes from (secret values masked unless --show)."""
+    from deploystack import operations
+
     rows = operations.app_env(Target.of(file, output), app, show)
     if as_json:
         console.as_json([row.as_dict() for row in rows])

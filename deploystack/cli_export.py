@@ -11,9 +11,9 @@ from typing import Annotated
 
 import typer
 
-from deploystack import console, operations
-from deploystack.cli_options import CaOpt, SpecOpt, StackOutOpt
-from deploystack.operations import Target
+from deploystack import console
+from deploystack.cli_options import CaOpt, SpecOpt, StackOutOpt, check_file, check_folder
+from deploystack.target import Target
 
 export_app = typer.Typer(help="Write what runs the stack, or part of it, elsewhere.", no_args_is_help=True)
 
@@ -28,6 +28,9 @@ def replica(
         "--ca-bundle", help="CA bundle for pip in builds, as given to up (default: the host's)")] = None,
 ) -> None:
     """The offsite replica (dbc.offsite) as a folder to copy to the other host: image, CA, credentials, run.sh."""
+    from deploystack import operations
+
+    check_folder(output, "-o")
     changes = operations.export_replica(Target.of(file, stack_output), output, ca_bundle)
     console.say(f"{output}: {len(changes.created)} created, {len(changes.changed)} changed, "
                 f"{len(changes.identical)} identical; copy it to the other host and run ./run.sh there "
@@ -43,6 +46,15 @@ def swarm(
     ca_bundle: CaOpt = None,
 ) -> None:
     """Write a stack file for `docker stack deploy` (configs and secrets beside it, under stack/swarm/)."""
-    exported = operations.export_swarm(Target.of(file, stack_output), output, ca_bundle)
+    from deploystack import operations
+
+    if output is not None:
+        check_file(output, "-o")
+    from deploystack.render.swarm import not_carried_over
+
+    target = Target.of(file, stack_output)
+    exported = operations.export_swarm(target, output, ca_bundle)
+    for note in not_carried_over(operations.stack_of(target), exported.plan):
+        console.warning(note)
     console.say(f"wrote {exported.stack_file}; deploy it with: docker stack deploy -c {exported.stack_file} "
                 f"--resolve-image never {exported.plan.project} (or deploystack up --engine swarm)")

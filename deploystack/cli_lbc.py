@@ -6,9 +6,9 @@ from typing import Annotated
 
 import typer
 
-from deploystack import console, operations
+from deploystack import console
 from deploystack.cli_options import SpecOpt
-from deploystack.operations import Target
+from deploystack.target import Target
 
 lbc_app = typer.Typer(
     name="lbc",
@@ -23,6 +23,7 @@ def bans(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Banned client addresses, per fail2ban jail."""
+    from deploystack import operations
     from deploystack.engine import client, lbc
 
     project = operations.project_name(Target.of(file, None))
@@ -43,6 +44,7 @@ def unban(
     file: SpecOpt = None,
 ) -> None:
     """Lift the ban on ADDRESS in every jail that holds it."""
+    from deploystack import operations
     from deploystack.engine import client, lbc
 
     project = operations.project_name(Target.of(file, None))

@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from deploystack import console, operations
-from deploystack.cli_options import OutOpt, SpecOpt
-from deploystack.operations import Target
+from deploystack import console
+from deploystack.cli_options import OutOpt, SpecOpt, check_folder
+from deploystack.target import Target
 
 media_app = typer.Typer(help="The media store (MMC): usage, backups.", no_args_is_help=True)
 
@@ -26,6 +26,8 @@ def human(size: int) -> str:
 @media_app.command()
 def usage(file: SpecOpt = None, output: OutOpt = None) -> None:
     """Disk used by the media store's volume."""
+    from deploystack import operations
+
     used = operations.media_usage(Target.of(file, output))
     console.say(f"media: {human(used)} ({used} bytes)")
 
@@ -38,6 +40,9 @@ def backup(
     keep: Annotated[int, typer.Option(help="how many backups of this project to keep in FOLDER")] = 7,
 ) -> None:
     """Back up the media volume into FOLDER as a tarball; older ones beyond --keep are removed."""
+    from deploystack import operations
+
+    check_folder(folder, "backup folder")
     path = operations.media_backup(Target.of(file, output), folder, keep, console.Progress())
     console.say(f"backed up to {path}")
 
@@ -49,5 +54,7 @@ def restore(
     output: OutOpt = None,
 ) -> None:
     """Replace the media store's data with a backup (the current data is backed up beside it first)."""
+    from deploystack import operations
+
     archive = operations.media_restore(Target.of(file, output), path, console.Progress())
     console.say(f"restored from {archive}")

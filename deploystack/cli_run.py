@@ -10,10 +10,9 @@ from typing import Annotated
 
 import typer
 
-from deploystack import operations
 from deploystack.cli_options import OutOpt, SpecOpt
 from deploystack.errors import UsageError
-from deploystack.operations import Target
+from deploystack.target import Target
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -51,10 +50,13 @@ def register(app: typer.Typer) -> None:
 def manage(
     app: AppArg,
     arguments: Annotated[list[str] | None, typer.Argument(
-        help="for manage.py (migrate --check, createsuperuser, shell, loaddata -)", show_default=False)] = None,
+        help="for manage.py (migrate, createsuperuser, shell, loaddata -; its options pass through)",
+        show_default=False)] = None,
     env: EnvOpt = None, file: SpecOpt = None, output: OutOpt = None,
 ) -> None:
     """Run `python manage.py ARGUMENTS` in a new container of APP (its image, environment and networks)."""
+    from deploystack import operations
+
     command = ["python", "manage.py", *(arguments or [])]
     raise typer.Exit(operations.run_oneoff(Target.of(file, output), app, command, parse_env(env)))
 
@@ -65,6 +67,8 @@ def run_command(
     env: EnvOpt = None, file: SpecOpt = None, output: OutOpt = None,
 ) -> None:
     """Run a command in a new container of APP (its image, environment and networks): run APP -- CMD..."""
+    from deploystack import operations
+
     raise typer.Exit(operations.run_oneoff(Target.of(file, output), app, command, parse_env(env)))
 
 
@@ -75,4 +79,6 @@ def exec_command(
     file: SpecOpt = None, output: OutOpt = None,
 ) -> None:
     """Run a command in a running container of SERVICE: exec SERVICE [--index N] -- CMD..."""
+    from deploystack import operations
+
     raise typer.Exit(operations.exec_service(Target.of(file, output), service, index, command))

@@ -9,7 +9,10 @@ Exit codes (documented in the README):
 
 from __future__ import annotations
 
+import errno
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 
 class DeployError(Exception):
@@ -44,6 +47,10 @@ class SpecError(DeployError):
         super().__init__("\n".join(str(p) for p in problems))
 
 
+class SpecFileError(SpecError):
+    """The spec file itself cannot be read (missing, a folder, unreadable): one line, not a list."""
+
+
 class UsageError(DeployError):
     """A command-line argument or a named file is wrong."""
 
@@ -66,3 +73,21 @@ class LockedError(DeployError):
     """Another run holds the project's lock."""
 
     exit_code = 5
+
+
+# What a wrong path given by the user looks like to the OS: exit 2 (bad input), like any named file.
+BAD_PATH_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.EACCES,
+                             errno.EPERM, errno.EROFS, errno.ENAMETOOLONG, errno.ELOOP})
+
+
+def path_problem(exc: OSError) -> str:
+    """One line naming the path and what is wrong with it, for an OSError nothing caught earlier."""
+    reason = (exc.strerror or str(exc)).lower().replace("directory", "folder")
+    if exc.filename is None:
+        return reason
+    path = Path(os.fsdecode(exc.filename))
+    if exc.filename2 is None and not path.exists() and path.parent.is_dir():
+        # writing a new file (or its temporary twin) in a folder that refuses it: name the folder
+        return f"{path.parent}: cannot create files in this folder ({reason})"
+    where = f"{exc.filename} -> {exc.filename2}" if exc.filename2 is not None else str(exc.filename)
+    return f"{where}: {reason}"

@@ -9,7 +9,6 @@ import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,6 +28,8 @@ from deploystack.render.sourcetree import FileData
 from deploystack.spec import Stack, load_stack
 from deploystack.spec.edit import parse_scale_args, set_replicas
 from deploystack.spec.loader import read_text, validate_text
+from deploystack.target import DEFAULT_SPEC as DEFAULT_SPEC
+from deploystack.target import Target as Target
 
 if TYPE_CHECKING:
     from deploystack.engine.apply import Outcome
@@ -36,21 +37,7 @@ if TYPE_CHECKING:
     from deploystack.engine.report import Reporter
     from deploystack.envlist import EnvRow
 
-DEFAULT_SPEC = Path("deploystack.yaml")
 STATE_DIR = ".deploystack"
-
-
-@dataclass(frozen=True)
-class Target:
-    """The spec file and the output directory a command works on."""
-
-    spec: Path
-    output: Path
-
-    @classmethod
-    def of(cls, spec: Path | None, output: Path | None) -> Target:
-        spec = spec or DEFAULT_SPEC
-        return cls(spec, output or spec.resolve().parent / "stack")
 
 
 def render(target: Target, ca_bundle: Path | None = None, stack: Stack | None = None) -> Rendered:

@@ -15,7 +15,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deploystack import labels
 from deploystack.errors import UsageError
@@ -23,6 +23,9 @@ from deploystack.plan.dbc import PRIMARY
 from deploystack.plan.lbc import SWARM_RESOLVER_VALID_S
 from deploystack.plan.model import ProjectPlan, Service
 from deploystack.render.compose import duration, healthcheck_dict, quoted
+
+if TYPE_CHECKING:
+    from deploystack.spec.models import Stack
 
 CONFIG_TARGET = "/etc/deploystack"
 # Node labels that place the stateful services and the LBC (docs/swarm.md): `docker node update
@@ -199,3 +202,21 @@ def used_secrets(plan: ProjectPlan) -> list[str]:
 def secret_files(plan: ProjectPlan, secrets: dict[str, str]) -> dict[str, str]:
     """What `docker stack deploy` reads the secrets from: one file per secret, beside the stack file."""
     return {f"secrets/{name}": secrets[name] for name in used_secrets(plan)}
+
+
+def not_carried_over(stack: Stack, plan: ProjectPlan) -> list[str]:
+    """What of the spec a swarm does not do as this host's Compose engine does, one line each, and the node
+    labels the stack file places services by (`export swarm` says it; `up --engine swarm` checks them)."""
+    notes = []
+    if stack.lbc.bind != "0.0.0.0":
+        notes.append(f"lbc.bind {stack.lbc.bind} is ignored on a swarm: ports {stack.lbc.ports.http} and "
+                     f"{stack.lbc.ports.https} listen on every address of each node labelled {LABEL_EDGE} "
+                     "(firewall them where they must not be public)")
+    if stack.cdc.enabled:
+        notes.append("cdc is left out on a swarm (no /_cdc/ webhook): deploy with deploystack up --engine swarm")
+    used = sorted({label for service in plan.services for constraint in constraints(service)
+                   for label in NODE_LABELS if constraint == f"node.labels.{label} == true"})
+    if used:
+        notes.append(f"services are placed by node label: give nodes {', '.join(used)} before deploying "
+                     "(docker node update --label-add LABEL=true NODE; docs/swarm.md)")
+    return notes

