@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import docker
 import docker.errors
 from docker.models.containers import Container
-from docker.types import EndpointConfig, Mount
+from docker.types import EndpointConfig, LogConfig, Mount
 
 from deploystack import labels
 from deploystack.engine import converge
@@ -305,7 +305,14 @@ def create_container(client: docker.DockerClient, rendered: Rendered, spec: Cont
             ports={f"{p.container_port}/tcp": (p.host_ip, p.host_port) for p in service.ports},
             restart_policy={"Name": "no"} if service.one_shot else {"Name": "unless-stopped"},
             cap_add=list(service.cap_add) or None,
+            cap_drop=list(service.cap_drop) or None,
+            security_opt=list(service.security_opt) or None,
+            read_only=service.read_only,
+            tmpfs={t.target: t.options for t in service.tmpfs} or None,
             mem_limit=service.mem_limit,
+            pids_limit=service.pids_limit,
+            log_config=None if service.logging is None else LogConfig(
+                type=LogConfig.types.JSON, config=service.logging.options),
             network=network_name(project, first),
             networking_config={network_name(project, first): EndpointConfig(
                 version=client.api._version, aliases=aliases)},

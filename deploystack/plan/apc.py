@@ -4,14 +4,20 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
+from deploystack.plan import hardening as h
 from deploystack.plan.dbc import PRIMARY, replica_names
 from deploystack.plan.mmc import s3_endpoint
-from deploystack.plan.model import Build, HealthCheck, Service
+from deploystack.plan.model import Build, HealthCheck, Service, Tmpfs
 from deploystack.plan.secrets import escape, ref
 from deploystack.spec.models import App, Stack
 
 APP_PORT = 8000
 MEDIA_URL = "/media/"  # the LBC serves the media bucket here
+APP_UID = 10001  # the `app` user of compose/apc/Dockerfile: nginx and the app server run as it
+# The image runs as `app`: no capability at all, and a read-only root. nginx's pid and the app server's
+# socket go to /run/app; request bodies nginx buffers, Django's uploads past 2.5 MB and celery beat's
+# schedule go to /tmp, which is sized for uploads.
+APP_TMPFS = (Tmpfs("/run/app", "16m", "0750", owner=APP_UID), Tmpfs("/tmp", "256m", "1777"))
 
 
 def worker_service(app_name: str) -> str:
@@ -94,16 +100,19 @@ def plan_apc(stack: Stack) -> list[Service]:
         )
         env = app_environment(stack, name, app)
         depends = backing
+
         if app.migrate:
             services.append(Service(
                 name=migrate_job(name), role="apc-job", build=build, environment=env,
                 command=("migrate",), depends_on=backing, one_shot=True,
+                read_only=True, tmpfs=APP_TMPFS, mem_limit=app.memory, pids_limit=h.PIDS,
             ))
             depends = (*backing, migrate_job(name))
         services.append(Service(
             name=name, role="apc", build=build, replicas=app.replicas, environment=env,
             healthcheck=HealthCheck(test=("apc-health",), interval_s=3, start_period_s=90),
             depends_on=depends, command=("serve",), stop_grace_s=25,
+            read_only=True, tmpfs=APP_TMPFS, mem_limit=app.memory, pids_limit=h.PIDS,
         ))
         if app.worker is not None:
             worker = app.worker
@@ -117,5 +126,6 @@ def plan_apc(stack: Stack) -> list[Service]:
                                         start_period_s=90),
                 # A warm shutdown lets running tasks finish; acks_late redelivers what does not.
                 depends_on=depends, command=("worker",), stop_grace_s=60,
+                read_only=True, tmpfs=APP_TMPFS, mem_limit=worker.memory, pids_limit=h.PIDS,
             ))
     return services

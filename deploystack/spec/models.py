@@ -9,15 +9,27 @@ from __future__ import annotations
 import ipaddress
 import re
 from pathlib import PurePosixPath
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 # Compose v2 accepts lowercase letters, digits, dashes and underscores, starting with a letter or digit.
 PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 # App names become service names and DNS names on the private network.
 APP_NAME = re.compile(r"^[a-z][a-z0-9-]*[a-z0-9]$|^[a-z]$")
 SIZE = re.compile(r"^[0-9]+[kmg]?$")
+MEMORY = r"^[0-9]+[kmg]$"  # a container memory limit as Compose writes it: 512m, 1g
+UNITS = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def _docker_memory(value: str) -> str:
+    if int(value[:-1]) * UNITS[value[-1]] < 6 << 20:
+        raise ValueError(f"{value!r} is below Docker's smallest memory limit (6m)")
+    return value
+
+
+# A container's memory limit: the pattern first, then Docker's lower bound.
+MemoryLimit = Annotated[str, Field(pattern=MEMORY), AfterValidator(_docker_memory)]
 
 # Service names that deploystack itself uses; an app may not take one.
 RESERVED_NAMES = frozenset(
@@ -92,6 +104,7 @@ class LBC(Model):
                                     description="connect timeout to a replica; a dead one costs at most this")
     proxy_read_timeout: int = Field(30, ge=1, description="seconds")
     fail2ban: Fail2ban = Field(default_factory=Fail2ban)
+    memory: MemoryLimit = Field("256m", description="container memory limit")
 
     @field_validator("cert_file", "key_file")
     @classmethod
@@ -137,6 +150,7 @@ class Worker(Model):
     queues: list[str] = Field(default_factory=lambda: ["celery"], min_length=1)
     beat: bool = Field(False, description="also run celery beat in the first worker (one scheduler only)")
     replicas: int = Field(1, ge=1, le=64)
+    memory: MemoryLimit = Field("512m", description="container memory limit of each worker")
 
     @model_validator(mode="after")
     def _one_scheduler(self) -> Worker:
@@ -192,6 +206,8 @@ class App(Model):
     migrate: bool = Field(True, description="run migrations when the app starts")
     worker: Worker | None = Field(None, description="Celery workers from the same image")
     env: dict[str, str] = Field(default_factory=dict)
+    memory: MemoryLimit = Field("512m", description="container memory limit of each replica (and of its "
+                                                    "migration job)")
 
     @model_validator(mode="after")
     def _one_source(self) -> App:
@@ -243,31 +259,28 @@ class APC(Model):
         return apps
 
 
-MEMORY = r"^[0-9]+[kmg]$"  # a container memory limit as Compose writes it: 512m, 1g
-
-
 class Redis(Toggle):
     maxmemory: str = Field("256mb", pattern=r"^[0-9]+(kb|mb|gb)$", description="Redis's own data limit")
     appendonly: bool | None = Field(None, description="AOF persistence; default: on when Redis is the broker")
-    memory: str = Field("384m", pattern=MEMORY, description="container memory limit")
+    memory: MemoryLimit = Field("384m", description="container memory limit")
 
 
 class Memcached(Toggle):
     memory_mb: int = Field(64, ge=16, description="cache size")
-    memory: str = Field("128m", pattern=MEMORY, description="container memory limit")
+    memory: MemoryLimit = Field("128m", description="container memory limit")
 
 
 class RabbitMQ(Toggle):
     vhost: str = "app"
     user: str = "app"
     management: bool = Field(False, description="the management plugin (HTTP API on 15672, private network)")
-    memory: str = Field("512m", pattern=MEMORY, description="container memory limit")
+    memory: MemoryLimit = Field("512m", description="container memory limit")
 
 
 class Elasticsearch(Toggle):
     enabled: bool = False
     image: str = "docker.elastic.co/elasticsearch/elasticsearch:8.15.0"
-    memory: str = Field("1g", pattern=MEMORY, description="container memory limit")
+    memory: MemoryLimit = Field("1g", description="container memory limit")
 
 
 class ACC(Model):
@@ -300,7 +313,7 @@ class MMC(Toggle):
     buckets: list[str] = Field(default_factory=lambda: ["media"], min_length=1,
                                description="the first one holds Django's media and is served at /media/")
     minio_image: str = "minio/minio:latest"
-    memory: str = Field("512m", pattern=MEMORY, description="container memory limit")
+    memory: MemoryLimit = Field("512m", description="container memory limit")
 
     @field_validator("buckets")
     @classmethod
@@ -358,6 +371,7 @@ class DBC(Model):
     user: str = Field("app", pattern=r"^[a-z_][a-z0-9_]*$")
     max_connections: int = Field(100, ge=10)
     shared_buffers: str = "128MB"
+    memory: MemoryLimit = Field("1g", description="container memory limit of the primary and of each replica")
     offsite: Offsite | None = Field(None, description="a disaster-recovery replica on another host "
                                                       "(`deploystack export replica` writes what it runs)")
 
@@ -367,6 +381,7 @@ class CDC(Toggle):
     branch: str = "master"
     _branch = field_validator("branch")(branch_name)
     provider: Literal["github", "gitlab", "gitea"] = "github"
+    memory: MemoryLimit = Field("512m", description="container memory limit (deploys run in it)")
 
 
 # A registry host (with an optional port) and path, as `docker push` takes it: registry.example.com:5000/team
@@ -386,6 +401,13 @@ class Swarm(Model):
                                           "the LBC's DNS cache, so it always knows a live replica)")
 
 
+class Logging(Model):
+    """Docker's json-file logs of every container, rotated so that a chatty one cannot fill the disk."""
+
+    max_size: str = Field("10m", pattern=MEMORY, description="size of one log file before it rotates, e.g. 10m")
+    max_file: int = Field(3, ge=1, le=100, description="log files kept per container (the newest included)")
+
+
 class Stack(Model):
     """The whole spec: one project, six roles."""
 
@@ -398,6 +420,7 @@ class Stack(Model):
     dbc: DBC = Field(default_factory=DBC)
     cdc: CDC = Field(default_factory=CDC)
     swarm: Swarm = Field(default_factory=Swarm)
+    logging: Logging = Field(default_factory=Logging)
 
     @field_validator("project")
     @classmethod
