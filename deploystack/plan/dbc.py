@@ -81,8 +81,10 @@ def plan_dbc(stack: Stack) -> tuple[list[Service], list[str], list[ConfigFile]]:
     )
     health = HealthCheck(test=("db-health",), start_period_s=120)
     # The entrypoint (root) owns and chmods PGDATA, the TLS key and the replication passfile for postgres,
-    # then drops to it. Not read-only: `db restore` puts the dump into the container's /tmp through
-    # Docker's archive API, which writes to the container's file system and refuses a read-only one.
+    # then drops to it. DAC_OVERRIDE: it looks into PGDATA (postgres's, 0700) at every start; without it
+    # PG_VERSION is not found and a restart would take the data for an empty folder.
+    # Not read-only: `db restore` puts the dump into the container's /tmp through Docker's archive API,
+    # which writes to the container's own file system and refuses a read-only one.
     pids = h.db_pids(dbc.max_connections)
     config = CONFIG_DIR
     replicas = replica_names(stack)

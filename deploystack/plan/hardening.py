@@ -18,8 +18,8 @@ DAC_OVERRIDE = "DAC_OVERRIDE"  # the entrypoint (root) writes into folders the d
 FOWNER = "FOWNER"  # the entrypoint (root) chmods files the daemon's user owns (keys, cookies)
 SETUID = "SETUID"  # dropping to the daemon's user (setpriv, memcached -u, nginx's workers)
 SETGID = "SETGID"  # the same, for its groups
-KILL = "KILL"  # a root process signals a child that runs as another user (nginx's workers, weed)
-NET_BIND_SERVICE = "NET_BIND_SERVICE"  # the LBC's nginx listens on 80 and 443
+KILL = "KILL"  # a root process signals a child that runs as another user (weed)
+NET_BIND_SERVICE = "NET_BIND_SERVICE"  # the LBC's nginx listens on 80 and 443 (engines before 20.10)
 NET_ADMIN = "NET_ADMIN"  # fail2ban bans with iptables in the LBC's own network namespace
 
 DROP_TO_USER = (CHOWN, DAC_OVERRIDE, FOWNER, SETUID, SETGID)  # an entrypoint that prepares, then drops

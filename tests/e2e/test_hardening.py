@@ -15,7 +15,7 @@ pytestmark = pytest.mark.docker
 
 # What each service adds back (docs/security.md says why); every other capability is dropped.
 EXPECTED_CAPS = {
-    "lbc": {"NET_ADMIN", "NET_BIND_SERVICE", "CHOWN", "SETUID", "SETGID", "KILL"},
+    "lbc": {"NET_ADMIN", "NET_BIND_SERVICE", "CHOWN", "SETUID", "SETGID"},
     "db-primary": {"CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID"},
     "db-replica-1": {"CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID"},
     "redis": {"CHOWN", "SETUID", "SETGID"},
