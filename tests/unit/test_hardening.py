@@ -19,7 +19,7 @@ from tests.unit.test_spec import MINIMAL, problems_of
 
 # The capabilities each service adds back (plan/hardening.py says why); none for the apps.
 EXPECTED_CAPS = {
-    "lbc": {"NET_ADMIN", "NET_BIND_SERVICE", "CHOWN", "SETUID", "SETGID"},
+    "lbc": {"NET_ADMIN", "NET_BIND_SERVICE", "CHOWN", "DAC_OVERRIDE", "SETUID", "SETGID"},
     "db-primary": {"CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID"},
     "db-replica-1": {"CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID"},
     "redis": {"CHOWN", "SETUID", "SETGID"},
