@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import docker
 import docker.errors
@@ -270,6 +271,22 @@ def stop_and_remove(container: Container, grace: int) -> None:
         container.remove(force=True, v=True)
 
 
+def hardening_options(service: Service) -> dict[str, Any]:
+    """The SDK's create() options for what compose.yaml says of the service's hardening (docs/security.md):
+    capabilities, no-new-privileges, read-only root and tmpfs, memory and pids limits, rotated logs."""
+    return {
+        "cap_add": list(service.cap_add) or None,
+        "cap_drop": list(service.cap_drop) or None,
+        "security_opt": list(service.security_opt) or None,
+        "read_only": service.read_only,
+        "tmpfs": {t.target: t.options for t in service.tmpfs} or None,
+        "mem_limit": service.mem_limit,
+        "pids_limit": service.pids_limit,
+        "log_config": None if service.logging is None else LogConfig(
+            type=LogConfig.types.JSON, config=service.logging.options),
+    }
+
+
 def create_container(client: docker.DockerClient, rendered: Rendered, spec: ContainerSpec,
                      report: Reporter) -> Container:
     """Create and start one container of a service, on its networks, with its mounts and health check."""
@@ -304,15 +321,7 @@ def create_container(client: docker.DockerClient, rendered: Rendered, spec: Cont
             mounts=mounts,
             ports={f"{p.container_port}/tcp": (p.host_ip, p.host_port) for p in service.ports},
             restart_policy={"Name": "no"} if service.one_shot else {"Name": "unless-stopped"},
-            cap_add=list(service.cap_add) or None,
-            cap_drop=list(service.cap_drop) or None,
-            security_opt=list(service.security_opt) or None,
-            read_only=service.read_only,
-            tmpfs={t.target: t.options for t in service.tmpfs} or None,
-            mem_limit=service.mem_limit,
-            pids_limit=service.pids_limit,
-            log_config=None if service.logging is None else LogConfig(
-                type=LogConfig.types.JSON, config=service.logging.options),
+            **hardening_options(service),
             network=network_name(project, first),
             networking_config={network_name(project, first): EndpointConfig(
                 version=client.api._version, aliases=aliases)},
