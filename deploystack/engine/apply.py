@@ -11,11 +11,12 @@ import contextlib
 import secrets
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import docker
 import docker.errors
 from docker.models.containers import Container
-from docker.types import EndpointConfig, Mount
+from docker.types import EndpointConfig, LogConfig, Mount
 
 from deploystack import labels
 from deploystack.engine import converge
@@ -293,6 +294,22 @@ def replica_hostname(spec: ContainerSpec) -> str:
     return f"{spec.service.name}-{spec.number}-{secrets.token_hex(2)}"
 
 
+def hardening_options(service: Service) -> dict[str, Any]:
+    """The SDK's create() options for what compose.yaml says of the service's hardening (docs/security.md):
+    capabilities, no-new-privileges, read-only root and tmpfs, memory and pids limits, rotated logs."""
+    return {
+        "cap_add": list(service.cap_add) or None,
+        "cap_drop": list(service.cap_drop) or None,
+        "security_opt": list(service.security_opt) or None,
+        "read_only": service.read_only,
+        "tmpfs": {t.target: t.options for t in service.tmpfs} or None,
+        "mem_limit": service.mem_limit,
+        "pids_limit": service.pids_limit,
+        "log_config": None if service.logging is None else LogConfig(
+            type=LogConfig.types.JSON, config=service.logging.options),
+    }
+
+
 def create_container(client: docker.DockerClient, rendered: Rendered, spec: ContainerSpec,
                      report: Reporter) -> Container:
     """Create and start one container of a service, on its networks, with its mounts and health check."""
@@ -319,8 +336,7 @@ def create_container(client: docker.DockerClient, rendered: Rendered, spec: Cont
             mounts=mounts,
             ports={f"{p.container_port}/tcp": (p.host_ip, p.host_port) for p in service.ports},
             restart_policy={"Name": "no"} if service.one_shot else {"Name": "unless-stopped"},
-            cap_add=list(service.cap_add) or None,
-            mem_limit=service.mem_limit,
+            **hardening_options(service),
             network=network_name(project, first),
             networking_config={network_name(project, first): EndpointConfig(
                 version=client.api._version, aliases=aliases)},

@@ -27,7 +27,7 @@ import docker.errors
 from docker.models.containers import Container
 
 from deploystack import labels
-from deploystack.engine.apply import network_name, service_mounts
+from deploystack.engine.apply import hardening_options, network_name, service_mounts
 from deploystack.engine.client import engine_errors
 from deploystack.engine.containers import ContainerSpec, container_spec
 from deploystack.engine.lookup import project_containers
@@ -89,8 +89,8 @@ def run(client: docker.DockerClient, rendered: Rendered, app: str, command: Sequ
         container = client.containers.create(
             spec.image, command=list(command), name=spec.name, environment=spec.environment, labels=spec.labels,
             mounts=service_mounts(rendered, service), network=network_name(project, first),
-            healthcheck={"test": ["NONE"]}, cap_add=list(service.cap_add) or None, mem_limit=service.mem_limit,
-            stdin_open=True, tty=tty, detach=False,
+            healthcheck={"test": ["NONE"]}, stdin_open=True, tty=tty, detach=False,
+            **hardening_options(service),  # as hardened as the app's replicas
         )
     try:
         with engine_errors(f"connecting {spec.name}"):

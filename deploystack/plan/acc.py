@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from deploystack.plan.model import Build, HealthCheck, Mount, Service
+from deploystack.plan import hardening as h
+from deploystack.plan.model import Build, HealthCheck, Mount, Service, Tmpfs
 from deploystack.plan.secrets import ref
 from deploystack.spec.models import Stack
 
@@ -27,14 +28,18 @@ def plan_acc(stack: Stack) -> tuple[list[Service], list[str]]:
                          ("REDIS_MAXMEMORY", acc.redis.maxmemory),
                          ("REDIS_APPENDONLY", "yes" if redis_appendonly(stack) else "no")),
             mounts=(Mount("redis-data", "/data"),),
-            mem_limit=acc.redis.memory,
+            # The entrypoint writes redis.conf (the password in it) into /run/redis for redis only.
+            cap_add=(h.CHOWN, h.SETUID, h.SETGID), read_only=True, tmpfs=(h.RUN, h.TMP),
+            mem_limit=acc.redis.memory, pids_limit=h.PIDS_SMALL,
             healthcheck=HealthCheck(test=("redis-health",), start_period_s=30),
         ))
     if acc.memcached.enabled:
         services.append(Service(
             name="memcached", role="acc", build=_build("memcached"),
             environment=(("MEMCACHED_MEMORY_MB", str(acc.memcached.memory_mb)),),
-            mem_limit=acc.memcached.memory,
+            cap_add=(h.SETUID, h.SETGID),  # memcached -u memcache
+            read_only=True, tmpfs=(h.TMP,),
+            mem_limit=acc.memcached.memory, pids_limit=h.PIDS_SMALL,
             healthcheck=HealthCheck(test=("memcached-health",), start_period_s=30),
         ))
     if acc.rabbitmq.enabled:
@@ -45,7 +50,11 @@ def plan_acc(stack: Stack) -> tuple[list[Service], list[str]]:
                          ("RABBITMQ_VHOST", acc.rabbitmq.vhost),
                          ("RABBITMQ_MANAGEMENT", "1" if acc.rabbitmq.management else "0")),
             mounts=(Mount("rabbitmq-data", "/var/lib/rabbitmq"),),
-            mem_limit=acc.rabbitmq.memory,
+            # The entrypoint makes the Erlang cookie (chmod 0400 as rabbitmq's) and the definitions in
+            # /run/rabbitmq, then drops to rabbitmq.
+            # The server writes its upgrade log (and a crash dump) to /var/log/rabbitmq whatever the config.
+            cap_add=h.DROP_TO_USER, read_only=True, tmpfs=(h.RUN, h.TMP, Tmpfs("/var/log/rabbitmq", "16m", "0750")),
+            mem_limit=acc.rabbitmq.memory, pids_limit=h.PIDS_RUNTIME,
             healthcheck=HealthCheck(test=("rabbitmq-health",), interval_s=10, timeout_s=15,
                                     start_period_s=120),
             stop_grace_s=30,
@@ -57,7 +66,8 @@ def plan_acc(stack: Stack) -> tuple[list[Service], list[str]]:
             environment=(("discovery.type", "single-node"), ("xpack.security.enabled", "false"),
                          ("ES_JAVA_OPTS", "-Xms512m -Xmx512m")),
             mounts=(Mount("elasticsearch-data", "/usr/share/elasticsearch/data"),),
-            mem_limit=acc.elasticsearch.memory,
+            # Its image starts as its own user and writes under its home: no capability, not read-only.
+            mem_limit=acc.elasticsearch.memory, pids_limit=h.PIDS_JVM,
             healthcheck=HealthCheck(test=("curl", "-fsS", "http://127.0.0.1:9200/_cluster/health"),
                                     interval_s=10, start_period_s=120),
         ))

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from pathlib import PurePosixPath
 
+from deploystack.plan import hardening as h
 from deploystack.plan.bases import PYTHON_RELEASES, base_image
 from deploystack.plan.dbc import PRIMARY, replica_names
 from deploystack.plan.mmc import s3_endpoint
-from deploystack.plan.model import AppImage, Build, HealthCheck, Service
+from deploystack.plan.model import AppImage, Build, HealthCheck, Service, Tmpfs
 from deploystack.plan.secrets import app_secret, escape, ref
 from deploystack.spec.models import App, Stack, env_value, has_references
 
@@ -23,6 +24,11 @@ SERVER_PACKAGES = {
     "uwsgi": ("uwsgi>=2.0.26,<2.1",),
     "uvicorn": ("uvicorn>=0.30,<1", "websockets>=13,<18", "httptools>=0.6,<1", "uvloop>=0.19,<1"),
 }
+APP_UID = 10001  # the `app` user of compose/apc/Dockerfile.j2 (and of the kit): nginx and the app server run as it
+# The image runs as `app`: no capability at all, and a read-only root. nginx's pid and the app server's
+# socket go to /run/app; request bodies nginx buffers, Django's uploads past 2.5 MB and celery beat's
+# schedule go to /tmp, which is sized for uploads.
+APP_TMPFS = (Tmpfs("/run/app", "16m", "0750", owner=APP_UID), Tmpfs("/tmp", "256m", "1777"))
 
 
 def worker_service(app_name: str) -> str:
@@ -150,12 +156,14 @@ def plan_apc(stack: Stack, env_files: Mapping[str, Collection[str]] | None = Non
         )
         env = app_environment(stack, name, app, (env_files or {}).get(name, ()))
         depends = backing
+
         if app.migrate:
             # One app's migrations at a time: apps share the database, and two `migrate` runs at once race
             # to create the same tables (django_migrations, django_content_type).
             services.append(Service(
                 name=migrate_job(name), role="apc-job", build=build, environment=env,
                 command=("migrate",), depends_on=(*backing, *previous_migration), one_shot=True,
+                read_only=True, tmpfs=APP_TMPFS, mem_limit=app.memory, pids_limit=h.PIDS,
             ))
             previous_migration = (migrate_job(name),)
             depends = (*backing, migrate_job(name))
@@ -163,6 +171,7 @@ def plan_apc(stack: Stack, env_files: Mapping[str, Collection[str]] | None = Non
             name=name, role="apc", build=build, replicas=app.replicas, environment=env,
             healthcheck=HealthCheck(test=("apc-health",), interval_s=3, start_period_s=90),
             depends_on=depends, command=("serve",), stop_grace_s=25,
+            read_only=True, tmpfs=APP_TMPFS, mem_limit=app.memory, pids_limit=h.PIDS,
         ))
         if app.worker is not None:
             worker = app.worker
@@ -176,5 +185,6 @@ def plan_apc(stack: Stack, env_files: Mapping[str, Collection[str]] | None = Non
                                         start_period_s=90),
                 # A warm shutdown lets running tasks finish; acks_late redelivers what does not.
                 depends_on=depends, command=("worker",), stop_grace_s=60,
+                read_only=True, tmpfs=APP_TMPFS, mem_limit=worker.memory, pids_limit=h.PIDS,
             ))
     return services

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
+from deploystack.plan import hardening as h
 from deploystack.plan.model import Build, ConfigFile, HealthCheck, Mount, Service
 from deploystack.plan.secrets import ref
 from deploystack.spec.models import Stack
@@ -57,6 +58,11 @@ def plan_cdc(stack: Stack, project_dir: str) -> tuple[list[Service], list[Config
                 *([Mount(".", ref(OUTPUT_PATH), bind=True)] if output_outside else []),
                 *(Mount(path, path, bind=True, read_only=True) for path in local_repositories(stack))),
         healthcheck=HealthCheck(test=("cdc-health",), start_period_s=30),
+        # Root, for the socket: a deploy writes the output folder and git checkouts, which the host's
+        # user may own (DAC_OVERRIDE, FOWNER for chmod, CHOWN). Not read-only: deploys write caches and
+        # git's state under its home.
+        cap_add=(h.CHOWN, h.DAC_OVERRIDE, h.FOWNER),
+        mem_limit=stack.cdc.memory, pids_limit=h.PIDS_RUNTIME,
         config_dir=config,
     )
     hooks = ConfigFile(f"{config}/hooks.json", "cdc/templates/hooks.json.j2",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from deploystack.plan import hardening as h
 from deploystack.plan.model import Build, ConfigFile, HealthCheck, Mount, Port, ProjectPlan, Service
 from deploystack.plan.secrets import ref
 from deploystack.spec.models import DBC, Offsite, Stack
@@ -79,6 +80,12 @@ def plan_dbc(stack: Stack) -> tuple[list[Service], list[str], list[ConfigFile]]:
         ("REPLICATION_PASSWORD", ref("REPLICATION_PASSWORD")),
     )
     health = HealthCheck(test=("db-health",), start_period_s=120)
+    # The entrypoint (root) owns and chmods PGDATA, the TLS key and the replication passfile for postgres,
+    # then drops to it. DAC_OVERRIDE: it looks into PGDATA (postgres's, 0700) at every start; without it
+    # PG_VERSION is not found and a restart would take the data for an empty folder.
+    # Not read-only: `db restore` puts the dump into the container's /tmp through Docker's archive API,
+    # which writes to the container's own file system and refuses a read-only one.
+    pids = h.db_pids(dbc.max_connections)
     config = CONFIG_DIR
     replicas = replica_names(stack)
     primary_env: tuple[tuple[str, str], ...] = (("DB_ROLE", "primary"), *common)
@@ -98,6 +105,7 @@ def plan_dbc(stack: Stack) -> tuple[list[Service], list[str], list[ConfigFile]]:
             environment=primary_env, networks=networks, ports=published,
             mounts=(Mount(f"{PRIMARY}-data", "/var/lib/postgresql/data"),),
             healthcheck=health, config_dir=config, stop_grace_s=60,
+            cap_add=h.DROP_TO_USER, mem_limit=dbc.memory, pids_limit=pids,
         )
     ]
     for replica in replicas:
@@ -108,6 +116,7 @@ def plan_dbc(stack: Stack) -> tuple[list[Service], list[str], list[ConfigFile]]:
                              ("REPLICA_SLOT", slot_name(replica))),
                 mounts=(Mount(f"{replica}-data", "/var/lib/postgresql/data"),),
                 healthcheck=health, config_dir=config, depends_on=(PRIMARY,), stop_grace_s=60,
+                cap_add=h.DROP_TO_USER, mem_limit=dbc.memory, pids_limit=pids,
             )
         )
     # One folder for every node: with TLS on, an in-stack replica serves it too (and keeps it if promoted).

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import PurePosixPath
 
+from deploystack.plan import hardening as h
 from deploystack.plan.apc import APP_PORT, MEDIA_URL
 from deploystack.plan.mmc import s3_endpoint
 from deploystack.plan.model import Build, ConfigFile, HealthCheck, Mount, Port, Service
@@ -273,7 +274,15 @@ def plan_lbc(stack: Stack, cdc_upstream: str | None, project_dir: str = "..",
         # lbc-health: nginx answers on port 80, and fail2ban's server is alive when jail.local is there.
         healthcheck=HealthCheck(test=("lbc-health",), interval_s=3, start_period_s=30),
         depends_on=tuple(stack.apc.apps) + (("cdc",) if cdc_upstream else ()),
-        cap_add=("NET_ADMIN",),  # fail2ban's firewall action runs in the LBC's own namespace
+        # nginx starts as root to listen on 80/443 (NET_BIND_SERVICE: engines before 20.10 do not open
+        # low ports to every user), makes its temp folders for its workers' user (CHOWN) and drops its
+        # workers to it (SETUID, SETGID); it tells them to stop over its own channel, so no KILL. Its
+        # reopen after a rotation of fail2ban's log hands the file to that user too, and `nginx -t` (root,
+        # before every reload) must still open it (DAC_OVERRIDE). fail2ban bans with iptables in the
+        # LBC's own namespace (NET_ADMIN). Not read-only: fail2ban's set-up picks the iptables back end
+        # (update-alternatives in /etc) and writes its jail.d.
+        cap_add=(h.NET_ADMIN, h.NET_BIND_SERVICE, h.CHOWN, h.DAC_OVERRIDE, h.SETUID, h.SETGID),
+        mem_limit=lbc.memory, pids_limit=h.PIDS,
         config_dir=CONFIG_DIR,
         # nginx -t, then reload; fail2ban reloads too when jail.local differs from what it loaded.
         reload=("lbc-reload",),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from deploystack.plan import hardening as h
 from deploystack.plan.model import Build, HealthCheck, Mount, Service
 from deploystack.plan.secrets import ref
 from deploystack.spec.models import Stack
@@ -27,7 +28,10 @@ def plan_mmc(stack: Stack) -> tuple[list[Service], list[str]]:
             environment=(*keys, ("S3_BUCKETS", ",".join(mmc.buckets)), ("S3_PUBLIC_BUCKETS", mmc.buckets[0])),
             mounts=(Mount("media-data", "/data"),),
             healthcheck=HealthCheck(test=("media-health",), start_period_s=60),
-            mem_limit=mmc.memory,
+            # The entrypoint (root) writes the S3 identities for seaweed, runs weed as seaweed and stays
+            # PID 1 to stop it: it signals another user's process (KILL).
+            cap_add=(*h.DROP_TO_USER, h.KILL), read_only=True, tmpfs=(h.RUN, h.TMP),
+            mem_limit=mmc.memory, pids_limit=h.PIDS_RUNTIME,
         )
     else:
         service = Service(
@@ -37,6 +41,7 @@ def plan_mmc(stack: Stack) -> tuple[list[Service], list[str]]:
             command=("server", "/data"),
             mounts=(Mount("media-data", "/data"),),
             healthcheck=HealthCheck(test=("curl", "-fsS", f"http://127.0.0.1:{MINIO_PORT}/minio/health/ready")),
-            mem_limit=mmc.memory,
+            # MinIO runs as root in its own volume: no capability needed.
+            mem_limit=mmc.memory, pids_limit=h.PIDS_RUNTIME,
         )
     return [service], ["media-data"]

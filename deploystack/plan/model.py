@@ -77,6 +77,44 @@ class HealthCheck:
 
 
 @dataclass(frozen=True)
+class Tmpfs:
+    """A tmpfs mount: what a read-only container may still write (emptied at every start)."""
+
+    target: str
+    size: str  # upper bound, as Docker's tmpfs takes it (16m)
+    # Octal, e.g. 1777 for /tmp. runc keeps the mode of a folder the image already has there (not its
+    # owner): an entrypoint hands such a folder to its user itself.
+    mode: str
+    owner: int | None = None  # uid (and gid) owning it, for an image whose USER is not root
+
+    @property
+    def size_bytes(self) -> int:
+        units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+        return int(self.size[:-1]) * units[self.size[-1]] if self.size[-1] in units else int(self.size)
+
+    @property
+    def options(self) -> str:
+        owner = f",uid={self.owner},gid={self.owner}" if self.owner is not None else ""
+        return f"size={self.size},mode={self.mode}{owner}"
+
+
+@dataclass(frozen=True)
+class LogRotation:
+    """Docker's json-file log driver, rotated: at most max_file files of max_size each per container."""
+
+    max_size: str
+    max_file: int
+
+    @property
+    def options(self) -> dict[str, str]:
+        return {"max-size": self.max_size, "max-file": str(self.max_file)}
+
+
+# Every container runs with these unless its role says otherwise (plan/hardening.py).
+NO_NEW_PRIVILEGES = "no-new-privileges:true"
+
+
+@dataclass(frozen=True)
 class Service:
     name: str
     role: str  # lbc, apc, acc, mmc, dbc, cdc
@@ -92,8 +130,16 @@ class Service:
     depends_on: tuple[str, ...] = ()
     command: tuple[str, ...] | None = None
     one_shot: bool = False  # runs to completion (migrations); dependents wait for exit code 0
+    # Hardening (plan/hardening.py): every capability dropped, only these added back; no privilege gained
+    # through setuid binaries; a read-only root file system with tmpfs where the role allows.
     cap_add: tuple[str, ...] = ()
+    cap_drop: tuple[str, ...] = ("ALL",)
+    security_opt: tuple[str, ...] = (NO_NEW_PRIVILEGES,)
+    read_only: bool = False
+    tmpfs: tuple[Tmpfs, ...] = ()
     mem_limit: str | None = None  # container memory limit, as Compose writes it (512m)
+    pids_limit: int | None = None
+    logging: LogRotation | None = None  # every service's, from the spec's `logging` (project.py)
     config_dir: str | None = None  # folder of rendered files mounted at /etc/deploystack
     reload: tuple[str, ...] | None = None  # command that applies a config change without a restart
     stop_grace_s: int = 20

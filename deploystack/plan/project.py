@@ -11,6 +11,7 @@ from deploystack.plan.apc import external_names, plan_apc
 from deploystack.plan.cdc import PORT as CDC_PORT
 from deploystack.plan.cdc import plan_cdc
 from deploystack.plan.dbc import OFFSITE_NETWORK, plan_dbc
+from deploystack.plan.hardening import log_rotation
 from deploystack.plan.lbc import fail2ban_configs, plan_lbc
 from deploystack.plan.mmc import plan_mmc
 from deploystack.plan.model import Network, ProjectPlan, Service
@@ -38,6 +39,8 @@ def build_plan(stack: Stack, project_dir: str = "..", swarm: bool = False,
     lbc, lbc_volumes, lbc_conf = plan_lbc(stack, f"cdc:{CDC_PORT}" if cdc_services else None, project_dir,
                                           swarm)
     services = [*db_services, *acc_services, *mmc_services, *plan_apc(stack, env_files), *cdc_services, lbc]
+    logs = log_rotation(stack)  # the same for every container
+    services = [replace(service, logging=logs) for service in services]
     networks = [Network("public", internal=False), Network("private", internal=True)]
     if cdc_services:
         networks.append(Network("egress", internal=False))

@@ -10,7 +10,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.scalarstring import SingleQuotedScalarString
 
 from deploystack import labels
-from deploystack.plan.model import HealthCheck, ProjectPlan, Service
+from deploystack.plan.model import HealthCheck, LogRotation, ProjectPlan, Service
 
 # Plain scalars that a YAML 1.1 reader would not take as strings: quote them.
 AMBIGUOUS = re.compile(
@@ -32,6 +32,32 @@ def healthcheck_dict(hc: HealthCheck) -> dict[str, Any]:
         "test": ["CMD", *hc.test], "interval": duration(hc.interval_s), "timeout": duration(hc.timeout_s),
         "retries": hc.retries, "start_period": duration(hc.start_period_s),
     }
+
+
+def hardening_dict(service: Service) -> dict[str, Any]:
+    """Capabilities, privileges, read-only root, tmpfs, memory and pids limits, log rotation."""
+    out: dict[str, Any] = {}
+    if service.cap_drop:
+        out["cap_drop"] = list(service.cap_drop)
+    if service.cap_add:
+        out["cap_add"] = list(service.cap_add)
+    if service.security_opt:
+        out["security_opt"] = list(service.security_opt)
+    if service.read_only:
+        out["read_only"] = True
+    if service.tmpfs:
+        out["tmpfs"] = [f"{t.target}:{t.options}" for t in service.tmpfs]
+    if service.mem_limit:
+        out["mem_limit"] = service.mem_limit
+    if service.pids_limit:
+        out["pids_limit"] = service.pids_limit
+    if service.logging:
+        out["logging"] = logging_dict(service.logging)
+    return out
+
+
+def logging_dict(logs: LogRotation) -> dict[str, Any]:
+    return {"driver": "json-file", "options": {k: quoted(v) for k, v in logs.options.items()}}
 
 
 def service_dict(plan: ProjectPlan, service: Service, image: str) -> dict[str, Any]:
@@ -71,10 +97,7 @@ def service_dict(plan: ProjectPlan, service: Service, image: str) -> dict[str, A
                   else "service_healthy"}
             for dep in service.depends_on
         }
-    if service.cap_add:
-        out["cap_add"] = list(service.cap_add)
-    if service.mem_limit:
-        out["mem_limit"] = service.mem_limit
+    out |= hardening_dict(service)
     if service.scalable:
         out["deploy"] = {"replicas": service.replicas}
     else:

@@ -22,7 +22,7 @@ from deploystack.errors import UsageError
 from deploystack.plan.dbc import PRIMARY
 from deploystack.plan.lbc import SWARM_RESOLVER_VALID_S
 from deploystack.plan.model import ProjectPlan, Service
-from deploystack.render.compose import duration, healthcheck_dict, quoted
+from deploystack.render.compose import duration, healthcheck_dict, logging_dict, quoted
 
 if TYPE_CHECKING:
     from deploystack.spec.models import Stack
@@ -110,8 +110,10 @@ def deploy(service: Service, settings: Settings) -> dict[str, Any]:
     placement = constraints(service)
     if placement:
         out["placement"] = {"constraints": placement}
-    if service.mem_limit:
-        out["resources"] = {"limits": {"memory": service.mem_limit}}
+    limits = {**({"memory": service.mem_limit} if service.mem_limit else {}),
+              **({"pids": service.pids_limit} if service.pids_limit else {})}
+    if limits:
+        out["resources"] = {"limits": limits}
     if service.one_shot:
         out["restart_policy"] = {"condition": "on-failure", "delay": "5s", "max_attempts": 20}
     else:
@@ -151,9 +153,13 @@ def service_data(plan: ProjectPlan, service: Service, image: str, settings: Sett
     if binds:
         raise UsageError(f"service {service.name} mounts host folders ({', '.join(m.source for m in binds)}), "
                          "which a swarm node may not have (lbc.tls: files is not supported with --engine swarm)")
-    if service.mounts:
-        out["volumes"] = [{"type": "volume", "source": m.source, "target": m.target,
-                           **({"read_only": True} if m.read_only else {})} for m in service.mounts]
+    # tmpfs as mounts: the short `tmpfs:` key is not applied by `docker stack deploy`, and a mount takes
+    # no owner or mode there (a swarm's tmpfs is 1777, which the apps' user can write to).
+    volumes = [{"type": "volume", "source": m.source, "target": m.target,
+                **({"read_only": True} if m.read_only else {})} for m in service.mounts]
+    volumes += [{"type": "tmpfs", "target": t.target, "tmpfs": {"size": t.size_bytes}} for t in service.tmpfs]
+    if volumes:
+        out["volumes"] = volumes
     if service.config_dir:
         out["configs"] = [
             {"source": key, "target": f"{CONFIG_TARGET}/{PurePosixPath(path).name}"}
@@ -164,8 +170,16 @@ def service_data(plan: ProjectPlan, service: Service, image: str, settings: Sett
         out["secrets"] = [{"source": secret_keys[name], "target": name} for name in used]
     if service.healthcheck:
         out["healthcheck"] = healthcheck_dict(service.healthcheck)
+    # Capabilities need Docker 20.10 (API 1.41) on the nodes; `security_opt` is not applied by `docker
+    # stack deploy` at all: a swarm gets no-new-privileges from the daemons' own setting (docs/security.md).
+    if service.cap_drop:
+        out["cap_drop"] = list(service.cap_drop)
     if service.cap_add:
         out["cap_add"] = list(service.cap_add)
+    if service.read_only:
+        out["read_only"] = True
+    if service.logging:
+        out["logging"] = logging_dict(service.logging)
     out["stop_grace_period"] = duration(service.stop_grace_s)
     out["labels"] = {labels.ROLE: service.role}
     out["deploy"] = deploy(service, settings)

@@ -34,6 +34,14 @@ PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,47}$")
 # container host names (<app>-worker-<n>-<tag> must stay a 63-character DNS label).
 APP_NAME = re.compile(r"^[a-z][a-z0-9-]{0,38}[a-z0-9]$|^[a-z]$")
 
+
+def memory_limit(value: str) -> str:
+    """A container memory limit as Compose writes it (512m, 1g): Docker's minimum is 6 MiB."""
+    return values.size(value, values.MEMORY, 6 * MIB, 512 * GIB)
+
+
+MemoryLimit = Annotated[str, AfterValidator(memory_limit)]
+
 # Service names that deploystack itself uses; an app may not take one.
 RESERVED_NAMES = frozenset(
     {"lbc", "db-primary", "redis", "memcached", "rabbitmq", "elasticsearch", "media", "cdc"}
@@ -126,6 +134,7 @@ class LBC(Model):
                                description="fail2ban in the LBC: bans clients that brute-force the admin login")
     limits: Limits = Field(default_factory=Limits, description="per-client request and connection limits (429 past "
                                                                  "them); false: none")
+    memory: MemoryLimit = Field("256m", description="container memory limit")
     trusted_proxies: list[str] = Field(
         default_factory=list, max_length=100,
         description="networks of a CDN or load balancer in front of the LBC: the client address is taken "
@@ -185,6 +194,7 @@ class Worker(Model):
                               description="the queues consumed")
     beat: bool = Field(False, description="also run celery beat in the first worker (one scheduler only)")
     replicas: int = Field(1, ge=1, le=64, description="worker containers")
+    memory: MemoryLimit = Field("512m", description="container memory limit of each worker")
 
     @model_validator(mode="after")
     def _one_scheduler(self) -> Worker:
@@ -369,6 +379,8 @@ class App(Model):
     env_file: EnvFiles = Field(default_factory=list,
                                description="dotenv file(s), relative to the spec: every variable in them "
                                            "reaches the app (after apc.env_file, before env)")
+    memory: MemoryLimit = Field("512m", description="container memory limit of each replica (and of its "
+                                                    "migration job)")
     dependencies: AppPath | None = Field(
         None,
         description="the file that lists the app's Python dependencies, relative to the app: uv.lock, "
@@ -472,17 +484,11 @@ class APC(Model):
         return apps
 
 
-def memory_limit(value: str) -> str:
-    """A container memory limit as Compose writes it (512m, 1g): Docker's minimum is 6 MiB."""
-    return values.size(value, values.MEMORY, 6 * MIB, 512 * GIB)
-
-
 class Redis(Toggle):
     maxmemory: str = Field("256mb", description="Redis's own data limit, e.g. 256mb")
     appendonly: bool | None = Field(None, description="AOF persistence; default: on when Redis is the broker")
-    memory: str = Field("384m", description="container memory limit")
+    memory: MemoryLimit = Field("384m", description="container memory limit")
 
-    _memory = field_validator("memory")(memory_limit)
 
     @field_validator("maxmemory")
     @classmethod
@@ -492,29 +498,26 @@ class Redis(Toggle):
 
 class Memcached(Toggle):
     memory_mb: int = Field(64, ge=16, le=512 * 1024, description="cache size")
-    memory: str = Field("128m", description="container memory limit")
+    memory: MemoryLimit = Field("128m", description="container memory limit")
 
-    _memory = field_validator("memory")(memory_limit)
 
 
 class RabbitMQ(Toggle):
     vhost: str = Field("app", description="the apps' virtual host (also in their amqp:// URL)")
     user: str = Field("app", description="the user the apps log in as")
     management: bool = Field(False, description="the management plugin (HTTP API on 15672, private network)")
-    memory: str = Field("512m", description="container memory limit")
+    memory: MemoryLimit = Field("512m", description="container memory limit")
 
     _names = field_validator("vhost", "user")(values.amqp_name)
-    _memory = field_validator("memory")(memory_limit)
 
 
 class Elasticsearch(Toggle):
     enabled: bool = Field(False, description="off by default: its image can only come from a registry")
     image: str = Field("docker.elastic.co/elasticsearch/elasticsearch:8.15.0",
                        description="the image (pulled from a registry, or `docker load`ed)")
-    memory: str = Field("1g", description="container memory limit")
+    memory: MemoryLimit = Field("1g", description="container memory limit")
 
     _image = field_validator("image")(values.image)
-    _memory = field_validator("memory")(memory_limit)
 
 
 class ACC(Model):
@@ -549,10 +552,9 @@ class MMC(Toggle):
     buckets: list[str] = Field(default_factory=lambda: ["media"], min_length=1, max_length=100,
                                description="the first one holds Django's media and is served at /media/")
     minio_image: str = Field("minio/minio:latest", description="the image with backend minio")
-    memory: str = Field("512m", description="container memory limit")
+    memory: MemoryLimit = Field("512m", description="container memory limit")
 
     _image = field_validator("minio_image")(values.image)
-    _memory = field_validator("memory")(memory_limit)
 
     @field_validator("buckets")
     @classmethod
@@ -608,6 +610,7 @@ class DBC(Model):
     user: str = Field("app", pattern=r"^[a-z_][a-z0-9_]{0,62}$", description="the role the apps log in as")
     max_connections: int = Field(100, ge=10, le=10_000, description="PostgreSQL's max_connections")
     shared_buffers: str = Field("128MB", description="PostgreSQL's shared_buffers, e.g. 128MB (kB, MB or GB)")
+    memory: MemoryLimit = Field("1g", description="container memory limit of the primary and of each replica")
     offsite: Offsite | None = Field(None, description="a disaster-recovery replica on another host "
                                                       "(`deploystack export replica` writes what it runs)")
 
@@ -623,6 +626,7 @@ class CDC(Toggle):
     _branch = field_validator("branch")(branch_name)
     provider: Literal["github", "gitlab", "gitea"] = Field(
         "github", description="who sends the webhook, and so how it is signed")
+    memory: MemoryLimit = Field("512m", description="container memory limit (deploys run in it)")
 
 
 # A registry host (with an optional port) and path, as `docker push` takes it: registry.example.com:5000/team
@@ -642,6 +646,18 @@ class Swarm(Model):
                                           "the LBC's DNS cache, so it always knows a live replica)")
 
 
+class Logging(Model):
+    """Docker's json-file logs of every container, rotated so that a chatty one cannot fill the disk."""
+
+    max_size: str = Field("10m", description="size of one log file before it rotates, e.g. 10m")
+    max_file: int = Field(3, ge=1, le=100, description="log files kept per container (the newest included)")
+
+    @field_validator("max_size")
+    @classmethod
+    def _max_size(cls, value: str) -> str:
+        return values.size(value, values.MEMORY, KIB, 10 * GIB)
+
+
 class Stack(Model):
     """The whole spec: one project, six roles."""
 
@@ -655,6 +671,7 @@ class Stack(Model):
     dbc: DBC = Field(default_factory=DBC, description="PostgreSQL: a primary and streaming replicas")
     cdc: CDC = Field(default_factory=CDC, description="continuous deploy from signed pushes")
     swarm: Swarm = Field(default_factory=Swarm, description="how the stack runs with --engine swarm")
+    logging: Logging = Field(default_factory=Logging, description="log rotation of every container")
 
     def env_file_paths(self) -> tuple[str, ...]:
         """Every env file the spec names (relative to the spec's folder, as written), shared ones first.

@@ -97,10 +97,14 @@ def role_container(project: Project, service: str, port: int, timeout_s: float,
     """One container of `service`'s image, port `port` published on 127.0.0.1 (engine-picked host port),
     started and waited for with the image's own health script; yields (container, host port).
     `env`: instead of the plan's environment."""
-    health = project.rendered.plan.service(service).healthcheck
+    planned = project.rendered.plan.service(service)
+    health = planned.healthcheck
     assert health is not None, f"{service} has no health check"
+    # Hardened as `deploystack up` runs it (docs/security.md): the role must work with only its capabilities.
     container = (
-        DockerContainer(project.image(service))
+        DockerContainer(project.image(service), cap_drop=list(planned.cap_drop), cap_add=list(planned.cap_add),
+                        security_opt=list(planned.security_opt), read_only=planned.read_only,
+                        mem_limit=planned.mem_limit, pids_limit=planned.pids_limit)
         .with_name(f"deploystack-it-{service}-{project.run_id}-{uuid.uuid4().hex[:4]}")
         .with_envs(**(env if env is not None else project.environment(service)))
         .waiting_for(ExecWaitStrategy(list(health.test)).with_startup_timeout(timeout_s).with_poll_interval(0.5))
@@ -108,6 +112,7 @@ def role_container(project: Project, service: str, port: int, timeout_s: float,
     # with_bind_ports() only takes a port number (it would bind every interface): docker-py's
     # (host_ip,) form publishes on loopback only, on a free port the engine picks, without a race.
     container.ports[f"{port}/tcp"] = (LOOPBACK,)  # type: ignore[assignment]
+    container.tmpfs = {t.target: t.options for t in planned.tmpfs}
     for host_path, bind in (volumes or {}).items():
         container.with_volume_mapping(host_path, bind, mode="ro")
     try:

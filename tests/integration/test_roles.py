@@ -84,9 +84,28 @@ def test_redis_auth_with_the_generated_password_then_set_get(project: Project, r
     assert resp.call("SET", key, "héllo", "EX", "60") == "OK"
     assert resp.call("GET", key) == "héllo"
     assert resp.call("DEL", key) == 1
-    # REDIS_MAXMEMORY (the default blueprint's 256mb) and the policy that spares Celery's queues.
-    assert resp.call("CONFIG", "GET", "maxmemory") == ["maxmemory", str(256 * 1024 * 1024)]
-    assert resp.call("CONFIG", "GET", "maxmemory-policy") == ["maxmemory-policy", "volatile-lru"]
+    # REDIS_MAXMEMORY (the default blueprint's 256mb) and the policy that spares Celery's queues (INFO:
+    # CONFIG is denied to this password).
+    memory = str(resp.call("INFO", "memory"))
+    assert f"maxmemory:{256 * 1024 * 1024}\r\n" in memory and "maxmemory_policy:volatile-lru\r\n" in memory
+
+
+def test_redis_denies_dangerous_commands_but_not_the_caches_flushdb(project: Project, resp: Resp) -> None:
+    """The apps' password cannot rewrite the configuration (CONFIG SET dir + SAVE writes files), empty every
+    database at once (FLUSHALL: Celery's queue too) or stop the server; Django's cache.clear() is a FLUSHDB
+    of its own database, which stays allowed."""
+    assert resp.call("AUTH", project.environment("redis")["REDIS_PASSWORD"]) == "OK"
+    for command in (("CONFIG", "SET", "dir", "/tmp"), ("FLUSHALL",), ("SHUTDOWN", "NOSAVE"),
+                    ("REPLICAOF", "127.0.0.1", "1"), ("ACL", "SETUSER", "x", "on"), ("MONITOR",)):
+        with pytest.raises(RedisError, match="^NOPERM"):
+            resp.call(*command)
+    # Denied by the ACL too, but Redis 7 refuses these to every remote client before the ACL is asked.
+    for command in (("DEBUG", "SLEEP", "0"), ("MODULE", "LOAD", "/tmp/x.so")):
+        with pytest.raises(RedisError, match="^(NOPERM|ERR (DEBUG|MODULE) command not allowed)"):
+            resp.call(*command)
+    assert resp.call("SELECT", "3") == "OK" and resp.call("SET", "k", "v") == "OK"
+    assert resp.call("FLUSHDB") == "OK" and resp.call("GET", "k") is None
+    assert resp.call("PING") == "PONG"  # still up
 
 
 def test_redis_refuses_no_password_and_a_wrong_one(resp: Resp) -> None:
