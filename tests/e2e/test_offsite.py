@@ -7,6 +7,7 @@ slot, nothing else gets in through the published port, `db status` lists it, `up
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import socket
@@ -46,8 +47,12 @@ class Offsite:
 
 
 def gateway_address(client: docker.DockerClient) -> str:
-    """The default bridge's gateway: an address of this host that containers on that bridge reach."""
-    return str(client.networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"])
+    """The default bridge's gateway: an address of this host that containers on that bridge reach.
+
+    A dockerd that finds docker0 already there (started again on the same machine) records only the
+    subnet; the gateway is then docker0's own address, the subnet's first host."""
+    config = client.networks.get("bridge").attrs["IPAM"]["Config"][0]
+    return str(config.get("Gateway") or next(ipaddress.ip_network(config["Subnet"]).hosts()))
 
 
 def free_port_on(address: str) -> int:

@@ -150,7 +150,7 @@ def test_exec_and_db_shell_answer(stack: Stack) -> None:
     assert (select.returncode, select.stdout.strip()) == (0, "1"), select.stderr
     second = next(c for c in stack.containers("backend") if c.labels.get("com.docker.compose.container-number") == "2")
     hostname = deploystack(stack, ["exec"], ["backend", "--index", "2", "--", "hostname"])
-    assert hostname.stdout.strip() == (second.id or "")[:12]
+    assert hostname.stdout.strip() == second.attrs["Config"]["Hostname"]  # the replica's own name
     who = deploystack(stack, ["db", "shell"], ["--", "-tAc", "select current_user || ' ' || current_database()"])
     spec = stack.under_test.stack
     assert (who.returncode, who.stdout.strip()) == (0, f"{spec.dbc.user} {spec.dbc.database}"), who.stderr
