@@ -10,22 +10,14 @@ import pytest
 
 from deploystack.spec.loader import load_stack
 from tests.e2e.conftest import Stack
+from tests.unit.test_hardening import EXPECTED_CAPS as ROLE_CAPS
 
 pytestmark = pytest.mark.docker
 
-# What each service adds back (docs/security.md says why); every other capability is dropped.
-EXPECTED_CAPS = {
-    "lbc": {"NET_ADMIN", "NET_BIND_SERVICE", "CHOWN", "DAC_OVERRIDE", "SETUID", "SETGID"},
-    "db-primary": {"CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID"},
-    "db-replica-1": {"CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID"},
-    "redis": {"CHOWN", "SETUID", "SETGID"},
-    "memcached": {"SETUID", "SETGID"},
-    "rabbitmq": {"CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID"},
-    "media": {"CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID", "KILL"},
-    "cdc": {"CHOWN", "DAC_OVERRIDE", "FOWNER"},
-    "backend": set(), "backend-worker": set(), "backend-migrate": set(),
-    "frontend": set(), "frontend-migrate": set(), "bff": set(), "bff-migrate": set(),
-}
+# What each service adds back (docs/security.md says why); every other capability is dropped. The apps
+# add none.
+EXPECTED_CAPS = ROLE_CAPS | {app: set() for app in ("backend", "backend-worker", "backend-migrate", "frontend",
+                                                   "frontend-migrate", "bff", "bff-migrate")}
 READ_ONLY = {"redis", "memcached", "rabbitmq", "media", "backend", "backend-worker", "backend-migrate",
              "frontend", "frontend-migrate", "bff", "bff-migrate"}
 
