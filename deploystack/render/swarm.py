@@ -154,7 +154,8 @@ def service_data(plan: ProjectPlan, service: Service, image: str, settings: Sett
         raise UsageError(f"service {service.name} mounts host folders ({', '.join(m.source for m in binds)}), "
                          "which a swarm node may not have (lbc.tls: files is not supported with --engine swarm)")
     # tmpfs as mounts: the short `tmpfs:` key is not applied by `docker stack deploy`, and a mount takes
-    # no owner or mode there (a swarm's tmpfs is 1777, which the apps' user can write to).
+    # no owner or mode there: it gets the mode of the image's folder at its path, owned by root (the APC
+    # image's /run/app is 1777 for that reason; measured: with 0750 the app user could not write to it).
     volumes = [{"type": "volume", "source": m.source, "target": m.target,
                 **({"read_only": True} if m.read_only else {})} for m in service.mounts]
     volumes += [{"type": "tmpfs", "target": t.target, "tmpfs": {"size": t.size_bytes}} for t in service.tmpfs]
