@@ -22,7 +22,7 @@ from deploystack.errors import UsageError
 from deploystack.plan.dbc import PRIMARY
 from deploystack.plan.lbc import SWARM_RESOLVER_VALID_S
 from deploystack.plan.model import ProjectPlan, Service
-from deploystack.render.compose import duration, healthcheck_dict, logging_dict, quoted
+from deploystack.render.compose import duration, hardening_dict, healthcheck_dict, quoted
 
 if TYPE_CHECKING:
     from deploystack.spec.models import Stack
@@ -38,6 +38,8 @@ NODE_LABELS = (LABEL_DB_PRIMARY, LABEL_DB_REPLICA, LABEL_DATA, LABEL_EDGE)
 
 # `$$` (a literal dollar, as the plan escapes user values) or a `${NAME}` reference.
 DOLLAR_OR_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+SWARM_HARDENING = ("cap_drop", "cap_add", "read_only", "logging")  # of compose.hardening_dict
 
 
 @dataclass(frozen=True)
@@ -171,16 +173,10 @@ def service_data(plan: ProjectPlan, service: Service, image: str, settings: Sett
         out["secrets"] = [{"source": secret_keys[name], "target": name} for name in used]
     if service.healthcheck:
         out["healthcheck"] = healthcheck_dict(service.healthcheck)
-    # Capabilities need Docker 20.10 (API 1.41) on the nodes; `security_opt` is not applied by `docker
-    # stack deploy` at all: a swarm gets no-new-privileges from the daemons' own setting (docs/security.md).
-    if service.cap_drop:
-        out["cap_drop"] = list(service.cap_drop)
-    if service.cap_add:
-        out["cap_add"] = list(service.cap_add)
-    if service.read_only:
-        out["read_only"] = True
-    if service.logging:
-        out["logging"] = logging_dict(service.logging)
+    # Compose's hardening keys, those `docker stack deploy` applies: capabilities need Docker 20.10 (API
+    # 1.41) on the nodes; `security_opt` is not applied at all (a swarm gets no-new-privileges from the
+    # daemons' own setting, docs/security.md); tmpfs and limits are written as mounts and `deploy:` here.
+    out |= {key: value for key, value in hardening_dict(service).items() if key in SWARM_HARDENING}
     out["stop_grace_period"] = duration(service.stop_grace_s)
     out["labels"] = {labels.ROLE: service.role}
     out["deploy"] = deploy(service, settings)
