@@ -21,7 +21,7 @@ from deploystack.engine.client import DockerClient
 from deploystack.engine.doctor import EngineFacts, Published
 from deploystack.errors import EngineError, SpecError
 from deploystack.plan import build_plan
-from deploystack.plan.bases import ALL_BASES, PYTHON_RELEASES, ROLE_BASE, base_image
+from deploystack.plan.bases import ALL_BASES, PYTHON_RELEASES, ROLE_BASE, base_image, slim_image
 from deploystack.render.project import DEFAULT_CA_BUNDLE
 from deploystack.spec import Stack, load_stack
 
@@ -104,7 +104,7 @@ def base_images(stack: Stack | None) -> list[str]:
 
 def base_image_check(engine: Engine, base: str = ROLE_BASE) -> Check:
     release = base.rsplit(":", 1)[1]
-    name, slim = f"base image {release}", f"debian:{release}-slim"
+    name, slim = f"base image {release}", slim_image(release)
     if engine.client is None:
         return Check(name, "warn", f"{base}: not checked, the engine is not reachable", "fix the engine first")
     try:

@@ -28,7 +28,7 @@ from deploystack.engine.report import Reporter
 from deploystack.errors import UsageError
 from deploystack.gitsource import resolve_url
 from deploystack.operations import Target
-from deploystack.plan.dbc import PRIMARY
+from deploystack.plan.names import PRIMARY, replica_names, replica_of_alias
 from deploystack.render.envfile import read_env
 from deploystack.render.project import ENV_FILE
 from deploystack.spec import Stack, load_stack
@@ -168,8 +168,8 @@ class StackUnderTest:
         if stack.dbc.offsite is not None:  # its pg_hba names the stack's containers, not the host's bridge
             raise UsageError("db_url(): with dbc.offsite declared, the database admits the app role only from "
                              "the stack's own containers; use exec('db-primary', ['psql', ...]) instead")
-        service = PRIMARY if alias == "default" else alias.replace("replica_", "db-replica-")
-        if service != PRIMARY and service not in {f"db-replica-{n}" for n in range(1, stack.dbc.replicas + 1)}:
+        service = PRIMARY if alias == "default" else replica_of_alias(alias)
+        if service != PRIMARY and service not in replica_names(stack.dbc.replicas):
             raise UsageError(f"no database alias {alias!r}: default or replica_1..replica_{stack.dbc.replicas}")
         address = engine_testing.private_address(self.project, service)
         password = read_env(self.target.output / ENV_FILE)["POSTGRES_PASSWORD"]

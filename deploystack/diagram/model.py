@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from deploystack.plan import ProjectPlan, build_plan
-from deploystack.plan.dbc import PRIMARY
 from deploystack.plan.model import Port, Service
+from deploystack.plan.names import PRIMARY, Role, is_replica
 from deploystack.spec.models import Stack
 
 # nginx.conf.j2 sends this prefix to the CDC (compose/lbc/templates/nginx.conf.j2, `location /_cdc/`).
@@ -146,13 +146,13 @@ def _node(stack: Stack, service: Service) -> Node:
         return Node(node_id(service.name), service.name, "one-shot job", job=True)
     title = f"{service.name} ×{service.replicas}" if service.scalable else service.name
     detail = service.image or ""
-    if service.role == "apc" and service.name in stack.apc.apps:
+    if service.role == Role.APC and service.name in stack.apc.apps:
         detail = stack.apc.apps[service.name].server
-    elif service.role == "lbc":
+    elif service.role == Role.LBC:
         detail = "nginx + fail2ban" if stack.lbc.fail2ban.enabled else "nginx"
-    elif service.role == "mmc" and service.build is not None:
+    elif service.role == Role.MMC and service.build is not None:
         detail = stack.mmc.backend
-    elif service.role == "cdc":
+    elif service.role == Role.CDC:
         detail = f"webhook → deploy ({stack.cdc.branch})"
     return Node(node_id(service.name), title, detail)
 
@@ -163,7 +163,7 @@ def _edges(stack: Stack, plan: ProjectPlan, groups: list[Group]) -> list[Edge]:
         for port in service.ports:
             edges.append(Edge(CLIENT, node_id(service.name), port_text(port), Link.PUBLIC))
     for service in plan.services:
-        if service.role != "lbc":
+        if service.role != Role.LBC:
             continue
         for dep in service.depends_on:
             app = stack.apc.apps.get(dep)
@@ -183,7 +183,7 @@ def _dependency_edges(plan: ProjectPlan, groups: list[Group]) -> list[Edge]:
     by_name = {s.name: s for s in plan.services}
     edges: list[Edge] = []
     for group in groups:
-        if group.role == "lbc":
+        if group.role == Role.LBC:
             continue
         members = [s for s in plan.services if node_id(s.name) in {n.id for n in group.nodes}]
         inside = {s.name for s in members}
@@ -199,7 +199,7 @@ def _dependency_edges(plan: ProjectPlan, groups: list[Group]) -> list[Edge]:
                 if by_name[dep].one_shot:
                     edges.append(Edge(node_id(service.name), node_id(dep), "after", Link.ORDER))
                 else:
-                    label = "replication" if service.role == "dbc" and dep == PRIMARY else _traffic(dep)
+                    label = "replication" if service.role == Role.DBC and dep == PRIMARY else _traffic(dep)
                     edges.append(Edge(node_id(service.name), node_id(dep), label, Link.PRIVATE))
     return edges
 
@@ -208,4 +208,4 @@ def _traffic(dep: str) -> str:
     """The Django router sends writes to the primary and reads to the replicas."""
     if dep == PRIMARY:
         return "writes"
-    return "reads" if dep.startswith("db-replica-") else ""
+    return "reads" if is_replica(dep) else ""

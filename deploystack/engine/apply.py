@@ -27,18 +27,11 @@ from deploystack.engine.lookup import project_containers
 from deploystack.engine.report import Reporter
 from deploystack.errors import EngineError
 from deploystack.plan.model import ProjectPlan, Service
+from deploystack.plan.names import Role, network_name, volume_name
 from deploystack.render.project import Rendered
 
 APPLIED_HASH_FILE = "/run/deploystack-config-hash"  # inside a reloadable container: config it has loaded
 DRAIN_SECONDS = 10.0
-
-
-def network_name(project: str, name: str) -> str:
-    return f"{project}_{name}"
-
-
-def volume_name(project: str, name: str) -> str:
-    return f"{project}_{name}"
 
 
 def observed(container: Container) -> converge.Observed:
@@ -176,7 +169,7 @@ class Converger:
         self.report.step(f"{service.name} ready")
         if service.reload is not None:
             self._reload_if_stale(service)
-            if service.role == "lbc":
+            if service.role == Role.LBC:
                 self._stop_leaving()
 
     def _stop_leaving(self) -> None:
@@ -207,7 +200,7 @@ class Converger:
 
     def _reload_lbc_if_running(self, mid_rollout: bool = False) -> None:
         for service in self.plan.services:
-            if service.reload is not None and service.role == "lbc":
+            if service.reload is not None and service.role == Role.LBC:
                 try:
                     self._reload(service, force=True)
                 except EngineError as exc:

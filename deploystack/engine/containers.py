@@ -79,7 +79,7 @@ def container_spec(rendered: Rendered, service: Service, number: int) -> Contain
             labels.CONFIG_HASH: config_hash,
             labels.WORKING_DIR: str(rendered.output),
             labels.CONFIG_FILES: str(rendered.output / COMPOSE_FILE),
-            labels.ROLE: service.role,
+            labels.ROLE: service.role.value,
         },
     )
 

@@ -36,7 +36,7 @@ from deploystack.engine.client import engine_errors
 from deploystack.engine.lookup import service_container
 from deploystack.engine.report import Reporter
 from deploystack.errors import DeployError, StackError, UsageError
-from deploystack.plan.dbc import PRIMARY, slot_name
+from deploystack.plan.names import PRIMARY, replica_of_volume, slot_name
 
 PSQL = ["timeout", "20", "psql", "-X", "-q", "--csv", "-v", "ON_ERROR_STOP=1",
         "-h", "/run/postgresql", "-U", "postgres", "-d", "postgres"]
@@ -520,11 +520,10 @@ def remove_stale_replica_volumes(client: docker.DockerClient, project: str, want
     stale at the next scale-up and could not catch up once the primary has recycled the WAL it needs.
     `project_label`: the label naming the volume's project (a swarm stack's differs from Compose's).
     """
-    pattern = re.compile(rf"^{re.escape(project)}_(db-replica-\d+)-data$")
     with engine_errors("removing old replica volumes"):
         for volume in client.volumes.list(filters={"label": f"{project_label}={project}"}):
-            match = pattern.match(volume.name or "")
-            if match and match.group(1) not in wanted:
+            replica = replica_of_volume(project, volume.name or "")
+            if replica is not None and replica not in wanted:
                 try:
                     volume.remove()
                     report.step(f"removed volume {volume.name} (its replica is gone)")

@@ -16,18 +16,13 @@ import docker.errors
 from docker.models.containers import Container
 
 from deploystack import labels
-from deploystack.engine.apply import volume_name
 from deploystack.engine.client import engine_errors, run_once
 from deploystack.engine.db import db_containers, psql
 from deploystack.engine.report import Reporter
 from deploystack.errors import StackError, UsageError
-from deploystack.plan.dbc import PRIMARY
+from deploystack.plan.names import PRIMARY, data_volume, volume_name
 
 PGDATA = "/var/lib/postgresql/data"
-
-
-def _volume(service: str) -> str:
-    return f"{service}-data"
 
 
 def _run(client: docker.DockerClient, image: str, script: str, volumes: dict[str, dict[str, str]]) -> None:
@@ -73,23 +68,23 @@ def promote(client: docker.DockerClient, project: str, replica: str, replicas: S
             _stop(nodes[name], report)
 
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    kept = f"{_volume(PRIMARY)}-before-promote-{stamp}"
+    kept = f"{data_volume(PRIMARY)}-before-promote-{stamp}"
     with engine_errors(f"creating volume {kept}"):
         client.volumes.create(volume_name(project, kept), labels={labels.PROJECT: project, labels.VOLUME: kept})
     report.step(f"keeping the old primary's data in volume {volume_name(project, kept)}")
     _run(client, image, "cp -a /from/. /to/", {
-        volume_name(project, _volume(PRIMARY)): {"bind": "/from", "mode": "ro"},
+        volume_name(project, data_volume(PRIMARY)): {"bind": "/from", "mode": "ro"},
         volume_name(project, kept): {"bind": "/to", "mode": "rw"}})
-    report.step(f"moving {replica}'s data into {volume_name(project, _volume(PRIMARY))}")
+    report.step(f"moving {replica}'s data into {volume_name(project, data_volume(PRIMARY))}")
     # The promoted cluster has no standby.signal; its standby settings in postgresql.auto.conf are dead
     # weight on a primary, so they go too.
     _run(client, image,
          "find /to -mindepth 1 -delete && cp -a /from/. /to/ && rm -f /to/standby.signal "
          "&& sed -i -e '/^primary_conninfo/d' -e '/^primary_slot_name/d' /to/postgresql.auto.conf", {
-             volume_name(project, _volume(replica)): {"bind": "/from", "mode": "ro"},
-             volume_name(project, _volume(PRIMARY)): {"bind": "/to", "mode": "rw"}})
+             volume_name(project, data_volume(replica)): {"bind": "/from", "mode": "ro"},
+             volume_name(project, data_volume(PRIMARY)): {"bind": "/to", "mode": "rw"}})
     for name in replicas:
         report.step(f"emptying {name}'s volume: it clones the new primary when it starts")
         _run(client, image, "find /data -mindepth 1 -delete",
-             {volume_name(project, _volume(name)): {"bind": "/data", "mode": "rw"}})
+             {volume_name(project, data_volume(name)): {"bind": "/data", "mode": "rw"}})
     return volume_name(project, kept)

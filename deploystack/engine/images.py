@@ -15,7 +15,7 @@ import docker.errors
 from deploystack.engine.client import engine_errors
 from deploystack.engine.report import Reporter
 from deploystack.errors import StackError
-from deploystack.plan.bases import ALL_BASES, ROLE_BASE
+from deploystack.plan.bases import ALL_BASES, ROLE_BASE, slim_image
 from deploystack.render.project import BuildJob, Rendered
 
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
@@ -60,9 +60,10 @@ def ensure_base_image(client: docker.DockerClient, report: Reporter, base: str =
     with engine_errors("checking the base image"):
         if image_exists(client, base):
             return
-    report.step(f"base image {base} missing: trying to pull debian:{release}-slim")
+    report.step(f"base image {base} missing: trying to pull {slim_image(release)}")
     try:
-        image = client.images.pull("debian", tag=f"{release}-slim")
+        repository, tag = slim_image(release).split(":")
+        image = client.images.pull(repository, tag=tag)
         image.tag(base)
         return
     except docker.errors.DockerException as exc:

@@ -14,13 +14,13 @@ import docker
 import docker.errors
 from docker.models.containers import Container
 
-from deploystack.engine.apply import volume_name
 from deploystack.engine.client import engine_errors, run_once
 from deploystack.engine.health import Readiness
 from deploystack.engine.lookup import service_container
 from deploystack.engine.report import Reporter
 from deploystack.errors import StackError
 from deploystack.plan.model import Service
+from deploystack.plan.names import volume_name
 
 SERVICE = "media"
 VOLUME = "media-data"

@@ -27,12 +27,13 @@ import docker.errors
 from docker.models.containers import Container
 
 from deploystack import labels
-from deploystack.engine.apply import hardening_options, network_name, service_mounts
+from deploystack.engine.apply import hardening_options, service_mounts
 from deploystack.engine.client import engine_errors
 from deploystack.engine.containers import ContainerSpec, container_spec
 from deploystack.engine.lookup import project_containers
 from deploystack.errors import EngineError, UsageError
 from deploystack.plan.model import Service
+from deploystack.plan.names import network_name
 from deploystack.render.project import Rendered
 
 ONEOFF_NUMBER = -1  # what Compose labels a one-off's container-number with

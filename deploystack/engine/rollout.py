@@ -27,6 +27,7 @@ from deploystack.engine.containers import ContainerSpec, config_files_hash, want
 from deploystack.engine.health import wait_ready
 from deploystack.engine.report import Reporter
 from deploystack.errors import StackError
+from deploystack.plan.names import Role
 from deploystack.render.project import Rendered
 from deploystack.render.writer import replace_file
 
@@ -39,7 +40,7 @@ class Rollout:
         self.rendered = rendered
         self.service = rendered.plan.service(app)
         self.report = report
-        self.lbc = next((s for s in rendered.plan.services if s.role == "lbc"), None)
+        self.lbc = next((s for s in rendered.plan.services if s.role == Role.LBC), None)
         self.replaced: list[int] = []  # replica numbers running the new definition
 
     def run(self) -> None:

@@ -23,6 +23,7 @@ from deploystack.engine.client import engine_errors
 from deploystack.engine.report import Reporter
 from deploystack.errors import EngineError, StackError, UsageError
 from deploystack.plan.model import ProjectPlan
+from deploystack.plan.names import PRIMARY, is_replica, service_name, unscoped
 from deploystack.render.project import SwarmRendered
 from deploystack.render.swarm import NODE_LABELS, registry_image
 
@@ -30,10 +31,6 @@ NAMESPACE = "com.docker.stack.namespace"  # the label `docker stack deploy` puts
 SERVICE_LABEL = "com.docker.swarm.service.name"  # on each task's container
 CONVERGE_TIMEOUT_S = 900.0
 POLL_S = 2.0
-
-
-def service_name(project: str, service: str) -> str:
-    return f"{project}_{service}"
 
 
 def require_manager(client: docker.DockerClient) -> None:
@@ -122,7 +119,7 @@ def remove_gone_replicas(client: docker.DockerClient, plan: ProjectPlan, report:
     drop their slots on the primary (a slot left behind pins WAL until the disk fills) and remove their
     volumes. Both only where this engine reaches: the primary's node and this node's volumes."""
     from deploystack.engine import db
-    from deploystack.plan.dbc import PRIMARY, wanted_slots
+    from deploystack.plan.dbc import wanted_slots
 
     project = plan.project
     replicas, slots = wanted_slots(plan)
@@ -131,7 +128,7 @@ def remove_gone_replicas(client: docker.DockerClient, plan: ProjectPlan, report:
 
     def leaving() -> list[str]:
         return [name for c in client.api.containers(all=True, filters=label)
-                if (name := c["Labels"].get(SERVICE_LABEL, "")).startswith(service_name(project, "db-replica-"))
+                if is_replica(unscoped(project, name := c["Labels"].get(SERVICE_LABEL, "")))
                 and name not in keep]
 
     deadline = time.monotonic() + timeout_s
@@ -175,7 +172,7 @@ def created(task: dict[str, Any]) -> tuple[str, float]:
 
 def service_state(client: docker.DockerClient, service: Any, project: str, one_shot: bool,
                   since: str) -> ServiceState:
-    name = service.name.removeprefix(f"{project}_")
+    name = unscoped(project, service.name)
     spec = service.attrs["Spec"]
     status = service.attrs.get("UpdateStatus") or {}
     update = status.get("State", "")

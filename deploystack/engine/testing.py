@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import docker.errors
 
-from deploystack.engine.apply import network_name
 from deploystack.engine.client import connect, engine_errors
 from deploystack.engine.lookup import service_container
 from deploystack.errors import UsageError
+from deploystack.plan.names import network_name
 
 
 def private_address(project: str, service: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from deploystack.plan import hardening as h
 from deploystack.plan.model import Build, HealthCheck, Mount, Service, Tmpfs
+from deploystack.plan.names import Role
 from deploystack.plan.secrets import ref
 from deploystack.spec.models import Stack
 
@@ -23,7 +24,7 @@ def plan_acc(stack: Stack) -> tuple[list[Service], list[str]]:
     services: list[Service] = []
     if acc.redis.enabled:
         services.append(Service(
-            name="redis", role="acc", build=_build("redis"),
+            name="redis", role=Role.ACC, build=_build("redis"),
             environment=(("REDIS_PASSWORD", ref("REDIS_PASSWORD")),
                          ("REDIS_MAXMEMORY", acc.redis.maxmemory),
                          ("REDIS_APPENDONLY", "yes" if redis_appendonly(stack) else "no")),
@@ -35,7 +36,7 @@ def plan_acc(stack: Stack) -> tuple[list[Service], list[str]]:
         ))
     if acc.memcached.enabled:
         services.append(Service(
-            name="memcached", role="acc", build=_build("memcached"),
+            name="memcached", role=Role.ACC, build=_build("memcached"),
             environment=(("MEMCACHED_MEMORY_MB", str(acc.memcached.memory_mb)),),
             cap_add=(h.SETUID, h.SETGID),  # memcached -u memcache
             read_only=True, tmpfs=(h.TMP,),
@@ -44,7 +45,7 @@ def plan_acc(stack: Stack) -> tuple[list[Service], list[str]]:
         ))
     if acc.rabbitmq.enabled:
         services.append(Service(
-            name="rabbitmq", role="acc", build=_build("rabbitmq"),
+            name="rabbitmq", role=Role.ACC, build=_build("rabbitmq"),
             environment=(("RABBITMQ_USER", acc.rabbitmq.user),
                          ("RABBITMQ_PASSWORD", ref("RABBITMQ_PASSWORD")),
                          ("RABBITMQ_VHOST", acc.rabbitmq.vhost),
@@ -62,7 +63,7 @@ def plan_acc(stack: Stack) -> tuple[list[Service], list[str]]:
     if acc.elasticsearch.enabled:
         # Registry-only: `up` refuses early when this image is neither present nor pullable.
         services.append(Service(
-            name="elasticsearch", role="acc", build=None, image=acc.elasticsearch.image,
+            name="elasticsearch", role=Role.ACC, build=None, image=acc.elasticsearch.image,
             environment=(("discovery.type", "single-node"), ("xpack.security.enabled", "false"),
                          ("ES_JAVA_OPTS", "-Xms512m -Xmx512m")),
             mounts=(Mount("elasticsearch-data", "/usr/share/elasticsearch/data"),),

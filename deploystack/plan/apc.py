@@ -10,6 +10,7 @@ from deploystack.plan.bases import PYTHON_RELEASES, base_image
 from deploystack.plan.dbc import PRIMARY, replica_names
 from deploystack.plan.mmc import s3_endpoint
 from deploystack.plan.model import AppImage, Build, HealthCheck, Service, Tmpfs
+from deploystack.plan.names import Role
 from deploystack.plan.secrets import app_secret, escape, ref
 from deploystack.spec.models import App, Stack, env_value, has_references
 
@@ -161,14 +162,14 @@ def plan_apc(stack: Stack, env_files: Mapping[str, Collection[str]] | None = Non
             # One app's migrations at a time: apps share the database, and two `migrate` runs at once race
             # to create the same tables (django_migrations, django_content_type).
             services.append(Service(
-                name=migrate_job(name), role="apc-job", build=build, environment=env,
+                name=migrate_job(name), role=Role.APC_JOB, build=build, environment=env,
                 command=("migrate",), depends_on=(*backing, *previous_migration), one_shot=True,
                 read_only=True, tmpfs=APP_TMPFS, mem_limit=app.memory, pids_limit=h.PIDS,
             ))
             previous_migration = (migrate_job(name),)
             depends = (*backing, migrate_job(name))
         services.append(Service(
-            name=name, role="apc", build=build, replicas=app.replicas, environment=env,
+            name=name, role=Role.APC, build=build, replicas=app.replicas, environment=env,
             healthcheck=HealthCheck(test=("apc-health",), interval_s=3, start_period_s=90),
             depends_on=depends, command=("serve",), stop_grace_s=25,
             read_only=True, tmpfs=APP_TMPFS, mem_limit=app.memory, pids_limit=h.PIDS,
@@ -176,7 +177,7 @@ def plan_apc(stack: Stack, env_files: Mapping[str, Collection[str]] | None = Non
         if app.worker is not None:
             worker = app.worker
             services.append(Service(
-                name=worker_service(name), role="apc-worker", build=build, replicas=worker.replicas,
+                name=worker_service(name), role=Role.APC_WORKER, build=build, replicas=worker.replicas,
                 environment=(*env, ("CELERY_APP", worker.app or app.package),
                              ("CELERY_CONCURRENCY", str(worker.concurrency)),
                              ("CELERY_QUEUES", ",".join(worker.queues)),

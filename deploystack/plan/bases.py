@@ -12,6 +12,11 @@ PYTHON_RELEASES = {"3.13": "trixie", "3.11": "bookworm"}  # Debian 13, Debian 12
 BASE_REPOSITORY = "deploystack/base"
 
 
+def slim_image(release: str) -> str:
+    """Debian's own slim image of a release, which a base image may be tagged from."""
+    return f"debian:{release}-slim"
+
+
 def base_image(release: str) -> str:
     return f"{BASE_REPOSITORY}:{release}"
 

@@ -6,6 +6,7 @@ from pathlib import PurePosixPath
 
 from deploystack.plan import hardening as h
 from deploystack.plan.model import Build, ConfigFile, HealthCheck, Mount, Service
+from deploystack.plan.names import Role
 from deploystack.plan.secrets import ref
 from deploystack.spec.models import Stack
 
@@ -39,7 +40,7 @@ def plan_cdc(stack: Stack, project_dir: str) -> tuple[list[Service], list[Config
     output_outside = any(part != ".." for part in PurePosixPath(project_dir).parts)
     config = "config/cdc"
     service = Service(
-        name="cdc", role="cdc",
+        name="cdc", role=Role.CDC,
         build=Build(role="cdc", repo="deploystack/cdc", context="build/cdc", with_package=True),
         environment=(("CDC_WEBHOOK_SECRET", ref("CDC_WEBHOOK_SECRET")),
                      ("CDC_BRANCH", stack.cdc.branch),

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from deploystack.plan import hardening as h
 from deploystack.plan.model import Build, ConfigFile, HealthCheck, Mount, Port, ProjectPlan, Service
+from deploystack.plan.names import PRIMARY as PRIMARY  # where the other role modules found it
+from deploystack.plan.names import Role, data_volume, is_replica, network_name, slot_name
+from deploystack.plan.names import replica_names as numbered_replicas
 from deploystack.plan.secrets import ref
 from deploystack.spec.models import DBC, Offsite, Stack
 
-PRIMARY = "db-primary"
 REPLICATION_USER = "replicator"
 PORT = 5432
 MAX_WAL_SENDERS = 2 * 16 + 4  # dbc.replicas is at most 16 (plus the offsite replica and its base backup)
@@ -21,17 +23,13 @@ OFFSITE_NETWORK = "offsite"
 
 
 def replica_names(stack: Stack) -> list[str]:
-    return [f"db-replica-{n}" for n in range(1, stack.dbc.replicas + 1)]
-
-
-def slot_name(replica: str) -> str:
-    return replica.removeprefix("db-").replace("-", "_")  # db-replica-1 -> replica_1
+    return numbered_replicas(stack.dbc.replicas)
 
 
 def wanted_slots(plan: ProjectPlan) -> tuple[list[str], list[str]]:
     """(replica services, the replication slots they and the offsite replica use) of a plan."""
     names = [s.name for s in plan.services]
-    replicas = [name for name in names if name.startswith("db-replica-")]
+    replicas = [name for name in names if is_replica(name)]
     slots = [slot_name(r) for r in replicas]
     if PRIMARY in names:
         offsite = dict(plan.service(PRIMARY).environment).get("OFFSITE_USER")
@@ -63,7 +61,7 @@ def pg_hba_conf(stack: Stack, offsite: Offsite | None) -> dict[str, object]:
     # limited to the containers of the private network, by name: PostgreSQL looks the client address up
     # in Docker's DNS (`<container>.<project>_private`); a connection through the published port comes
     # from a gateway or a remote address, which has no such name. 127.0.0.1 is `db backup --physical`.
-    clients = ["127.0.0.1/32", f".{stack.project}_private"] if offsite else ["all"]
+    clients = ["127.0.0.1/32", f".{network_name(stack.project, 'private')}"] if offsite else ["all"]
     return {"database": dbc.database, "user": dbc.user, "replication_user": REPLICATION_USER,
             "clients": clients, "offsite_user": offsite_role(offsite) if offsite else None}
 
@@ -99,11 +97,11 @@ def plan_dbc(stack: Stack) -> tuple[list[Service], list[str], list[ConfigFile]]:
         networks = (OFFSITE_NETWORK, "private")
     services = [
         Service(
-            name=PRIMARY, role="dbc", build=build,
+            name=PRIMARY, role=Role.DBC, build=build,
             # No list of replicas here: each replica makes its own slot, so adding one never
             # recreates the primary.
             environment=primary_env, networks=networks, ports=published,
-            mounts=(Mount(f"{PRIMARY}-data", "/var/lib/postgresql/data"),),
+            mounts=(Mount(data_volume(PRIMARY), "/var/lib/postgresql/data"),),
             healthcheck=health, config_dir=config, stop_grace_s=60,
             cap_add=h.DROP_TO_USER, mem_limit=dbc.memory, pids_limit=pids,
         )
@@ -111,10 +109,10 @@ def plan_dbc(stack: Stack) -> tuple[list[Service], list[str], list[ConfigFile]]:
     for replica in replicas:
         services.append(
             Service(
-                name=replica, role="dbc", build=build,
+                name=replica, role=Role.DBC, build=build,
                 environment=(("DB_ROLE", "replica"), *common, ("PRIMARY_HOST", PRIMARY),
                              ("REPLICA_SLOT", slot_name(replica))),
-                mounts=(Mount(f"{replica}-data", "/var/lib/postgresql/data"),),
+                mounts=(Mount(data_volume(replica), "/var/lib/postgresql/data"),),
                 healthcheck=health, config_dir=config, depends_on=(PRIMARY,), stop_grace_s=60,
                 cap_add=h.DROP_TO_USER, mem_limit=dbc.memory, pids_limit=pids,
             )

@@ -14,6 +14,7 @@ from deploystack.plan import hardening as h
 from deploystack.plan.apc import APP_PORT, MEDIA_URL
 from deploystack.plan.mmc import s3_endpoint
 from deploystack.plan.model import Build, ConfigFile, HealthCheck, Mount, Port, Service
+from deploystack.plan.names import Role, container_name
 from deploystack.spec.models import LBC, Stack
 
 CONFIG_DIR = "config/lbc"
@@ -61,7 +62,8 @@ MEDIA_DISPOSITION = (
 def upstreams(stack: Stack) -> list[dict[str, object]]:
     """Each app's replicas by container name: Compose names them <project>-<app>-<n>."""
     return [
-        {"name": name, "servers": [f"{stack.project}-{name}-{n}:{APP_PORT}" for n in range(1, app.replicas + 1)]}
+        {"name": name,
+         "servers": [f"{container_name(stack.project, name, n)}:{APP_PORT}" for n in range(1, app.replicas + 1)]}
         for name, app in stack.apc.apps.items()
     ]
 
@@ -264,7 +266,7 @@ def plan_lbc(stack: Stack, cdc_upstream: str | None, project_dir: str = "..",
     lbc = stack.lbc
     tls, tls_mounts, tls_environment = tls_context(lbc, project_dir)
     service = Service(
-        name="lbc", role="lbc",
+        name="lbc", role=Role.LBC,
         build=Build(role="lbc", repo="deploystack/lbc", context="build/lbc"),
         environment=(("DOMAIN", stack.domain), *tls_environment),
         networks=("public", "private"),

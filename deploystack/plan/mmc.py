@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from deploystack.plan import hardening as h
 from deploystack.plan.model import Build, HealthCheck, Mount, Service
+from deploystack.plan.names import Role
 from deploystack.plan.secrets import ref
 from deploystack.spec.models import Stack
 
@@ -22,7 +23,7 @@ def plan_mmc(stack: Stack) -> tuple[list[Service], list[str]]:
     keys = (("S3_ACCESS_KEY", ref("S3_ACCESS_KEY")), ("S3_SECRET_KEY", ref("S3_SECRET_KEY")))
     if mmc.backend == "seaweedfs":
         service = Service(
-            name="media", role="mmc",
+            name="media", role=Role.MMC,
             build=Build(role="media", repo="deploystack/media", context="build/media"),
             # The first bucket holds Django's media, which the LBC serves at /media/ without signing.
             environment=(*keys, ("S3_BUCKETS", ",".join(mmc.buckets)), ("S3_PUBLIC_BUCKETS", mmc.buckets[0])),
@@ -35,7 +36,7 @@ def plan_mmc(stack: Stack) -> tuple[list[Service], list[str]]:
         )
     else:
         service = Service(
-            name="media", role="mmc", build=None, image=mmc.minio_image,
+            name="media", role=Role.MMC, build=None, image=mmc.minio_image,
             environment=(("MINIO_ROOT_USER", ref("S3_ACCESS_KEY")),
                          ("MINIO_ROOT_PASSWORD", ref("S3_SECRET_KEY"))),
             command=("server", "/data"),

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
+from deploystack.plan.names import Role, container_name
+
 
 @dataclass(frozen=True)
 class AppImage:
@@ -117,7 +119,7 @@ NO_NEW_PRIVILEGES = "no-new-privileges:true"
 @dataclass(frozen=True)
 class Service:
     name: str
-    role: str  # lbc, apc, acc, mmc, dbc, cdc
+    role: Role
     build: Build | None
     image: str | None = None  # for registry-only images (Elasticsearch, MinIO); else from build
     replicas: int = 1
@@ -147,12 +149,12 @@ class Service:
     @property
     def scalable(self) -> bool:
         """Replicated services (apps and their workers) get numbered containers, no fixed container name."""
-        return self.role in ("apc", "apc-worker")
+        return self.role in (Role.APC, Role.APC_WORKER)
 
     @property
     def upstream(self) -> bool:
         """The LBC lists this service's replicas: adding or removing one means reloading the LBC."""
-        return self.role == "apc"
+        return self.role == Role.APC
 
 
 @dataclass(frozen=True)
@@ -189,4 +191,4 @@ class ProjectPlan:
 
     def container_name(self, service: Service, number: int = 1) -> str:
         """Compose v2's container name for replica `number` of `service`."""
-        return f"{self.project}-{service.name}-{number}"
+        return container_name(self.project, service.name, number)

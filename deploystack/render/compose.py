@@ -104,7 +104,7 @@ def service_dict(plan: ProjectPlan, service: Service, image: str) -> dict[str, A
         out["container_name"] = plan.container_name(service)
     out["restart"] = quoted("no") if service.one_shot else "unless-stopped"
     out["stop_grace_period"] = duration(service.stop_grace_s)
-    out["labels"] = {labels.ROLE: service.role}
+    out["labels"] = {labels.ROLE: service.role.value}
     return out
 
 

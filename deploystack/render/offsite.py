@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from deploystack.errors import UsageError
-from deploystack.plan.dbc import OFFSITE_SECRET, PORT, PRIMARY, offsite_role, pg_hba_conf, postgresql_conf
+from deploystack.plan.bases import ROLE_RELEASE, slim_image
+from deploystack.plan.dbc import OFFSITE_SECRET, PORT, offsite_role, pg_hba_conf, postgresql_conf
+from deploystack.plan.names import PRIMARY
 from deploystack.render.compose import dump_yaml
 from deploystack.render.dbtls import CA_CERT
 from deploystack.render.project import Rendered
@@ -19,7 +21,7 @@ from deploystack.resources import compose_root
 from deploystack.spec.models import Stack
 
 CONFIG_DIR = "/etc/deploystack"  # where the bundle's config/ is mounted in the replica
-DEFAULT_BASE = "debian:bookworm-slim"
+DEFAULT_BASE = slim_image(ROLE_RELEASE)
 DEFAULT_PUBLISH = "127.0.0.1:5432"
 BUNDLE_MARK = "bundle.env"  # a folder with it is an earlier export, which may be written over
 

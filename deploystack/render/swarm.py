@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from deploystack import labels
 from deploystack.errors import UsageError
-from deploystack.plan.dbc import PRIMARY
 from deploystack.plan.lbc import SWARM_RESOLVER_VALID_S
 from deploystack.plan.model import ProjectPlan, Service
+from deploystack.plan.names import PRIMARY, Role
 from deploystack.render.compose import duration, hardening_dict, healthcheck_dict, quoted
 
 if TYPE_CHECKING:
@@ -90,9 +90,9 @@ def constraints(service: Service) -> list[str]:
     """Nodes labelled for them hold the data volumes (a volume stays on its node) and the edge."""
     if service.name == PRIMARY:
         label = LABEL_DB_PRIMARY
-    elif service.role == "dbc":
+    elif service.role == Role.DBC:
         label = LABEL_DB_REPLICA
-    elif service.role == "lbc":
+    elif service.role == Role.LBC:
         label = LABEL_EDGE
     elif any(not mount.bind for mount in service.mounts):
         label = LABEL_DATA
@@ -103,7 +103,7 @@ def constraints(service: Service) -> list[str]:
 
 def deploy(service: Service, settings: Settings) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    if service.role == "lbc":
+    if service.role == Role.LBC:
         # One LBC on every edge node, each publishing the ports on its own host (no ingress mesh).
         out["mode"] = "global"
     else:
@@ -132,7 +132,7 @@ def deploy(service: Service, settings: Settings) -> dict[str, Any]:
             "failure_action": "rollback", "monitor": "15s",
         }
         out["rollback_config"] = {"parallelism": 1, "order": order}
-    out["labels"] = {labels.ROLE: service.role, **({labels.ONE_SHOT: "true"} if service.one_shot else {})}
+    out["labels"] = {labels.ROLE: service.role.value, **({labels.ONE_SHOT: "true"} if service.one_shot else {})}
     return out
 
 
@@ -178,7 +178,7 @@ def service_data(plan: ProjectPlan, service: Service, image: str, settings: Sett
     # daemons' own setting, docs/security.md); tmpfs and limits are written as mounts and `deploy:` here.
     out |= {key: value for key, value in hardening_dict(service).items() if key in SWARM_HARDENING}
     out["stop_grace_period"] = duration(service.stop_grace_s)
-    out["labels"] = {labels.ROLE: service.role}
+    out["labels"] = {labels.ROLE: service.role.value}
     out["deploy"] = deploy(service, settings)
     return out
 

@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from deploystack.plan.names import PRIMARY, is_replica
 from deploystack.spec import values
 from deploystack.spec.values import GIB, KIB, MIB
 
@@ -44,7 +45,7 @@ MemoryLimit = Annotated[str, AfterValidator(memory_limit)]
 
 # Service names that deploystack itself uses; an app may not take one.
 RESERVED_NAMES = frozenset(
-    {"lbc", "db-primary", "redis", "memcached", "rabbitmq", "elasticsearch", "media", "cdc"}
+    {"lbc", PRIMARY, "redis", "memcached", "rabbitmq", "elasticsearch", "media", "cdc"}
 )
 
 
@@ -479,7 +480,7 @@ class APC(Model):
         for name in apps:
             if not APP_NAME.match(name):
                 raise ValueError(f"app name {name!r} must be at most 40 lowercase letters, digits and '-'")
-            if name in RESERVED_NAMES or name.startswith("db-replica-") or name.endswith(("-worker", "-migrate")):
+            if name in RESERVED_NAMES or is_replica(name) or name.endswith(("-worker", "-migrate")):
                 raise ValueError(f"app name {name!r} is taken by deploystack")
         return apps
 
