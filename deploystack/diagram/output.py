@@ -1,9 +1,7 @@
-"""Choosing the format, rendering SVG/PNG with Graphviz's `dot`, and writing the file atomically."""
+"""Choosing the format and rendering SVG/PNG with Graphviz's `dot` (deploystack.atomicfile writes the file)."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from enum import StrEnum
 from pathlib import Path
 
@@ -63,15 +61,3 @@ def produce(diagram: Diagram, fmt: Format) -> bytes:
     return data
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """A reader sees the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-import os
 import re
 import tarfile
 import time
@@ -32,6 +31,7 @@ import docker.errors
 from docker.models.containers import Container
 
 from deploystack import labels
+from deploystack.atomicfile import atomic_writer
 from deploystack.engine.client import engine_errors
 from deploystack.engine.lookup import service_container
 from deploystack.engine.report import Reporter
@@ -355,11 +355,9 @@ def _stream_to_file(client: docker.DockerClient, container: Container, command: 
 
     The file appears under a hidden partial name first and is renamed once the command succeeded.
     """
-    partial = path.with_name(f".{path.name}.partial")
     errors = bytearray()
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # backups hold every row: owner only
-    try:
-        with os.fdopen(fd, "wb") as handle, engine_errors(doing):
+    with atomic_writer(path, mode=0o600, durable=True) as handle:  # backups hold every row: owner only
+        with engine_errors(doing):
             exec_id = client.api.exec_create(container.id, command, stdout=True, stderr=True)["Id"]
             for out, err in client.api.exec_start(exec_id, stream=True, demux=True):
                 if out:
@@ -367,17 +365,12 @@ def _stream_to_file(client: docker.DockerClient, container: Container, command: 
                 if err:
                     errors.extend(err)
                     del errors[:-STDERR_KEEP]
-            handle.flush()
-            os.fsync(handle.fileno())
             code = client.api.exec_inspect(exec_id)["ExitCode"]
         if code != 0:
             message = errors.decode(errors="replace").strip() or f"exit code {code}"
             raise StackError(f"{doing} failed in {container.name}:\n{message}")
-        if partial.stat().st_size == 0:
+        if handle.tell() == 0:
             raise StackError(f"{doing}: {container.name} wrote nothing")
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 def backup(client: docker.DockerClient, project: str, database: str, folder: Path, keep: int, report: Reporter,

@@ -8,12 +8,11 @@ swapped folder would leave them reading the old one.
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from deploystack.atomicfile import write_atomically
 from deploystack.render.sourcetree import FileData
 
 # Folders that generate owns entirely: files there that the new render lacks are removed.
@@ -63,17 +62,7 @@ def write(files: dict[str, FileData], output: Path, changes: Changes) -> None:
 
 
 def replace_file(path: Path, content: FileData) -> None:
-    """Write `path` through a temporary file and os.replace: a reader sees the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, content.mode)  # before any byte is written: .env is never world-readable
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content.data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(path, content.data, content.mode)
 
 
 def _remove_empty_dirs(root: Path) -> None:
