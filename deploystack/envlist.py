@@ -12,9 +12,9 @@ from deploystack.errors import UsageError
 from deploystack.plan.model import ProjectPlan
 from deploystack.spec.appenv import HOST, AppEnv
 from deploystack.spec.models import Stack, env_value, has_references
+from deploystack.spec.values import REFERENCE
 
 MASK = "********"
-REFERENCE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from deploystack.errors import UsageError
 from deploystack.plan.model import Service
 from deploystack.render.compose import service_dict
 from deploystack.render.project import COMPOSE_FILE, Rendered
+from deploystack.spec.values import REFERENCE
 
-INTERPOLATION = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 CONFIG_MOUNT = "/etc/deploystack"
 
 
@@ -31,7 +31,7 @@ def interpolate(value: str, secrets: dict[str, str]) -> str:
             raise UsageError(f"{name} is not set in the stack's .env (run deploystack generate)")
         return secrets[name]
 
-    return INTERPOLATION.sub(replace, value)
+    return REFERENCE.sub(replace, value)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ fills the `${NAME}` references that other variables hold (compose/_sourced/lib.s
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -23,6 +22,7 @@ from deploystack.plan.lbc import SWARM_RESOLVER_VALID_S
 from deploystack.plan.model import ProjectPlan, Service
 from deploystack.plan.names import PRIMARY, Role
 from deploystack.render.compose import duration, hardening_dict, healthcheck_dict, quoted
+from deploystack.spec.values import REFERENCE
 
 if TYPE_CHECKING:
     from deploystack.spec.models import Stack
@@ -36,8 +36,6 @@ LABEL_DATA = "deploystack.data"
 LABEL_EDGE = "deploystack.edge"
 NODE_LABELS = (LABEL_DB_PRIMARY, LABEL_DB_REPLICA, LABEL_DATA, LABEL_EDGE)
 
-# `$$` (a literal dollar, as the plan escapes user values) or a `${NAME}` reference.
-DOLLAR_OR_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 SWARM_HARDENING = ("cap_drop", "cap_add", "read_only", "logging")  # of compose.hardening_dict
 
@@ -66,14 +64,14 @@ def all_secrets(plan: ProjectPlan) -> tuple[str, ...]:
 
 def secrets_used(service: Service, secret_names: tuple[str, ...]) -> list[str]:
     """The generated secrets `service` refers to in its environment."""
-    used = {match.group(1) for _, value in service.environment for match in DOLLAR_OR_REF.finditer(value)}
+    used = {match.group(1) for _, value in service.environment for match in REFERENCE.finditer(value)}
     return [name for name in secret_names if name in used]
 
 
 def swarm_value(value: str) -> str:
     """A plan value for the stack file: a `${SECRET}` reference must reach the container as written, for
     lib.sh to fill from /run/secrets, so it is escaped from `docker stack deploy`'s own interpolation."""
-    return DOLLAR_OR_REF.sub(lambda m: "$$" if m.group(1) is None else "$${" + m.group(1) + "}", value)
+    return REFERENCE.sub(lambda m: "$$" if m.group(1) is None else "$${" + m.group(1) + "}", value)
 
 
 def environment(service: Service, secret_names: tuple[str, ...]) -> dict[str, str]:

@@ -283,7 +283,7 @@ PYTHON_VERSIONS: tuple[Python, ...] = ("3.13", "3.11")  # newest first; plan/bas
 # `${NAME}` takes a value from the host environment at `generate`; `$$` is a literal `$`; any other `$`
 # is literal too. A `${` that is not a plain reference (`${X:-default}`, `${x-y}`) is refused.
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-ENV_TOKEN = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$\{")
+ENV_TOKEN = re.compile(values.REFERENCE.pattern + r"|\$\{")  # and a `${` that starts no reference
 
 
 def host_references(value: str) -> list[str]:

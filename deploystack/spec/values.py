@@ -22,6 +22,10 @@ IMAGE = re.compile(r"^(?:[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?(?::[0-9]{1,5})?/)?"
                    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$")
 # A RabbitMQ user or vhost: it is also part of the amqp:// URL the apps get.
 AMQP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# `$$` (a literal dollar) or a `${NAME}` reference, the one syntax of the spec's env values, the plan's
+# environment (`${SECRET}` from the output's .env) and compose.yaml: one pattern for everything that
+# reads, fills or escapes them (spec/models.py, envlist.py, engine/containers.py, render/swarm.py).
+REFERENCE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # A Python module path (celery -A, DJANGO_SETTINGS_MODULE).
 MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
