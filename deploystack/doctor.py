@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from deploystack.engine import doctor as probe
-from deploystack.engine.client import DockerClient
+from deploystack.engine.client import DockerClient, connect, host, is_local
 from deploystack.engine.doctor import EngineFacts, Published
 from deploystack.errors import EngineError, SpecError
 from deploystack.plan import build_plan
@@ -68,7 +68,7 @@ def spec_check(path: Path) -> tuple[Check, Stack | None]:
 
 def engine_check() -> tuple[Check, Engine]:
     try:
-        client = probe.connect()
+        client = connect(timeout=probe.TIMEOUT_S, hint=False)
         facts = probe.facts(client)
     except EngineError as exc:
         return Check("engine", "FAIL", str(exc), probe.engine_fix()), Engine()
@@ -78,8 +78,8 @@ def engine_check() -> tuple[Check, Engine]:
 
 def disk_check(engine: Engine) -> Check:
     where = engine.facts.root_dir if engine.facts else "/var/lib/docker"
-    address = engine.facts.host if engine.facts else probe.host()
-    if not probe.is_local(address):
+    address = engine.facts.host if engine.facts else host()
+    if not is_local(address):
         return Check("disk", "warn", f"the engine at {address} is not on this machine: free space not checked",
                      f"check free space in {where} on the engine's machine (≥ 10 GB for the images)")
     path = Path(where)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -19,12 +20,31 @@ ENGINE_HINT = (
 )
 
 
-def connect() -> docker.DockerClient:
+DEFAULT_HOST = "unix:///var/run/docker.sock"
+
+
+def host() -> str:
+    """The engine's address: DOCKER_HOST, or docker-py's default socket."""
+    return os.environ.get("DOCKER_HOST") or DEFAULT_HOST
+
+
+def is_local(address: str) -> bool:
+    """A unix socket means the engine runs here and its paths are this machine's paths."""
+    return address.startswith("unix://")
+
+
+def connect(timeout: float = 120, hint: bool = True) -> docker.DockerClient:
+    """The one way to a client: pinged, or an EngineError naming the address. `hint=False` leaves out
+    how to start an engine (doctor prints its own fix); doctor also asks for a short timeout."""
+    address = host()
+    fix = f": {ENGINE_HINT}" if hint else ""
+    if is_local(address) and not os.path.exists(address.removeprefix("unix://")):
+        raise EngineError(f"cannot reach the Docker engine at {address}: no such socket{fix}")
     try:
-        client = docker.from_env(timeout=120)
+        client = docker.from_env(timeout=timeout)
         client.ping()
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-        raise EngineError(f"cannot reach the Docker engine ({_short(exc)}): {ENGINE_HINT}") from None
+        raise EngineError(f"cannot reach the Docker engine at {address} ({first_line(exc)}){fix}") from None
     return client
 
 
@@ -36,10 +56,10 @@ def engine_errors(doing: str) -> Iterator[None]:
     except docker.errors.APIError as exc:
         raise EngineError(f"{doing}: the engine refused: {exc.explanation or exc}") from None
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-        raise EngineError(f"{doing}: {_short(exc)}; {ENGINE_HINT}") from None
+        raise EngineError(f"{doing}: {first_line(exc)}; {ENGINE_HINT}") from None
 
 
-def _short(exc: BaseException) -> str:
+def first_line(exc: object) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
 

@@ -13,11 +13,9 @@ import docker.errors
 import requests.exceptions
 
 from deploystack import labels
-from deploystack.engine.client import engine_errors
+from deploystack.engine.client import engine_errors, first_line, host
 from deploystack.engine.images import image_exists
-from deploystack.errors import EngineError
 
-DEFAULT_HOST = "unix:///var/run/docker.sock"
 TIMEOUT_S = 10
 
 
@@ -27,27 +25,6 @@ class EngineFacts:
     version: str
     api_version: str
     root_dir: str  # where the engine keeps images and volumes (on the engine's machine)
-
-
-def host() -> str:
-    return os.environ.get("DOCKER_HOST") or DEFAULT_HOST
-
-
-def is_local(address: str) -> bool:
-    """A unix socket means the engine runs here and its paths are this machine's paths."""
-    return address.startswith("unix://")
-
-
-def connect() -> docker.DockerClient:
-    address = host()
-    if is_local(address) and not os.path.exists(address.removeprefix("unix://")):
-        raise EngineError(f"cannot reach the Docker engine at {address}: no such socket")
-    try:
-        client = docker.from_env(timeout=TIMEOUT_S)
-        client.ping()
-    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-        raise EngineError(f"cannot reach the Docker engine at {address} ({_first_line(exc)})") from None
-    return client
 
 
 def facts(client: docker.DockerClient) -> EngineFacts:
@@ -67,9 +44,9 @@ def registry_refusal(client: docker.DockerClient, ref: str) -> str | None:
     try:
         client.images.get_registry_data(ref)
     except docker.errors.APIError as exc:
-        return _first_line(exc.explanation or exc)
+        return first_line(exc.explanation or exc)
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-        return _first_line(exc)
+        return first_line(exc)
     return None
 
 
@@ -96,8 +73,3 @@ def engine_fix() -> str:
     point = f"or correct DOCKER_HOST (now {current})" if current else "or point DOCKER_HOST at a running engine"
     return ("start an engine as root: `dockerd &` (apt-get install docker.io first if it is missing; "
             f"`make engine` in deploystack's checkout does both), {point}")
-
-
-def _first_line(exc: object) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
