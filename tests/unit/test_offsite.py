@@ -12,7 +12,7 @@ import pytest
 from cryptography import x509
 from ruamel.yaml import YAML
 
-from deploystack.engine import db
+from deploystack import dbparse as db
 from deploystack.errors import UsageError
 from deploystack.operations import Target, export_replica, generate
 from deploystack.plan import build_plan

@@ -1,4 +1,4 @@
-"""deploystack.engine.db's pure parts: psql --csv output, LSNs, lag, the status picture, backup names and
+"""deploystack.dbparse, engine/db.py's pure parts: psql --csv output, LSNs, lag, the status picture, backup names and
 retention, the one-file tar stream. No Docker."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import tarfile
 
 import pytest
 
-from deploystack.engine import db
+from deploystack import dbparse as db
 from deploystack.errors import StackError
 
 
@@ -159,3 +159,11 @@ def test_the_one_file_tar_stream_reads_back() -> None:
 def test_a_file_that_changes_size_while_sent_is_an_error() -> None:
     with pytest.raises(StackError, match="changed size"):
         b"".join(db.single_file_tar("x.dump", 10, iter([b"12345"])))
+
+
+def test_the_pure_parts_load_without_docker() -> None:
+    import subprocess
+    import sys
+    probe = "import sys, deploystack.dbparse; print(sorted(m for m in sys.modules if m.split('.')[0] == 'docker'))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]"
