@@ -45,9 +45,10 @@ unit: venv ## unit tests only (no Docker; installs graphviz for the diagram test
 	@scripts/engine.sh packages
 	$(PYTEST) tests/unit
 
-lint: venv ## ruff and mypy
+lint: venv ## ruff, mypy and the import-linter layer contracts
 	$(BIN)/ruff check deploystack tests
 	$(BIN)/mypy deploystack
+	$(BIN)/lint-imports --no-cache
 
 bench: venv engine ## benchmarks (not in CI): tables printed, JSON in bench-results/
 	$(PYTEST) tests/bench -s
