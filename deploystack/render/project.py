@@ -16,7 +16,6 @@ from deploystack.plan.model import Build
 from deploystack.plan.secrets import app_secret
 from deploystack.render.compose import compose_data, dump_yaml
 from deploystack.render.contexts import content_hash, context_files
-from deploystack.render.dbtls import offsite_tls
 from deploystack.render.envfile import complete_secrets, env_text, read_env
 from deploystack.render.sourcetree import FileData
 from deploystack.render.swarm import Settings, secret_files, stack_data
@@ -106,6 +105,8 @@ def render_project(stack: Stack, spec_path: Path, output: Path, ca_bundle: bytes
     for config in plan.configs:
         files[config.path] = FileData(render_template(config.template, config.context).encode())
     if stack.dbc.offsite is not None:
+        from deploystack.render.dbtls import offsite_tls  # cryptography: only a stack with an offsite replica
+
         files |= offsite_tls(stack.project, stack.dbc.offsite.host, output)
 
     records = history.read(output)

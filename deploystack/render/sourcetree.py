@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
+import sys
+import types
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-from docker.utils.build import exclude_paths  # noqa: TID251 (pure .dockerignore matching, no engine)
 
 # Never copied from a user's source into an image, whatever .dockerignore says (they come last, so a
 # `!` line cannot bring them back): version control, virtualenvs, caches, node_modules (the asset
@@ -50,7 +53,7 @@ def source_tree(source: Path, prefix: str, excluded: tuple[Path, ...] = (),
         inside = _relative(root, path.resolve())
         if inside is not None:
             patterns.append(inside if inside != "." else "**")
-    kept = sorted(exclude_paths(str(root), patterns, dockerfile=dockerfile))
+    kept = sorted(_exclude_paths()(str(root), patterns, dockerfile=dockerfile))
     outputs = {os.path.dirname(name) for name in kept if os.path.basename(name) == "compose.yaml"
                and (root / os.path.dirname(name) / ".env").is_file()}
     files: dict[str, FileData] = {}
@@ -83,3 +86,27 @@ def _mode(path: Path) -> int:
 
 def _join(prefix: str, name: str) -> str:
     return f"{prefix}/{name}" if prefix else name
+
+
+_MATCHER_PACKAGE = "_deploystack_dockerpy"  # docker-py's folders under a name of our own, with no __init__
+
+
+def _exclude_paths() -> Callable[..., set[str]]:
+    """docker-py's .dockerignore matcher (`docker.utils.build.exclude_paths`, which needs only
+    `docker.constants` and `docker.utils.fnmatch`), loaded from docker-py's own files without running
+    `docker/__init__.py`: that imports the whole client (requests, urllib3, http.client), most of what
+    `generate` would otherwise spend starting up, for a pure function. When the engine side has imported
+    docker already, its module is used."""
+    if "docker" in sys.modules:
+        return importlib.import_module("docker.utils.build").exclude_paths  # type: ignore[no-any-return]
+    if f"{_MATCHER_PACKAGE}.utils.build" not in sys.modules:
+        spec = importlib.util.find_spec("docker")  # finds the package without importing it
+        if spec is None or spec.submodule_search_locations is None:
+            raise ModuleNotFoundError("docker")
+        locations = list(spec.submodule_search_locations)
+        for name, paths in ((_MATCHER_PACKAGE, locations),
+                            (f"{_MATCHER_PACKAGE}.utils", [os.path.join(p, "utils") for p in locations])):
+            package = types.ModuleType(name)
+            package.__path__ = paths
+            sys.modules.setdefault(name, package)
+    return importlib.import_module(f"{_MATCHER_PACKAGE}.utils.build").exclude_paths  # type: ignore[no-any-return]
