@@ -44,7 +44,7 @@ MemoryLimit = Annotated[str, AfterValidator(memory_limit)]
 
 # Service names that deploystack itself uses; an app may not take one.
 RESERVED_NAMES = frozenset(
-    {"lbc", "db-primary", "redis", "memcached", "rabbitmq", "elasticsearch", "media", "cdc"}
+    {"lbc", "db-primary", "redis", "memcached", "rabbitmq", "elasticsearch", "media", "cdc", "cdc-runner"}
 )
 
 
