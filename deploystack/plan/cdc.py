@@ -26,8 +26,10 @@ EGRESS_NETWORK = "egress"  # the runner alone; out only
 QUEUE_VOLUME = "cdc-queue"
 QUEUE_DIR = "/var/lib/deploystack-cdc"  # where both mount QUEUE_VOLUME (compose/cdc*/ use the same path)
 RECEIVER_UID = 10001  # the `webhook` user of compose/cdc/Dockerfile
-# The header naming each delivery of a webhook (a redelivery keeps it): the runner refuses one seen before.
-DELIVERY_HEADERS = {"github": "X-GitHub-Delivery", "gitea": "X-Gitea-Delivery", "gitlab": "X-Gitlab-Event-UUID"}
+# The header naming each delivery of a webhook: the runner refuses one seen before. GitHub's and Gitea's
+# stay the same on a redelivery; GitLab's (16.2 and later) is new on a retry, which the descendant check
+# then refuses as the deployed commit.
+DELIVERY_HEADERS = {"github": "X-GitHub-Delivery", "gitea": "X-Gitea-Delivery", "gitlab": "X-Gitlab-Webhook-UUID"}
 RECEIVER_MEMORY = "64m"  # webhook and a bash script per push
 # Not secrets, but host paths that only rendering knows: .env carries them, like Compose variables.
 PROJECT_PATH = "DEPLOYSTACK_PROJECT_DIR"

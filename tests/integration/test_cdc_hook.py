@@ -69,8 +69,8 @@ def test_the_receiver_queues_only_a_signed_push_to_the_branch(project: Project, 
 
         assert push("unsigned", sign=False) == 403
         forged_body = json.dumps({"ref": "refs/heads/master", "after": shas["forged"]}).encode()
-        assert requests.post(url, data=forged_body, timeout=10, headers={
-            "Content-Type": "application/json", **signed(provider, b"another body", "not the secret")}).status_code == 403
+        forged = {"Content-Type": "application/json", **signed(provider, b"another body", "not the secret")}
+        assert requests.post(url, data=forged_body, timeout=10, headers=forged).status_code == 403
         assert push("other", "feature") == 200
         assert push("undelivered", delivery=None) == 200
         assert push("good") == 200

@@ -177,7 +177,7 @@ def test_which_apps_a_deploy_takes(spec_dir: Path) -> None:
 @pytest.mark.parametrize(("provider", "kind", "header", "delivery"), [
     ("github", "payload-hmac-sha256", "X-Hub-Signature-256", "X-GitHub-Delivery"),
     ("gitea", "payload-hmac-sha256", "X-Gitea-Signature", "X-Gitea-Delivery"),
-    ("gitlab", "value", "X-Gitlab-Token", "X-Gitlab-Event-UUID"),
+    ("gitlab", "value", "X-Gitlab-Token", "X-Gitlab-Webhook-UUID"),
 ])
 def test_the_hook_checks_the_providers_signature_and_passes_delivery_sha_and_ref(
         spec_dir: Path, provider: str, kind: str, header: str, delivery: str) -> None:
