@@ -56,7 +56,10 @@ def apps_to_deploy(stack: Stack, app: str | None, ref: str | None) -> list[str]:
 
 
 def deploy(target: Target, app: str | None, ref: str | None, report: Reporter,
-           trigger: str | None = None, wait_s: float = QUEUE_WAIT_S) -> list[history.Deploy]:
+           trigger: str | None = None, wait_s: float = QUEUE_WAIT_S,
+           descendants_only: bool = False) -> list[history.Deploy]:
+    """`descendants_only`: the CDC's runner deploys a push only if its commit follows the deployed one
+    (gitsource.NotDescendant otherwise); `deploystack deploy --ref` by hand deploys any commit."""
     from deploystack.engine import client
 
     if ref is not None:
@@ -66,7 +69,8 @@ def deploy(target: Target, app: str | None, ref: str | None, report: Reporter,
     require_generated(target, stack.project)
     docker_client = client.connect()
     with project_lock(target.output, wait_s, report):
-        return [Deployer(docker_client, target, stack, name, trigger or default_trigger(), report).deploy(ref)
+        return [Deployer(docker_client, target, stack, name, trigger or default_trigger(), report,
+                         descendants_only=descendants_only).deploy(ref)
                 for name in names]
 
 
@@ -103,6 +107,7 @@ class Deployer:
     trigger: str
     report: Reporter
     previous_ref: str = ""
+    descendants_only: bool = False
 
     def deploy(self, ref: str | None) -> history.Deploy:
         from deploystack.engine import images
@@ -116,7 +121,8 @@ class Deployer:
         try:
             commit = "source"
             if git is not None:
-                commit = gitsource.fetch(self.app, git, self.target.spec.resolve().parent, self.target.output, ref)
+                commit = gitsource.fetch(self.app, git, self.target.spec.resolve().parent, self.target.output, ref,
+                                         old_commit if self.descendants_only else None)
                 self.report.step(f"{self.app}: {git.url} {git.branch} at {commit[:12]}")
             new = render(self.target)
             write_rendered(new)
@@ -125,7 +131,8 @@ class Deployer:
             self._migrate(new)
         except DeployError as exc:
             self._restore_source(old, old_commit)
-            self._record(started, clock, "deploy", ref or "source", old, old, history.FAILED, str(exc))
+            result = history.REFUSED if isinstance(exc, gitsource.NotDescendant) else history.FAILED
+            self._record(started, clock, "deploy", ref or "source", old, old, result, str(exc))
             raise
         return self._roll(new, old, old_commit, started, clock, "deploy", commit)
 

@@ -37,8 +37,17 @@ def check_ref(ref: str) -> str:
     return ref
 
 
-def fetch(app: str, source: GitSource, spec_dir: Path, output: Path, ref: str | None) -> str:
-    """Fetch the app's branch and check out `ref` (default: the branch's head); returns the commit id."""
+class NotDescendant(UsageError):
+    """A pushed commit that does not follow the deployed one: an old push replayed, or history rewritten.
+    The webhook's deploys refuse it; `deploystack deploy --ref` by hand does not ask."""
+
+
+def fetch(app: str, source: GitSource, spec_dir: Path, output: Path, ref: str | None,
+          descendant_of: str | None = None) -> str:
+    """Fetch the app's branch and check out `ref` (default: the branch's head); returns the commit id.
+
+    `descendant_of`: refuse (NotDescendant, before the checkout moves) a commit that is not a descendant
+    of this one, or is this one."""
     dest = checkout_dir(output, app)
     url = resolve_url(source.url, spec_dir)
     remote_branch = f"refs/remotes/origin/{source.branch}"
@@ -52,12 +61,27 @@ def fetch(app: str, source: GitSource, spec_dir: Path, output: Path, ref: str | 
         sha = _git(app, ["-C", str(dest), "rev-parse", "--verify", "--quiet", f"{wanted}^{{commit}}"])
     except StackError:
         raise UsageError(f"{app}: {ref} is not a commit on branch {source.branch} of {source.url}") from None
+    if descendant_of is not None and not is_descendant(app, dest, sha, descendant_of):
+        what = "is the deployed commit" if sha == descendant_of else "is not a descendant of"
+        raise NotDescendant(f"{app}: refusing {sha[:12]}: it {what} {descendant_of[:12]}"
+                            + ("" if sha == descendant_of else " (the deployed commit)")
+                            + f"; deploy it by hand with deploystack deploy {app} --ref {sha}")
     _git(app, ["-C", str(dest), "checkout", "--quiet", "--force", "--detach", sha])
     _git(app, ["-C", str(dest), "clean", "--quiet", "-ffdx"])
     if not (dest / "manage.py").is_file():
         raise UsageError(f"{app}: commit {sha[:12]} of {source.url} has no manage.py at its top "
                          "(the repository must be the Django project)")
     return sha
+
+
+def is_descendant(app: str, checkout: Path, commit: str, ancestor: str) -> bool:
+    """`commit` comes after `ancestor` in history (git merge-base --is-ancestor), and is not it."""
+    if commit == ancestor:
+        return False
+    done = _run(app, ["-C", str(checkout), "merge-base", "--is-ancestor", ancestor, commit])
+    if done.returncode not in (0, 1):  # 1: not an ancestor; else an error (an unknown commit)
+        raise StackError(f"{app}: git merge-base failed: " + _last_line(done))
+    return done.returncode == 0
 
 
 def head(output: Path, app: str) -> str | None:
@@ -72,15 +96,25 @@ def head(output: Path, app: str) -> str | None:
 
 
 def _git(app: str, args: list[str]) -> str:
-    command = args[2] if args[0] == "-C" else args[0]
+    done = _run(app, args)
+    if done.returncode != 0:
+        raise StackError(f"{app}: git {_command(args)} failed: " + _last_line(done))
+    return done.stdout.strip()
+
+
+def _run(app: str, args: list[str]) -> subprocess.CompletedProcess[str]:
     try:
-        done = subprocess.run(["git", *args], capture_output=True, text=True, timeout=TIMEOUT_S,
+        return subprocess.run(["git", *args], capture_output=True, text=True, timeout=TIMEOUT_S,
                               env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
     except FileNotFoundError:
         raise UsageError("git is not installed (apt-get install git)") from None
     except subprocess.TimeoutExpired:
-        raise StackError(f"{app}: git {command} took over {TIMEOUT_S}s") from None
-    if done.returncode != 0:
-        raise StackError(f"{app}: git {command} failed: "
-                         + (done.stderr.strip().splitlines() or ["(no output)"])[-1])
-    return done.stdout.strip()
+        raise StackError(f"{app}: git {_command(args)} took over {TIMEOUT_S}s") from None
+
+
+def _command(args: list[str]) -> str:
+    return args[2] if args[0] == "-C" else args[0]
+
+
+def _last_line(done: subprocess.CompletedProcess[str]) -> str:
+    return (done.stderr.strip().splitlines() or ["(no output)"])[-1]

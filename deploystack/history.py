@@ -17,6 +17,7 @@ FILE = "deploys.jsonl"
 OK = "ok"
 ROLLED_BACK = "rolled back"  # the new image failed; the old one is back on every replica
 FAILED = "failed"  # stopped before any replica changed (a build, a fetch, the migrations)
+REFUSED = "refused"  # a webhook's push that does not follow the deployed commit: nothing was done
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from deploystack.plan import ProjectPlan, build_plan
+from deploystack.plan.cdc import RECEIVER, RUNNER
 from deploystack.plan.model import Port, Service
 from deploystack.plan.names import PRIMARY, Role, is_replica
 from deploystack.spec.models import Stack
@@ -153,7 +154,9 @@ def _node(stack: Stack, service: Service) -> Node:
     elif service.role == Role.MMC and service.build is not None:
         detail = stack.mmc.backend
     elif service.role == Role.CDC:
-        detail = f"webhook → deploy ({stack.cdc.branch})"
+        detail = f"webhook → queue ({stack.cdc.branch})"
+    elif service.role == Role.CDC_RUNNER:
+        detail = "queue → deploy"
     return Node(node_id(service.name), title, detail)
 
 
@@ -167,7 +170,7 @@ def _edges(stack: Stack, plan: ProjectPlan, groups: list[Group]) -> list[Edge]:
             continue
         for dep in service.depends_on:
             app = stack.apc.apps.get(dep)
-            label = ", ".join(app.routes) if app is not None else CDC_PREFIX if dep == "cdc" else ""
+            label = ", ".join(app.routes) if app is not None else CDC_PREFIX if dep == RECEIVER else ""
             edges.append(Edge(node_id(service.name), node_id(dep), label, Link.PRIVATE))
     edges += _dependency_edges(plan, groups)
     for service in plan.services:
@@ -208,4 +211,6 @@ def _traffic(dep: str) -> str:
     """The Django router sends writes to the primary and reads to the replicas."""
     if dep == PRIMARY:
         return "writes"
+    if dep == RUNNER:
+        return "queue (volume)"
     return "reads" if is_replica(dep) else ""

@@ -12,6 +12,7 @@ from pathlib import PurePosixPath
 
 from deploystack.plan import hardening as h
 from deploystack.plan.apc import APP_PORT, MEDIA_URL
+from deploystack.plan.cdc import HOOKS_NETWORK, RECEIVER
 from deploystack.plan.mmc import s3_endpoint
 from deploystack.plan.model import Build, ConfigFile, HealthCheck, Mount, Port, Service
 from deploystack.plan.names import Role, container_name
@@ -269,13 +270,14 @@ def plan_lbc(stack: Stack, cdc_upstream: str | None, project_dir: str = "..",
         name="lbc", role=Role.LBC,
         build=Build(role="lbc", repo="deploystack/lbc", context="build/lbc"),
         environment=(("DOMAIN", stack.domain), *tls_environment),
-        networks=("public", "private"),
+        # hooks: where the CDC's receiver is, which no app can reach.
+        networks=("public", "private", *((HOOKS_NETWORK,) if cdc_upstream else ())),
         ports=(Port(lbc.bind, lbc.ports.http, 80), Port(lbc.bind, lbc.ports.https, 443)),
         # fail2ban's database: its bans come back when the LBC is recreated (a new image, a new config).
         mounts=(Mount("lbc-certs", CERTS_DIR), Mount(FAIL2BAN_VOLUME, "/var/lib/fail2ban"), *tls_mounts),
         # lbc-health: nginx answers on port 80, and fail2ban's server is alive when jail.local is there.
         healthcheck=HealthCheck(test=("lbc-health",), interval_s=3, start_period_s=30),
-        depends_on=tuple(stack.apc.apps) + (("cdc",) if cdc_upstream else ()),
+        depends_on=tuple(stack.apc.apps) + ((RECEIVER,) if cdc_upstream else ()),
         # nginx starts as root to listen on 80/443 (NET_BIND_SERVICE: engines before 20.10 do not open
         # low ports to every user), makes its temp folders for its workers' user (CHOWN) and drops its
         # workers to it (SETUID, SETGID); it tells them to stop over its own channel, so no KILL. Its

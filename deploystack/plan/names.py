@@ -20,7 +20,8 @@ class Role(StrEnum):
     ACC = "acc"
     MMC = "mmc"
     DBC = "dbc"
-    CDC = "cdc"
+    CDC = "cdc"  # the webhook receiver
+    CDC_RUNNER = "cdc-runner"  # the deploy runner
 
 
 PRIMARY = "db-primary"

@@ -8,8 +8,8 @@ from dataclasses import replace
 from deploystack.errors import DeployError, UsageError
 from deploystack.plan.acc import plan_acc
 from deploystack.plan.apc import external_names, plan_apc
+from deploystack.plan.cdc import EGRESS_NETWORK, HOOKS_NETWORK, QUEUE_VOLUME, RECEIVER, plan_cdc
 from deploystack.plan.cdc import PORT as CDC_PORT
-from deploystack.plan.cdc import plan_cdc
 from deploystack.plan.dbc import OFFSITE_NETWORK, plan_dbc
 from deploystack.plan.hardening import log_rotation
 from deploystack.plan.lbc import fail2ban_configs, plan_lbc
@@ -36,21 +36,22 @@ def build_plan(stack: Stack, project_dir: str = "..", swarm: bool = False,
     acc_services, acc_volumes = plan_acc(stack)
     mmc_services, mmc_volumes = plan_mmc(stack)
     cdc_services, cdc_configs = plan_cdc(stack, project_dir) if not swarm else ([], [])
-    lbc, lbc_volumes, lbc_conf = plan_lbc(stack, f"cdc:{CDC_PORT}" if cdc_services else None, project_dir,
+    lbc, lbc_volumes, lbc_conf = plan_lbc(stack, f"{RECEIVER}:{CDC_PORT}" if cdc_services else None, project_dir,
                                           swarm)
     services = [*db_services, *acc_services, *mmc_services, *plan_apc(stack, env_files), *cdc_services, lbc]
     logs = log_rotation(stack)  # the same for every container
     services = [replace(service, logging=logs) for service in services]
     networks = [Network("public", internal=False), Network("private", internal=True)]
     if cdc_services:
-        networks.append(Network("egress", internal=False))
+        # hooks: the LBC and the CDC's receiver only; egress: the CDC's runner only (docs/cdc.md).
+        networks += [Network(HOOKS_NETWORK, internal=True), Network(EGRESS_NETWORK, internal=False)]
     if stack.dbc.offsite is not None:
         networks.append(Network(OFFSITE_NETWORK, internal=False))  # db-primary's published port only
     return ProjectPlan(
         project=stack.project,
         services=tuple(start_order(services)),
         networks=tuple(networks),
-        volumes=tuple(db_volumes + acc_volumes + mmc_volumes + lbc_volumes),
+        volumes=tuple(db_volumes + acc_volumes + mmc_volumes + lbc_volumes + ([QUEUE_VOLUME] if cdc_services else [])),
         configs=(*db_configs, *cdc_configs, lbc_conf, *fail2ban_configs(stack)),
         secrets=secret_names(stack),
         app_secrets=tuple(app_secret(name, var) for name, app in stack.apc.apps.items()

@@ -45,7 +45,7 @@ MemoryLimit = Annotated[str, AfterValidator(memory_limit)]
 
 # Service names that deploystack itself uses; an app may not take one.
 RESERVED_NAMES = frozenset(
-    {"lbc", PRIMARY, "redis", "memcached", "rabbitmq", "elasticsearch", "media", "cdc"}
+    {"lbc", PRIMARY, "redis", "memcached", "rabbitmq", "elasticsearch", "media", "cdc", "cdc-runner"}
 )
 
 

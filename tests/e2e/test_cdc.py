@@ -1,6 +1,8 @@
 """Push to deploy, on a stack of its own: the backend comes from a bare git repository the test makes,
-pushes reach the CDC through the LBC signed as GitHub signs them, and the version the app reports
-(`GET /api/version/`, the repository's VERSION file) says which commit serves."""
+pushes reach the CDC's receiver through the LBC signed as GitHub signs them, its runner deploys them, and
+the version the app reports (`GET /api/version/`, the repository's VERSION file) says which commit serves.
+Neither half of the CDC can be reached from an app; replays and commits that do not follow the deployed
+one are refused."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import json
 import shutil
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -19,6 +22,8 @@ import pytest
 import requests
 
 from deploystack import history
+from deploystack.plan.cdc import EGRESS_NETWORK, HOOKS_NETWORK, RECEIVER_UID
+from deploystack.plan.names import network_name
 from deploystack.render.envfile import read_env
 from deploystack.testing import StackUnderTest
 from tests.e2e.conftest import Stack
@@ -53,6 +58,11 @@ class Repo:
         subprocess.run(["git", "init", "--quiet", "--bare", str(self.bare)], check=True)
         shutil.copytree(BACKEND, self.work, ignore=shutil.ignore_patterns("__pycache__"))
         subprocess.run(["git", "init", "--quiet", "--initial-branch", "master"], cwd=self.work, check=True)
+        self.commits: dict[str, str] = {}  # version -> commit
+
+    def reset(self, version: str) -> None:
+        """Rewrite history: the next commit goes on top of `version`'s (and is force-pushed)."""
+        self._git("reset", "--quiet", "--hard", self.commits[version])
 
     def commit(self, version: str, broken: bool = False, branch: str = "master") -> str:
         (self.work / "VERSION").write_text(version + "\n")
@@ -62,7 +72,8 @@ class Repo:
         self._git("add", "--all")
         self._git("commit", "--quiet", "--message", version)
         self._git("push", "--quiet", "--force", str(self.bare), f"HEAD:refs/heads/{branch}")
-        return self._git("rev-parse", "HEAD")
+        self.commits[version] = self._git("rev-parse", "HEAD")
+        return self.commits[version]
 
     def _git(self, *args: str) -> str:
         return subprocess.run([*GIT, *args], cwd=self.work, check=True, capture_output=True,
@@ -76,9 +87,12 @@ class Forge:
         self.stack = stack
         self.secret = read_env(stack.under_test.target.output / ".env")["CDC_WEBHOOK_SECRET"]
 
-    def push(self, sha: str, branch: str = "master", signature: str | None = "good") -> requests.Response:
+    def push(self, sha: str, branch: str = "master", signature: str | None = "good",
+             delivery: str | None = None) -> requests.Response:
+        """`delivery`: the X-GitHub-Delivery id (a new one by default, as for every event GitHub sends)."""
         body = json.dumps({"ref": f"refs/heads/{branch}", "after": sha, "pusher": {"name": "tests"}}).encode()
-        headers = {"Content-Type": "application/json", "X-GitHub-Event": "push"}
+        headers = {"Content-Type": "application/json", "X-GitHub-Event": "push",
+                   "X-GitHub-Delivery": delivery or str(uuid.uuid4())}
         if signature == "good":
             digest = hmac.new(self.secret.encode(), body, hashlib.sha256).hexdigest()
             headers["X-Hub-Signature-256"] = "sha256=" + digest
@@ -107,6 +121,18 @@ def version(stack: Stack) -> str:
 
 def records(stack: Stack) -> list[history.Deploy]:
     return history.read(stack.under_test.target.output)
+
+
+def backend_ids(stack: Stack) -> set[str]:
+    return {c.id for c in stack.containers("backend") if c.status == "running"}
+
+
+def more_records_than(stack: Stack, count: int) -> Callable[[], bool]:
+    return lambda: len(records(stack)) > count
+
+
+def runner_log_has(stack: Stack, text: str) -> Callable[[], bool]:
+    return lambda: text.encode() in stack.containers("cdc-runner")[0].logs(tail=200)
 
 
 def wait_until(condition: Callable[[], bool], what: str, timeout: float = 300) -> None:
@@ -229,8 +255,103 @@ def test_pushes_during_a_rollout_queue_and_the_newest_wins(cdc: tuple[Stack, Rep
     for earlier, later in zip(new, new[1:], strict=False):
         ended = datetime.fromisoformat(earlier.started).timestamp() + earlier.seconds
         assert ended <= datetime.fromisoformat(later.started).timestamp() + 1, "deploys overlapped"
-    log = stack.containers("cdc")[0].logs()
+    log = stack.containers("cdc-runner")[0].logs()
     skipped = [sha for sha in shas if sha not in deployed]
     assert skipped, "the middle push, queued behind the first rollout, was overtaken by the last"
     for sha in skipped:
         assert f"skipping {sha}: a newer push".encode() in log
+
+
+# An app replica's attempts to open TCP connections: "ok", or why not.
+CONNECT = """
+import json, socket, sys
+out = {}
+for target in json.loads(sys.argv[1]):
+    host, port = target.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+        out[target] = "ok"
+    except OSError as exc:
+        out[target] = type(exc).__name__ + ": " + str(exc)
+print(json.dumps(out))
+"""
+
+
+def test_an_app_replica_cannot_open_a_connection_to_the_receiver_or_the_runner(
+        cdc: tuple[Stack, Repo, Forge]) -> None:
+    stack, _, _ = cdc
+    receiver, runner = stack.containers("cdc")[0], stack.containers("cdc-runner")[0]
+    addresses = [network["IPAddress"] for container in (receiver, runner)
+                 for network in container.attrs["NetworkSettings"]["Networks"].values()]
+    assert len(addresses) == 2 and all(addresses)
+    targets = ["cdc:9000", "cdc-runner:9000", *(f"{address}:9000" for address in addresses)]
+    app = next(c for c in stack.containers("backend") if c.status == "running")
+    code, out = app.exec_run(["python", "-c", CONNECT, json.dumps([*targets, "lbc:80"])])
+    assert code == 0, out
+    tried = json.loads(out)
+    assert tried.pop("lbc:80") == "ok", "the probe itself works: the app reaches the LBC"
+    assert set(tried) == set(targets)
+    assert all(result != "ok" for result in tried.values()), tried
+
+
+def test_the_receiver_holds_no_socket_no_other_secret_and_is_not_root(cdc: tuple[Stack, Repo, Forge]) -> None:
+    stack, _, forge = cdc
+    receiver, runner = stack.containers("cdc")[0], stack.containers("cdc-runner")[0]
+    attrs = receiver.attrs
+    assert not [m for m in attrs["Mounts"] if "docker.sock" in (m.get("Source", "") + m["Destination"])]
+    user = attrs["Config"]["User"]
+    assert user.split(":")[0] == str(RECEIVER_UID), user
+    assert receiver.exec_run(["id", "-u"]).output.decode().strip() == str(RECEIVER_UID)
+    assert attrs["HostConfig"]["ReadonlyRootfs"] and not attrs["HostConfig"]["CapAdd"]
+    assert attrs["HostConfig"]["CapDrop"] == ["ALL"]
+    # Of the generated secrets, only the webhook's is in its environment.
+    secrets = read_env(stack.under_test.target.output / ".env")
+    values = {entry.split("=", 1)[1] for entry in attrs["Config"]["Env"]}
+    assert [name for name, value in secrets.items() if value in values] == ["CDC_WEBHOOK_SECRET"]
+    assert forge.secret in values
+    # Networks: the receiver with the LBC only; the runner alone on egress, with the socket.
+    assert set(attrs["NetworkSettings"]["Networks"]) == {network_name(stack.project, HOOKS_NETWORK)}
+    assert set(runner.attrs["NetworkSettings"]["Networks"]) == {network_name(stack.project, EGRESS_NETWORK)}
+    hooks = stack.docker.networks.get(network_name(stack.project, HOOKS_NETWORK))
+    assert hooks.attrs["Internal"]
+    on_hooks = {c.labels["com.docker.compose.service"] for c in stack.containers()
+                if network_name(stack.project, HOOKS_NETWORK) in c.attrs["NetworkSettings"]["Networks"]}
+    assert on_hooks == {"cdc", "lbc"}
+    assert [m for m in runner.attrs["Mounts"] if m["Destination"] == "/var/run/docker.sock"]
+
+
+def test_a_replayed_push_is_refused_and_deploys_nothing(cdc: tuple[Stack, Repo, Forge]) -> None:
+    stack, repo, forge = cdc
+    sha = repo.commit("v7")
+    delivery = f"replay-{uuid.uuid4()}"
+    assert forge.push(sha, delivery=delivery).status_code == 200
+    wait_until(lambda: record_of(stack, sha) is not None, "the push to be deployed")
+    before, running = len(records(stack)), backend_ids(stack)
+    assert forge.push(sha, delivery=delivery).status_code == 200  # the same request, sent again
+    wait_until(runner_log_has(stack, f"refusing the push of {sha} (delivery {delivery}): a replay"),
+               "the replay to be refused", 30)
+    time.sleep(2)  # the runner has moved on: nothing follows the refusal
+    assert len(records(stack)) == before and backend_ids(stack) == running
+    assert version(stack) == "v7"
+
+
+def test_a_commit_that_does_not_follow_the_deployed_one_is_refused_and_deploys_nothing(
+        cdc: tuple[Stack, Repo, Forge]) -> None:
+    """An old push replayed under a new delivery id (ids are not signed), and history rewritten by a force
+    push: both refused, recorded as such, nothing replaced. By hand, `deploy --ref` still deploys it."""
+    stack, repo, forge = cdc
+    running = backend_ids(stack)
+    repo.reset("v2")
+    rewritten = repo.commit("v2-rewritten")
+    for sha in (repo.commits["v1"], rewritten):
+        before = len(records(stack))
+        assert forge.push(sha).status_code == 200
+        wait_until(more_records_than(stack, before), "the push to be refused", 120)
+        (record,) = records(stack)[before:]
+        assert (record.ref, record.result) == (sha, history.REFUSED), record
+        assert f"is not a descendant of {repo.commits['v7'][:12]}" in record.message
+        assert record.trigger == "webhook (github push)"
+        wait_until(runner_log_has(stack, f"refused {sha}, nothing deployed"), "the refusal in the log", 30)
+        assert version(stack) == "v7" and backend_ids(stack) == running
+    stack.cli("deploy", "backend", "--ref", rewritten)
+    assert version(stack) == "v2-rewritten"

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.docker
 # add none.
 EXPECTED_CAPS = ROLE_CAPS | {app: set() for app in ("backend", "backend-worker", "backend-migrate", "frontend",
                                                    "frontend-migrate", "bff", "bff-migrate")}
-READ_ONLY = {"redis", "memcached", "rabbitmq", "media", "backend", "backend-worker", "backend-migrate",
+READ_ONLY = {"redis", "memcached", "rabbitmq", "media", "cdc", "backend", "backend-worker", "backend-migrate",
              "frontend", "frontend-migrate", "bff", "bff-migrate"}
 
 

@@ -93,10 +93,11 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
 @contextmanager
 def role_container(project: Project, service: str, port: int, timeout_s: float,
                    volumes: dict[str, str] | None = None,
-                   env: dict[str, str] | None = None) -> Iterator[tuple[DockerContainer, int]]:
+                   env: dict[str, str] | None = None,
+                   writable: dict[str, str] | None = None) -> Iterator[tuple[DockerContainer, int]]:
     """One container of `service`'s image, port `port` published on 127.0.0.1 (engine-picked host port),
     started and waited for with the image's own health script; yields (container, host port).
-    `env`: instead of the plan's environment."""
+    `env`: instead of the plan's environment. `volumes` are mounted read-only, `writable` read-write."""
     planned = project.rendered.plan.service(service)
     health = planned.healthcheck
     assert health is not None, f"{service} has no health check"
@@ -115,6 +116,8 @@ def role_container(project: Project, service: str, port: int, timeout_s: float,
     container.tmpfs = {t.target: t.options for t in planned.tmpfs}
     for host_path, bind in (volumes or {}).items():
         container.with_volume_mapping(host_path, bind, mode="ro")
+    for host_path, bind in (writable or {}).items():
+        container.with_volume_mapping(host_path, bind, mode="rw")
     try:
         container.start()
         wrapped = container.get_wrapped_container()

@@ -1,7 +1,7 @@
-"""The CDC image's webhook, alone, for each forge: a push signed the way that forge signs it runs the
-deploy hook; an unsigned or wrongly signed one gets 403 and runs nothing; a signed push to another branch
-gets 200 and is ignored. The hook then fails to deploy (there is no stack here), which is not the point:
-its log says whether it was asked to."""
+"""The CDC receiver's image, alone, for each forge: a push signed the way that forge signs it is queued
+(one file, with its delivery id) for the runner; an unsigned or wrongly signed one gets 403 and queues
+nothing; a signed push to another branch, or one without a delivery id, gets 200 and queues nothing.
+It runs as its image's non-root user, with the plan's hardening, and writes only the queue."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from deploystack.plan.cdc import DELIVERY_HEADERS, QUEUE_DIR, RECEIVER_UID
 from deploystack.render.templates import render_template
 from tests.integration.conftest import Project, role_container
 
@@ -41,34 +42,47 @@ def logs_after(container: object, needle: bytes, timeout: float = 10) -> bytes:
 
 
 @pytest.mark.parametrize("provider", ["github", "gitea", "gitlab"])
-def test_the_hook_runs_only_for_a_signed_push_to_the_branch(project: Project, tmp_path: Path, provider: str) -> None:
+def test_the_receiver_queues_only_a_signed_push_to_the_branch(project: Project, tmp_path: Path,
+                                                              provider: str) -> None:
     config = tmp_path / "config"
     config.mkdir()
-    (config / "hooks.json").write_text(render_template("cdc/templates/hooks.json.j2",
-                                                       {"project": "shop", "provider": provider}))
+    (config / "hooks.json").write_text(render_template(
+        "cdc/templates/hooks.json.j2",
+        {"project": "shop", "provider": provider, "delivery_header": DELIVERY_HEADERS[provider]}))
     config.chmod(0o755)
-    env = project.environment("cdc") | {"CDC_WEBHOOK_SECRET": SECRET, "CDC_PROVIDER": provider,
-                                        "DEPLOYSTACK_SPEC": "/tmp/shop/deploystack.yaml",
-                                        "DEPLOYSTACK_OUTPUT": "/tmp/shop/stack"}
+    queue = tmp_path / "queue"
+    (queue / "incoming").mkdir(parents=True)
+    (queue / "incoming").chmod(0o777)  # the receiver's user owns it on the real volume
+    env = {"CDC_WEBHOOK_SECRET": SECRET, "CDC_PROVIDER": provider, "CDC_BRANCH": "master"}
     with role_container(project, "cdc", 9000, 60, volumes={str(config): "/etc/deploystack"},
-                        env=env) as (container, port):
+                        writable={str(queue): QUEUE_DIR}, env=env) as (container, port):
         url = f"http://127.0.0.1:{port}/hooks/shop"
-        shas = {name: uuid.uuid4().hex + uuid.uuid4().hex[:8] for name in ("unsigned", "forged", "other", "good")}
+        names = ("unsigned", "forged", "other", "undelivered", "good")
+        shas = {name: uuid.uuid4().hex + uuid.uuid4().hex[:8] for name in names}
 
-        def push(name: str, branch: str = "master", headers: dict[str, str] | None = None) -> int:
+        def push(name: str, branch: str = "master", sign: bool = True, delivery: str | None = "new") -> int:
             body = json.dumps({"ref": f"refs/heads/{branch}", "after": shas[name]}).encode()
-            return requests.post(url, data=body, timeout=10,
-                                 headers={"Content-Type": "application/json", **(headers or {})}).status_code
+            headers = {"Content-Type": "application/json", **(signed(provider, body, SECRET) if sign else {})}
+            if delivery is not None:
+                headers[DELIVERY_HEADERS[provider]] = f"{name}-{uuid.uuid4()}"
+            return requests.post(url, data=body, timeout=10, headers=headers).status_code
 
-        assert push("unsigned") == 403
-        assert push("forged", headers=signed(provider, b"another body", "not the secret")) == 403
-        other_body = json.dumps({"ref": "refs/heads/feature", "after": shas["other"]}).encode()
-        assert push("other", "feature", signed(provider, other_body, SECRET)) == 200
-        good_body = json.dumps({"ref": "refs/heads/master", "after": shas["good"]}).encode()
-        assert push("good", headers=signed(provider, good_body, SECRET)) == 200
+        assert push("unsigned", sign=False) == 403
+        forged_body = json.dumps({"ref": "refs/heads/master", "after": shas["forged"]}).encode()
+        forged = {"Content-Type": "application/json", **signed(provider, b"another body", "not the secret")}
+        assert requests.post(url, data=forged_body, timeout=10, headers=forged).status_code == 403
+        assert push("other", "feature") == 200
+        assert push("undelivered", delivery=None) == 200
+        assert push("good") == 200
 
-        log = logs_after(container, f"deploy of {shas['good']} queued".encode())
-        assert f"deploy of {shas['good']} queued".encode() in log
+        log = logs_after(container, f"push of {shas['good']}".encode())
+        assert f"push of {shas['good']} (delivery good-".encode() in log
         assert f"ignoring the push of {shas['other']}".encode() in log
-        for name in ("unsigned", "forged", "other"):
-            assert f"deploy of {shas[name]}".encode() not in log
+        assert f"refusing the push of {shas['undelivered']}: no valid delivery id".encode() in log
+        (queued,) = list((queue / "incoming").iterdir())
+        job = json.loads(queued.read_text())
+        assert job["sha"] == shas["good"] and job["ref"] == "refs/heads/master" and job["provider"] == provider
+        assert job["delivery"].startswith("good-") and queued.name.endswith(f"-{job['delivery']}.json")
+        assert queued.stat().st_uid == RECEIVER_UID  # written by the image's own user, not root
+        code, out = container.get_wrapped_container().exec_run(["id", "-u"])
+        assert (code, out.decode().strip()) == (0, str(RECEIVER_UID))

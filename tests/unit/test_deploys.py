@@ -16,6 +16,7 @@ from deploystack import gitsource, history
 from deploystack.cli import app
 from deploystack.deploys import apps_to_deploy
 from deploystack.errors import StackError, UsageError
+from deploystack.plan.project import build_plan
 from deploystack.render.project import render_project
 from deploystack.render.templates import render_template
 from deploystack.spec import load_stack
@@ -109,6 +110,40 @@ def test_fetch_refuses_bad_refs_and_unknown_commits(forge: tuple[Path, list[str]
         gitsource.fetch("app", GitSource(url="repos/missing.git"), root, root / "stack", None)
 
 
+def test_a_webhook_fetch_refuses_a_commit_that_does_not_follow_the_deployed_one(
+        forge: tuple[Path, list[str]]) -> None:
+    """The ancestor check (git merge-base --is-ancestor) on a real repository: a later commit passes; the
+    deployed commit itself, an older one (a replayed push) and one on rewritten history are refused, and
+    the checkout does not move."""
+    root, (first, second) = forge
+    output, source = root / "stack", GitSource(url="repos/app.git")
+    checkout = gitsource.checkout_dir(output, "app")
+    assert gitsource.fetch("app", source, root, output, first) == first
+    assert gitsource.fetch("app", source, root, output, second, descendant_of=first) == second
+    for older in (first, second):
+        with pytest.raises(gitsource.NotDescendant, match=f"refusing {older[:12]}: it (is not a descendant of|is the "
+                                                          f"deployed commit) {second[:12]}"):
+            gitsource.fetch("app", source, root, output, older, descendant_of=second)
+        assert gitsource.head(output, "app") == second
+    # History rewritten: a commit on top of the first, force-pushed over the second.
+    work = root / "work"
+    subprocess.run([*GIT, "reset", "-q", "--hard", first], cwd=work, check=True)
+    (work / "VERSION").write_text("v2-rewritten")
+    subprocess.run([*GIT, "commit", "-qam", "rewritten"], cwd=work, check=True)
+    subprocess.run([*GIT, "push", "-qf", str(root / "repos" / "app.git"), "HEAD:refs/heads/master"], cwd=work,
+                   check=True)
+    rewritten = subprocess.run(["git", "rev-parse", "HEAD"], cwd=work, capture_output=True, text=True,
+                               check=True).stdout.strip()
+    with pytest.raises(gitsource.NotDescendant, match="deploy it by hand with deploystack deploy app --ref"):
+        gitsource.fetch("app", source, root, output, rewritten, descendant_of=second)
+    assert gitsource.head(output, "app") == second and (checkout / "VERSION").read_text() == "v2"
+    assert gitsource.fetch("app", source, root, output, rewritten) == rewritten  # by hand: any commit
+    assert gitsource.is_descendant("app", checkout, rewritten, first)
+    assert not gitsource.is_descendant("app", checkout, rewritten, second)
+    with pytest.raises(StackError, match="git merge-base failed"):
+        gitsource.is_descendant("app", checkout, rewritten, "0" * 40)
+
+
 def test_urls_stay_and_paths_resolve_against_the_spec(tmp_path: Path) -> None:
     assert gitsource.resolve_url("https://example.invalid/a.git", tmp_path) == "https://example.invalid/a.git"
     assert gitsource.resolve_url("git@example.invalid:team/a.git", tmp_path) == "git@example.invalid:team/a.git"
@@ -139,19 +174,24 @@ def test_which_apps_a_deploy_takes(spec_dir: Path) -> None:
         apps_to_deploy(stack, "shop", None)
 
 
-@pytest.mark.parametrize(("provider", "kind", "header"), [
-    ("github", "payload-hmac-sha256", "X-Hub-Signature-256"),
-    ("gitea", "payload-hmac-sha256", "X-Gitea-Signature"),
-    ("gitlab", "value", "X-Gitlab-Token"),
+@pytest.mark.parametrize(("provider", "kind", "header", "delivery"), [
+    ("github", "payload-hmac-sha256", "X-Hub-Signature-256", "X-GitHub-Delivery"),
+    ("gitea", "payload-hmac-sha256", "X-Gitea-Signature", "X-Gitea-Delivery"),
+    ("gitlab", "value", "X-Gitlab-Token", "X-Gitlab-Webhook-UUID"),
 ])
-def test_the_hook_checks_the_providers_signature_and_passes_sha_and_ref(provider: str, kind: str,
-                                                                       header: str) -> None:
-    (hook,) = json.loads(render_template("cdc/templates/hooks.json.j2", {"project": "shop", "provider": provider}))
+def test_the_hook_checks_the_providers_signature_and_passes_delivery_sha_and_ref(
+        spec_dir: Path, provider: str, kind: str, header: str, delivery: str) -> None:
+    stack = load_stack(write_spec(spec_dir, f"project: shop\ncdc: {{enabled: true, provider: {provider}}}\n"
+                                            "apc:\n  apps:\n    backend:\n      source: apps/backend\n"
+                                            "      wsgi: backend.wsgi:application\n"))
+    (hooks,) = [c for c in build_plan(stack).configs if c.path == "config/cdc/hooks.json"]
+    (hook,) = json.loads(render_template(hooks.template, hooks.context))
     (rule,) = hook["trigger-rule"]["or"]
     assert rule["match"]["type"] == kind and rule["match"]["parameter"] == {"source": "header", "name": header}
-    assert hook["pass-arguments-to-command"] == [{"source": "payload", "name": "after"},
+    assert hook["pass-arguments-to-command"] == [{"source": "header", "name": delivery},
+                                                 {"source": "payload", "name": "after"},
                                                  {"source": "payload", "name": "ref"}]
-    assert hook["execute-command"] == "/usr/local/bin/cdc-deploy"  # fixed: nothing of a payload chooses it
+    assert hook["execute-command"] == "/usr/local/bin/cdc-enqueue"  # fixed: nothing of a payload chooses it
     assert hook["trigger-rule-mismatch-http-response-code"] == 403
 
 
@@ -163,7 +203,7 @@ def test_the_cdc_sees_an_output_folder_outside_the_spec_folder(spec_dir: Path,
 
     def cdc_mounts(output: Path) -> tuple[dict[str, str], dict[str, str]]:
         rendered = render_project(stack, spec, output, b"")
-        (cdc,) = [s for s in rendered.plan.services if s.name == "cdc"]
+        (cdc,) = [s for s in rendered.plan.services if s.name == "cdc-runner"]
         assert dict(cdc.environment)["DEPLOYSTACK_OUTPUT"] == "${DEPLOYSTACK_OUTPUT}"
         return {m.target: m.source for m in cdc.mounts}, rendered.secrets
 

@@ -97,7 +97,8 @@ def test_default_blueprint_edges() -> None:
     for line in ('client -->|"127.0.0.1:8443 → 443"| svc_lbc', 'svc_lbc -->|"/api/"| svc_backend',
                  'svc_lbc -->|"/_cdc/"| svc_cdc', 'role_apc -->|"writes"| svc_db_primary',
                  'role_apc -->|"reads"| svc_db_replica_1', "role_apc --> svc_redis", "role_apc --> svc_media",
-                 'svc_db_replica_1 -->|"replication"| svc_db_primary', "svc_cdc ==>", "| docker"):
+                 'svc_db_replica_1 -->|"replication"| svc_db_primary', "svc_cdc_runner ==>", "| docker",
+                 'svc_cdc -->|"queue (volume)"| svc_cdc_runner'):
         assert line in mermaid
 
 

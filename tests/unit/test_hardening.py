@@ -26,10 +26,11 @@ EXPECTED_CAPS = {
     "memcached": {"SETUID", "SETGID"},
     "rabbitmq": {"CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID"},
     "media": {"CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID", "KILL"},
-    "cdc": {"CHOWN", "DAC_OVERRIDE", "FOWNER"},
+    "cdc": set(),  # the receiver: a non-root user (its image's USER)
+    "cdc-runner": {"CHOWN", "DAC_OVERRIDE", "FOWNER"},
 }
 APPS = {"backend", "backend-worker", "backend-migrate", "frontend", "frontend-migrate", "bff", "bff-migrate"}
-NOT_READ_ONLY = {"lbc", "db-primary", "db-replica-1", "cdc"}
+NOT_READ_ONLY = {"lbc", "db-primary", "db-replica-1", "cdc-runner"}
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +84,8 @@ def test_memory_limits_default_for_every_role_and_follow_the_spec(spec_dir: Path
     services = compose_services(build_plan(load_stack(write_spec(spec_dir, text))))
     assert services["backend"]["mem_limit"] == services["backend-migrate"]["mem_limit"] == "768m"
     assert services["backend-worker"]["mem_limit"] == "300m"
-    assert (services["lbc"]["mem_limit"], services["db-primary"]["mem_limit"], services["cdc"]["mem_limit"]) == (
-        "128m", "2g", "1g")
+    assert (services["lbc"]["mem_limit"], services["db-primary"]["mem_limit"],
+            services["cdc-runner"]["mem_limit"], services["cdc"]["mem_limit"]) == ("128m", "2g", "1g", "64m")
     assert services["db-primary"]["pids_limit"] == 200 + 128  # a backend per connection
     assert {str(s["logging"]["options"]) for s in services.values()} == {"{'max-size': '50m', 'max-file': '5'}"}
 

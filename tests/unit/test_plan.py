@@ -23,7 +23,7 @@ def test_services_of_the_default_blueprint(demo: Stack) -> None:
     assert set(names) == {
         "db-primary", "db-replica-1", "redis", "memcached", "rabbitmq", "media",
         "backend-migrate", "backend", "backend-worker", "frontend-migrate", "frontend", "bff-migrate", "bff",
-        "cdc", "lbc",
+        "cdc", "cdc-runner", "lbc",
     }
     # dependencies first: the LBC last, each app after its migration job, replicas after the primary
     assert names[-1] == "lbc"
@@ -39,8 +39,10 @@ def test_only_the_lbc_publishes_ports_and_joins_public(demo: Stack) -> None:
         ("127.0.0.1", 8080, 80), ("127.0.0.1", 8443, 443)]
     on_public = [s.name for s in plan.services if "public" in s.networks]
     assert on_public == ["lbc"]
-    assert {n.name: n.internal for n in plan.networks} == {"public": False, "private": True, "egress": False}
-    assert [s.name for s in plan.services if "egress" in s.networks] == ["cdc"]
+    assert {n.name: n.internal for n in plan.networks} == {"public": False, "private": True, "hooks": True,
+                                                           "egress": False}
+    assert [s.name for s in plan.services if "egress" in s.networks] == ["cdc-runner"]
+    assert [s.name for s in plan.services if "hooks" in s.networks] == ["cdc", "lbc"]
 
 
 def test_upstreams_list_every_replica_and_routes_longest_first(demo: Stack) -> None:
