@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import docker
 import docker.errors
 import requests.exceptions
+from docker.context import ContextAPI
+from docker.context.config import get_current_context_name
+from docker.tls import TLSConfig
 
 from deploystack.errors import EngineError
 
@@ -19,13 +24,71 @@ ENGINE_HINT = (
 )
 
 
-def connect() -> docker.DockerClient:
+LOCAL_SOCKET = "unix:///var/run/docker.sock"
+
+
+@dataclass(frozen=True)
+class EngineAddress:
+    url: str  # unix://, tcp:// or ssh://
+    source: str  # how it was chosen, for messages: "DOCKER_HOST", "Docker context NAME", "the local socket"
+    tls: TLSConfig | None = None  # a context's TLS settings (DOCKER_HOST's come from DOCKER_TLS_VERIFY)
+
+    @property
+    def local(self) -> bool:
+        """A unix socket: the engine runs on this machine, so its paths are this machine's paths."""
+        return self.url.startswith("unix://")
+
+    def __str__(self) -> str:
+        return f"{self.url} ({self.source})"
+
+
+def engine_address(environ: Mapping[str, str] = os.environ) -> EngineAddress:
+    """The engine the docker CLI would use, in its order: DOCKER_HOST, DOCKER_CONTEXT, the current context
+    of ~/.docker/config.json, the local socket. `docker stack deploy` runs that CLI, so the SDK client
+    and it always drive the same engine (docker-py before 7.2 reads DOCKER_HOST only)."""
+    if environ.get("DOCKER_HOST"):
+        return EngineAddress(environ["DOCKER_HOST"], "DOCKER_HOST")
+    name = environ.get("DOCKER_CONTEXT") or get_current_context_name()
+    if name and name != "default":
+        try:
+            context = ContextAPI.get_context(name)
+        except docker.errors.DockerException as exc:
+            raise EngineError(f"the Docker context {name} cannot be read ({_short(exc)})") from None
+        if context is None or not context.Host:
+            raise EngineError(f"no Docker context {name} with a Docker endpoint: `docker context ls` lists them")
+        return EngineAddress(str(context.Host), f"Docker context {name}", context.TLSConfig or None)
+    return EngineAddress(LOCAL_SOCKET, "the local socket")
+
+
+def client_for(address: EngineAddress, timeout: int = 120) -> docker.DockerClient:
+    """An unchecked client of `address` (ssh:// goes through the ssh command, as the docker CLI's does)."""
+    ssh = address.url.startswith("ssh://")
+    if address.source == "DOCKER_HOST":
+        return docker.from_env(timeout=timeout, use_ssh_client=ssh)
+    return docker.DockerClient(base_url=address.url, tls=address.tls or False, timeout=timeout,
+                               use_ssh_client=ssh)
+
+
+def connect(address: EngineAddress | None = None) -> docker.DockerClient:
+    """The engine at `address`, by default the one DOCKER_HOST or the Docker context names."""
+    address = address or engine_address()
     try:
-        client = docker.from_env(timeout=120)
+        client = client_for(address)
         client.ping()
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-        raise EngineError(f"cannot reach the Docker engine ({_short(exc)}): {ENGINE_HINT}") from None
+        raise EngineError(f"cannot reach the Docker engine at {address} ({_short(exc)}): {ENGINE_HINT}") from None
     return client
+
+
+def build_engine(deploy_to: EngineAddress, environ: Mapping[str, str] = os.environ) -> EngineAddress:
+    """Where images for a remote swarm are built and pushed from: DEPLOYSTACK_BUILD_HOST, else this
+    machine's engine when the swarm is remote and a local socket exists (the build contexts, the base
+    images and the CA bundle are here; the nodes pull from the registry), else the deploying engine."""
+    if environ.get("DEPLOYSTACK_BUILD_HOST"):
+        return EngineAddress(environ["DEPLOYSTACK_BUILD_HOST"], "DEPLOYSTACK_BUILD_HOST")
+    if not deploy_to.local and os.path.exists(LOCAL_SOCKET.removeprefix("unix://")):
+        return EngineAddress(LOCAL_SOCKET, "the local socket")
+    return deploy_to
 
 
 @contextmanager

@@ -13,24 +13,28 @@ import docker.errors
 import requests.exceptions
 
 from deploystack import labels
+from deploystack.engine import client as engine_client
 from deploystack.engine.client import engine_errors
 from deploystack.engine.images import image_exists
 from deploystack.errors import EngineError
 
-DEFAULT_HOST = "unix:///var/run/docker.sock"
 TIMEOUT_S = 10
 
 
 @dataclass(frozen=True)
 class EngineFacts:
-    host: str  # DOCKER_HOST, or docker-py's default socket
+    host: str  # the engine's address and how it was chosen (DOCKER_HOST, a Docker context, the socket)
     version: str
     api_version: str
     root_dir: str  # where the engine keeps images and volumes (on the engine's machine)
 
 
 def host() -> str:
-    return os.environ.get("DOCKER_HOST") or DEFAULT_HOST
+    """Where the engine is and how it was chosen (DOCKER_HOST, a Docker context, the local socket)."""
+    try:
+        return str(engine_client.engine_address())
+    except EngineError as exc:
+        return f"an unreadable Docker context ({exc})"
 
 
 def is_local(address: str) -> bool:
@@ -39,15 +43,15 @@ def is_local(address: str) -> bool:
 
 
 def connect() -> docker.DockerClient:
-    address = host()
-    if is_local(address) and not os.path.exists(address.removeprefix("unix://")):
+    address = engine_client.engine_address()
+    if address.local and not os.path.exists(address.url.removeprefix("unix://")):
         raise EngineError(f"cannot reach the Docker engine at {address}: no such socket")
     try:
-        client = docker.from_env(timeout=TIMEOUT_S)
-        client.ping()
+        engine = engine_client.client_for(address, timeout=TIMEOUT_S)
+        engine.ping()
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
         raise EngineError(f"cannot reach the Docker engine at {address} ({_first_line(exc)})") from None
-    return client
+    return engine
 
 
 def facts(client: docker.DockerClient) -> EngineFacts:
