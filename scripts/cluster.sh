@@ -75,10 +75,12 @@ start_node() {
   fi
   docker volume create --label "$LABEL" "$name-docker" >/dev/null
   # Not --privileged (refused here: "unable to apply caps"); what dockerd needs to run containers and
-  # overlay networks: SYS_ADMIN (mounts), NET_ADMIN (bridges, VXLAN, iptables), the host's cgroups
+  # overlay networks: SYS_ADMIN (mounts), NET_ADMIN (bridges, VXLAN, iptables), SYS_PTRACE (runc exec,
+  # health checks included, opens the namespaces of a process that runs as another user), the host's cgroups
   # writable, and a cgroup parent of its own so each node's cgroups stay apart.
   docker run -d --name "$name" --hostname "$name" --label "$LABEL" --network "$NETWORK" "${publish[@]}" \
-    --cap-add SYS_ADMIN --cap-add NET_ADMIN --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
+    --cap-add SYS_ADMIN --cap-add NET_ADMIN --cap-add SYS_PTRACE \
+    --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
     -v /sys/fs/cgroup:/sys/fs/cgroup:rw --cgroup-parent "/$name" -e "NODE_CGROUP=$name-tasks" \
     -e "REGISTRY=$REGISTRY:5000" -e "REGISTRY_PORT=$REGISTRY_PORT" \
     -v "$name-docker:/var/lib/docker" "$NODE_IMAGE" --tls=false >/dev/null
