@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import docker
@@ -100,16 +101,76 @@ class Load:
         self.longest_gap_s = max(self.longest_gap_s, time.monotonic() - last_ok)
 
 
-def test_losing_a_node_under_load(deployed: Deployed, host_engine: docker.DockerClient) -> None:
-    victim = deployed.cluster.node(3)
-    before = deployed.served_by("backend")
-    assert victim in before.values(), f"no backend replica on {victim}: {before}"
-
+def under_load(deployed: Deployed, action: Callable[[], None]) -> Load:
+    """Run `action` while a client sends requests through the LBC (and for 3 s after)."""
     load = Load(deployed)
     client = threading.Thread(target=load.run)
     client.start()
     try:
-        time.sleep(3)  # a few answers before
+        time.sleep(2)  # answers before
+        action()
+        time.sleep(3)
+    finally:
+        load.stop.set()
+        client.join()
+    return load
+
+
+def report(what: str, load: Load) -> None:
+    print(f"\n{what}: {load.ok} requests answered, {len(load.failed)} failed {dict(Counter(load.failed))}, "
+          f"longest gap {load.longest_gap_s:.2f}s")
+
+
+def test_scale_across_nodes_under_load_fails_no_request(deployed: Deployed) -> None:
+    def scale() -> None:
+        deployed.cli("scale", f"backend={APP_REPLICAS + 1}", "--engine", "swarm")
+        assert len(deployed.tasks("backend")) == APP_REPLICAS + 1
+        deployed.cli("scale", f"backend={APP_REPLICAS}", "--engine", "swarm")
+
+    load = under_load(deployed, scale)
+    report("scale up and down", load)
+    assert not load.failed and load.ok > 20
+    assert len(set(deployed.served_by("backend").values())) == NODES
+
+
+def set_availability(cluster: Cluster, node: str, availability: str) -> None:
+    (found,) = [n for n in cluster.manager.nodes.list() if n.attrs["Description"]["Hostname"] == node]
+    found.update({**found.attrs["Spec"], "Availability": availability})
+
+
+def test_drain_a_node_then_rebalance_onto_it_under_load_fails_no_request(deployed: Deployed) -> None:
+    """`docker node update --availability drain`, back to active, then `docker service update --force`: a
+    returning node gets nothing until an update rebalances, and both move replicas without a failure."""
+    node = deployed.cluster.node(3)
+
+    def drain_and_rebalance() -> None:
+        set_availability(deployed.cluster, node, "drain")
+        eventually(lambda: len(running := deployed.served_by("backend")) == APP_REPLICAS
+                   and node not in running.values(), f"the replicas moved off {node}", 120)
+        set_availability(deployed.cluster, node, "active")
+        deployed.cluster.manager.services.get(f"{deployed.project}_backend").force_update()
+
+        def rebalanced() -> bool:
+            service = deployed.cluster.manager.services.get(f"{deployed.project}_backend")
+            state = (service.attrs.get("UpdateStatus") or {}).get("State")
+            placed = sorted(deployed.served_by("backend").values())
+            assert state == "completed" and len(placed) == APP_REPLICAS and node in placed, (state, placed)
+            return True
+
+        eventually(rebalanced, f"an update rebalanced the replicas onto {node}", 180)
+
+    load = under_load(deployed, drain_and_rebalance)
+    report("drain, return, rebalance", load)
+    assert not load.failed and load.ok > 20
+
+
+def test_losing_a_node_under_load(deployed: Deployed, host_engine: docker.DockerClient) -> None:
+    victim = deployed.cluster.node(3)
+    before = deployed.served_by("backend")
+    assert victim in before.values(), f"no backend replica on {victim}: {before}"
+    recovered_s: list[float] = []
+
+    def kill() -> None:
         host_engine.containers.get(victim).kill(signal="KILL")
         killed_at = time.monotonic()
 
@@ -118,17 +179,14 @@ def test_losing_a_node_under_load(deployed: Deployed, host_engine: docker.Docker
             return len(running) == APP_REPLICAS and victim not in running.values()
 
         eventually(rescheduled, f"{APP_REPLICAS} backend replicas running without {victim}", 120)
-        recovered_s = time.monotonic() - killed_at
-        time.sleep(5)  # and the stack keeps serving after
-    finally:
-        load.stop.set()
-        client.join()
-    down = {n.attrs["Description"]["Hostname"]: n.attrs["Status"]["State"]
-            for n in deployed.cluster.manager.nodes.list()}
-    print(f"\nnode loss: {load.ok} requests answered, {len(load.failed)} failed {Counter(load.failed)}, "
-          f"longest gap {load.longest_gap_s:.2f}s, replicas rescheduled after {recovered_s:.1f}s")
-    assert down[victim] == "down"
-    assert load.ok > 50
+        recovered_s.append(time.monotonic() - killed_at)
+
+    load = under_load(deployed, kill)
+    report(f"node loss (replicas rescheduled after {recovered_s[0]:.1f}s)", load)
+    states = {n.attrs["Description"]["Hostname"]: n.attrs["Status"]["State"]
+              for n in deployed.cluster.manager.nodes.list()}
+    assert states[victim] == "down"
+    assert load.ok > 20
     assert len(load.failed) <= 3, f"failed requests: {Counter(load.failed)}"
     assert load.longest_gap_s < 2 * REQUEST_TIMEOUT_S
     assert deployed.get("/api/health/").status_code == 200
