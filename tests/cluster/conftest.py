@@ -26,8 +26,6 @@ import requests
 from deploystack.testing import free_port
 from tests.conftest import BLUEPRINTS
 
-pytestmark = pytest.mark.docker
-
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_SCRIPT = ROOT / "scripts" / "cluster.sh"
 NODES = 3
