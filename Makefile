@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DEMO := blueprints/default/deploystack.yaml
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: help venv engine demo down test unit e2e swarm lint bench clean
+.PHONY: help venv engine demo down test unit e2e swarm cluster cluster-down cluster-test lint bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -40,6 +40,16 @@ test: venv ## unit, one-role integration (testcontainers), end-to-end, then Dock
 # never run it beside a Compose stack (make test runs it last, after the e2e stacks are gone).
 swarm: venv engine ## the Docker Swarm tests alone (single-node swarm made and left by the tests)
 	$(PYTEST) tests/swarm
+
+# The cluster's swarm lives in Docker-in-Docker nodes: the host's engine never joins it (docs/swarm.md).
+cluster: engine ## a 3-node Docker-in-Docker swarm with a registry on this machine (DOCKER_HOST it prints)
+	@scripts/cluster.sh up
+
+cluster-down: ## remove what make cluster made (containers, volumes, network)
+	@scripts/cluster.sh down
+
+cluster-test: venv engine ## multi-node swarm tests on a cluster of their own (made and removed by the tests)
+	$(PYTEST) tests/cluster
 
 unit: venv ## unit tests only (no Docker; installs graphviz for the diagram tests if missing)
 	@scripts/engine.sh packages

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gzip
 import os
 import shutil
 import socket
@@ -213,6 +214,41 @@ def port_checks(stack: Stack, engine: Engine) -> list[Check]:
     return checks
 
 
+ENCRYPTION_OPTIONS = ("CONFIG_INET_ESP", "CONFIG_CRYPTO_GCM")  # an encrypted overlay's IPsec: ESP, AES-GCM
+
+
+def kernel_config() -> dict[str, str] | None:
+    """This machine's kernel build options (y, m), when the kernel says them."""
+    for path in (Path("/proc/config.gz"), Path(f"/boot/config-{os.uname().release}")):
+        with contextlib.suppress(OSError):
+            raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+            return dict(line.split("=", 1) for line in raw.decode(errors="replace").splitlines()
+                        if line.startswith("CONFIG_") and "=" in line)
+    return None
+
+
+def overlay_encryption_check(stack: Stack, facts: EngineFacts, config: dict[str, str] | None) -> Check:
+    """Only asked of a swarm manager: an encrypted overlay on kernels without ESP carries no traffic."""
+    name = "swarm encryption"
+    nodes = f"swarm of {facts.swarm_nodes} node(s)"
+    if not stack.swarm.encrypted:
+        return Check(name, "ok", f"{nodes}; swarm.encrypted is false: the private network crosses the nodes' "
+                                 "network unencrypted (keep them on a private link or VPN)")
+    if not is_local(facts.host):
+        return Check(name, "warn", f"{nodes}; the private network is encrypted: not checked on the nodes' kernels",
+                     "on each node: zgrep -E 'INET_ESP=|CRYPTO_GCM=' /proc/config.gz (y or m); where missing, "
+                     "the encrypted overlay carries no traffic between nodes: swarm.encrypted: false (docs/swarm.md)")
+    missing = [option for option in ENCRYPTION_OPTIONS if config is not None and config.get(option) not in ("y", "m")]
+    if config is None:
+        return Check(name, "warn", f"{nodes}; this kernel does not say whether it has ESP and AES-GCM",
+                     "docs/swarm.md says what an encrypted overlay needs and the fallback")
+    if missing:
+        return Check(name, "warn", f"{nodes}; this kernel lacks {', '.join(missing)}: the encrypted private "
+                                   "network carries no traffic between nodes",
+                     "a kernel with them on every node, or swarm.encrypted: false on a private link (docs/swarm.md)")
+    return Check(name, "ok", f"{nodes}; this kernel has ESP and AES-GCM for the encrypted private network")
+
+
 def run(spec: Path) -> list[Check]:
     spec_result, stack = spec_check(spec)
     engine_result, engine = engine_check()
@@ -220,6 +256,8 @@ def run(spec: Path) -> list[Check]:
               *(base_image_check(engine, base) for base in base_images(stack)), ca_bundle_check()]
     if stack is not None:
         checks += port_checks(stack, engine)
+        if engine.facts is not None and engine.facts.swarm_nodes:
+            checks.append(overlay_encryption_check(stack, engine.facts, kernel_config()))
     else:
         checks.append(Check("ports", "warn", "not checked: the spec is not valid", "fix the spec first"))
     return checks

@@ -209,16 +209,23 @@ def up_swarm(target: Target, report: Reporter, ca_bundle: Path | None = None) ->
     wait until every service runs its healthy tasks and every migration job completed."""
     from deploystack.engine import client, images, swarm
 
-    docker_client = client.connect()
+    address = client.engine_address()
+    docker_client = client.connect(address)
+    registry = load_stack(target.spec).swarm.registry
+    # With a registry, a remote swarm's images are built and pushed here; without one they must be on
+    # the nodes, so they are built on the engine that deploys (docs/swarm.md).
+    builds_at = client.build_engine(address) if registry else address
+    builder = docker_client if builds_at == address else client.connect(builds_at)
     with project_lock(target.output):
         rendered, exported = _swarm_generated(target, None, ca_bundle, report)
         wanted = {rendered.images[s.name] for s in exported.plan.services}  # no CDC image on a swarm
-        images.ensure_base_images(docker_client, rendered, report)
-        images.build_images(docker_client, dataclasses.replace(
+        if builds_at != address:
+            report.step(f"building on {builds_at}, deploying to {address}")
+        images.ensure_base_images(builder, rendered, report)
+        images.build_images(builder, dataclasses.replace(
             rendered, builds=tuple(b for b in rendered.builds if b.image in wanted)), report)
-        registry = load_stack(target.spec).swarm.registry
         if registry:
-            swarm.push_images(docker_client, sorted(wanted), registry, report)
+            swarm.push_images(builder, sorted(wanted), registry, report)
         swarm.deploy(docker_client, exported, report, registry=bool(registry))
         return exported
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import docker
 import docker.errors
 import requests.exceptions
+from docker.context import ContextAPI
+from docker.context.config import get_current_context_name
+from docker.tls import TLSConfig
 
 from deploystack.errors import EngineError
 
@@ -20,12 +24,57 @@ ENGINE_HINT = (
 )
 
 
-DEFAULT_HOST = "unix:///var/run/docker.sock"
+LOCAL_SOCKET = "unix:///var/run/docker.sock"
+
+
+@dataclass(frozen=True)
+class EngineAddress:
+    url: str  # unix://, tcp:// or ssh://
+    source: str  # how it was chosen, for messages: "DOCKER_HOST", "Docker context NAME", "the local socket"
+    tls: TLSConfig | None = None  # a context's TLS settings (DOCKER_HOST's come from DOCKER_TLS_VERIFY)
+
+    @property
+    def local(self) -> bool:
+        """A unix socket: the engine runs on this machine, so its paths are this machine's paths."""
+        return self.url.startswith("unix://")
+
+    def __str__(self) -> str:
+        return f"{self.url} ({self.source})"
+
+
+def engine_address(environ: Mapping[str, str] = os.environ) -> EngineAddress:
+    """The engine the docker CLI would use, in its order: DOCKER_HOST, DOCKER_CONTEXT, the current context
+    of ~/.docker/config.json, the local socket. `docker stack deploy` runs that CLI, so the SDK client
+    and it always drive the same engine (docker-py before 7.2 reads DOCKER_HOST only)."""
+    if environ.get("DOCKER_HOST"):
+        return EngineAddress(environ["DOCKER_HOST"], "DOCKER_HOST")
+    name = environ.get("DOCKER_CONTEXT") or get_current_context_name()
+    if name and name != "default":
+        try:
+            context = ContextAPI.get_context(name)
+        except docker.errors.DockerException as exc:
+            raise EngineError(f"the Docker context {name} cannot be read ({first_line(exc)})") from None
+        if context is None or not context.Host:
+            raise EngineError(f"no Docker context {name} with a Docker endpoint: `docker context ls` lists them")
+        return EngineAddress(str(context.Host), f"Docker context {name}", context.TLSConfig or None)
+    return EngineAddress(LOCAL_SOCKET, "the local socket")
+
+
+def client_for(address: EngineAddress, timeout: int = 120) -> docker.DockerClient:
+    """An unchecked client of `address` (ssh:// goes through the ssh command, as the docker CLI's does)."""
+    ssh = address.url.startswith("ssh://")
+    if address.source == "DOCKER_HOST":
+        return docker.from_env(timeout=timeout, use_ssh_client=ssh)
+    return docker.DockerClient(base_url=address.url, tls=address.tls or False, timeout=timeout,
+                               use_ssh_client=ssh)
 
 
 def host() -> str:
-    """The engine's address: DOCKER_HOST, or docker-py's default socket."""
-    return os.environ.get("DOCKER_HOST") or DEFAULT_HOST
+    """Where the engine is and how it was chosen (DOCKER_HOST, a Docker context, the local socket)."""
+    try:
+        return str(engine_address())
+    except EngineError as exc:
+        return f"an unreadable Docker context ({exc})"
 
 
 def is_local(address: str) -> bool:
@@ -33,19 +82,31 @@ def is_local(address: str) -> bool:
     return address.startswith("unix://")
 
 
-def connect(timeout: float = 120, hint: bool = True) -> docker.DockerClient:
-    """The one way to a client: pinged, or an EngineError naming the address. `hint=False` leaves out
-    how to start an engine (doctor prints its own fix); doctor also asks for a short timeout."""
-    address = host()
+def connect(address: EngineAddress | None = None, timeout: int = 120, hint: bool = True) -> docker.DockerClient:
+    """The one way to a client of `address` (by default the engine DOCKER_HOST or the Docker context
+    names): pinged, or an EngineError naming it. `hint=False` leaves out how to start an engine (doctor
+    prints its own fix); doctor also asks for a short timeout."""
+    address = address or engine_address()
     fix = f": {ENGINE_HINT}" if hint else ""
-    if is_local(address) and not os.path.exists(address.removeprefix("unix://")):
+    if address.local and not os.path.exists(address.url.removeprefix("unix://")):
         raise EngineError(f"cannot reach the Docker engine at {address}: no such socket{fix}")
     try:
-        client = docker.from_env(timeout=timeout)
+        client = client_for(address, timeout)
         client.ping()
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
         raise EngineError(f"cannot reach the Docker engine at {address} ({first_line(exc)}){fix}") from None
     return client
+
+
+def build_engine(deploy_to: EngineAddress, environ: Mapping[str, str] = os.environ) -> EngineAddress:
+    """Where images for a remote swarm are built and pushed from: DEPLOYSTACK_BUILD_HOST, else this
+    machine's engine when the swarm is remote and a local socket exists (the build contexts, the base
+    images and the CA bundle are here; the nodes pull from the registry), else the deploying engine."""
+    if environ.get("DEPLOYSTACK_BUILD_HOST"):
+        return EngineAddress(environ["DEPLOYSTACK_BUILD_HOST"], "DEPLOYSTACK_BUILD_HOST")
+    if not deploy_to.local and os.path.exists(LOCAL_SOCKET.removeprefix("unix://")):
+        return EngineAddress(LOCAL_SOCKET, "the local socket")
+    return deploy_to
 
 
 @contextmanager

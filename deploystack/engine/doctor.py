@@ -21,17 +21,20 @@ TIMEOUT_S = 10
 
 @dataclass(frozen=True)
 class EngineFacts:
-    host: str  # DOCKER_HOST, or docker-py's default socket
+    host: str  # the engine's address and how it was chosen (DOCKER_HOST, a Docker context, the socket)
     version: str
     api_version: str
     root_dir: str  # where the engine keeps images and volumes (on the engine's machine)
+    swarm_nodes: int = 0  # the nodes of the swarm it manages (0: not a swarm manager)
 
 
 def facts(client: docker.DockerClient) -> EngineFacts:
     with engine_errors("asking the engine for its version"):
         version, info = client.version(), client.info()
+    swarm = info.get("Swarm") or {}
+    nodes = int(swarm.get("Nodes") or 0) if swarm.get("ControlAvailable") else 0
     return EngineFacts(host(), str(version.get("Version", "?")), str(version.get("ApiVersion", "?")),
-                       str(info.get("DockerRootDir", "/var/lib/docker")))
+                       str(info.get("DockerRootDir", "/var/lib/docker")), nodes)
 
 
 def has_image(client: docker.DockerClient, ref: str) -> bool:

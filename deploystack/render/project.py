@@ -214,7 +214,8 @@ def render_swarm(stack: Stack, spec_path: Path, rendered: Rendered, stack_file: 
     plan = build_plan(stack, project_dir=os.path.relpath(spec_path.resolve().parent, rendered.output), swarm=True,
                       env_files=env_file_names(rendered.app_env))
     configs = {config.path: render_template(config.template, config.context).encode() for config in plan.configs}
-    settings = Settings(stack.swarm.endpoint_mode, stack.swarm.registry, stack.swarm.update_delay)
+    settings = Settings(stack.swarm.endpoint_mode, stack.swarm.registry, stack.swarm.update_delay,
+                        stack.swarm.encrypted)
     files_dir = os.path.relpath(folder, stack_file.parent)
     data = stack_data(plan, rendered.images, settings, configs, rendered.secrets,
                       "." if files_dir == "." else files_dir)

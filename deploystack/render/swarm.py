@@ -45,6 +45,7 @@ class Settings:
     endpoint_mode: str = "dnsrr"
     registry: str | None = None
     update_delay_s: int = 10
+    encrypted: bool = True  # the private overlay (IPsec between nodes)
 
 
 def registry_image(image: str, registry: str | None) -> str:
@@ -107,9 +108,12 @@ def deploy(service: Service, settings: Settings) -> dict[str, Any]:
     else:
         out["replicas"] = service.replicas
     out["endpoint_mode"] = settings.endpoint_mode
-    placement = constraints(service)
+    placement: dict[str, Any] = {"constraints": constraints(service)} if constraints(service) else {}
+    if service.scalable:
+        # An app's replicas over as many nodes as there are: losing one node loses the fewest of them.
+        placement["preferences"] = [{"spread": "node.id"}]
     if placement:
-        out["placement"] = {"constraints": placement}
+        out["placement"] = placement
     limits = {**({"memory": service.mem_limit} if service.mem_limit else {}),
               **({"pids": service.pids_limit} if service.pids_limit else {})}
     if limits:
@@ -193,8 +197,8 @@ def stack_data(plan: ProjectPlan, images: dict[str, str], settings: Settings, co
     return {
         "services": {s.name: service_data(plan, s, images[s.name], settings, config_keys, secret_keys)
                      for s in plan.services},
-        "networks": {n.name: {"driver": "overlay", **({"internal": True, "driver_opts": {"encrypted": "true"}}
-                                                       if n.internal else {})}
+        "networks": {n.name: {"driver": "overlay", **({"internal": True} if n.internal else {}),
+                              **({"driver_opts": {"encrypted": "true"}} if n.internal and settings.encrypted else {})}
                      for n in plan.networks},
         "volumes": {v: {} for v in plan.volumes},
         "configs": {key: {"file": f"{files_dir}/{path}"} for path, key in config_keys.items()},
@@ -221,6 +225,9 @@ def not_carried_over(stack: Stack, plan: ProjectPlan) -> list[str]:
         notes.append(f"lbc.bind {stack.lbc.bind} is ignored on a swarm: ports {stack.lbc.ports.http} and "
                      f"{stack.lbc.ports.https} listen on every address of each node labelled {LABEL_EDGE} "
                      "(firewall them where they must not be public)")
+    if not stack.swarm.encrypted:
+        notes.append("swarm.encrypted is false: the private network's traffic between nodes (database, cache, "
+                     "apps) crosses the nodes' own network unencrypted: keep the nodes on a private link or VPN")
     if stack.cdc.enabled:
         notes.append("cdc is left out on a swarm (no /_cdc/ webhook): deploy with deploystack up --engine swarm")
     used = sorted({label for service in plan.services for constraint in constraints(service)

@@ -645,6 +645,10 @@ class Swarm(Model):
     update_delay: int = Field(10, ge=3, le=600,
                               description="seconds between replaced tasks of a rolling update (longer than "
                                           "the LBC's DNS cache, so it always knows a live replica)")
+    encrypted: bool = Field(True, description="the private overlay network is encrypted (IPsec ESP between "
+                                              "nodes); false where the nodes' kernels have no ESP or AES-GCM "
+                                              "(doctor says): its VXLAN traffic then crosses the nodes' network "
+                                              "in the clear")
 
 
 class Logging(Model):

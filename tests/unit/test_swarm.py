@@ -18,7 +18,7 @@ from ruamel.yaml import YAML
 
 from deploystack.errors import SpecError, UsageError
 from deploystack.operations import Target, export_swarm, render
-from deploystack.render.swarm import registry_image, swarm_value
+from deploystack.render.swarm import not_carried_over, registry_image, swarm_value
 from deploystack.resources import compose_root
 from deploystack.spec import load_stack
 from tests.conftest import BLUEPRINTS, write_spec
@@ -110,6 +110,9 @@ def test_placement_by_node_label_and_the_lbc_on_edge_nodes_publishing_on_the_hos
     assert constraints("media") == ["node.labels.deploystack.data == true"]
     assert constraints("lbc") == ["node.labels.deploystack.edge == true"]
     assert constraints("backend") == []
+    for app in ("backend", "frontend", "bff"):  # replicas over as many nodes as there are
+        assert services[app]["deploy"]["placement"]["preferences"] == [{"spread": "node.id"}]
+    assert "preferences" not in services["db-primary"]["deploy"]["placement"]
     assert services["lbc"]["deploy"]["mode"] == "global"
     assert {p["mode"] for p in services["lbc"]["ports"]} == {"host"}
     assert "cdc" not in services, "the CDC drives one engine through its socket: not on a swarm"
@@ -179,6 +182,17 @@ def test_registry_names_the_images(tmp_path: Path) -> None:
     data = YAML(typ="safe").load(exported.stack_yaml)
     assert data["services"]["backend"]["image"].startswith("registry.example.com:5000/shop/backend:")
     assert data["services"]["backend"]["deploy"]["endpoint_mode"] == "vip"
+
+
+def test_an_unencrypted_private_network_is_a_choice_said_aloud(tmp_path: Path) -> None:
+    """Kernels without ESP or AES-GCM carry no traffic on an encrypted overlay (docs/swarm.md)."""
+    spec = write_spec(tmp_path, MINIMAL + "swarm:\n  encrypted: false\n")
+    exported = export_swarm(Target.of(spec, None), None, empty_ca(tmp_path))
+    assert YAML(typ="safe").load(exported.stack_yaml)["networks"]["private"] == {"driver": "overlay", "internal": True}
+    assert any("swarm.encrypted is false" in note for note in not_carried_over(load_stack(spec), exported.plan))
+    with pytest.raises(SpecError) as caught:
+        load_stack(write_spec(tmp_path, MINIMAL + "swarm:\n  encrypted: maybe\n"))
+    assert str(caught.value.problems[0]).startswith("swarm.encrypted (line 9)")
 
 
 @pytest.mark.parametrize(("extra", "message"), [

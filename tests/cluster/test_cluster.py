@@ -1,0 +1,192 @@
+"""A stack on a three-node swarm, deployed from this machine through DOCKER_HOST, losing a node under load.
+
+The nodes are Docker-in-Docker containers (scripts/cluster.sh); the edge node (node 1) publishes the LBC's
+ports on 127.0.0.1, the database is placed on node 2 by label, the backend's replicas spread over all three.
+Node 3 runs a replica and neither the edge nor the database: it is the one killed (SIGKILL to its container,
+as a machine that loses power), while a client sends requests through the LBC.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import docker
+import pytest
+import requests
+import urllib3
+
+from tests.cluster.conftest import APP_REPLICAS, NODES, Cluster, Deployed, host_swarm_state
+from tests.conftest import eventually
+
+pytestmark = pytest.mark.docker
+urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+
+LOAD_MAX_S = 90.0  # the request loop's bound, whatever happens
+REQUEST_TIMEOUT_S = 5.0
+
+
+def test_doctor_checks_the_engine_named_by_docker_host(deployed: Deployed) -> None:
+    out = deployed.cli("doctor", check=False).stdout
+    assert f"at {deployed.cluster.docker_host} (DOCKER_HOST)" in out, out
+
+
+def test_the_swarm_spans_the_nodes_and_the_host_engine_is_in_none(
+        cluster: Cluster, host_engine: docker.DockerClient) -> None:
+    nodes = cluster.manager.nodes.list()
+    assert len(nodes) == NODES
+    assert all(n.attrs["Status"]["State"] == "ready" and n.attrs["ManagerStatus"]["Reachability"] == "reachable"
+               for n in nodes)
+    assert host_swarm_state(host_engine) == "inactive"
+
+
+def test_images_came_through_the_registry_built_on_this_machine(deployed: Deployed,
+                                                                 host_engine: docker.DockerClient) -> None:
+    services = deployed.cluster.manager.services.list(
+        filters={"label": f"com.docker.stack.namespace={deployed.project}"})
+    images = {s.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"] for s in services}
+    assert images and all(image.startswith(deployed.cluster.registry + "/") for image in images), images
+    backend = next(i for i in images if f"/{deployed.project}/backend:" in i)
+    assert backend in {tag for image in host_engine.images.list() for tag in image.tags}, "not built here"
+
+
+def test_replicas_on_several_nodes_serve_through_the_edge(deployed: Deployed) -> None:
+    placed = Counter(deployed.served_by("backend").values())
+    assert len(placed) == NODES, f"the replicas are not spread over the nodes: {placed}"
+    db_nodes = {deployed.node_names()[t["NodeID"]] for t in deployed.tasks("db-primary")}
+    assert db_nodes == {deployed.cluster.node(2)}, "the database is not on the node labelled for it"
+    lbc_nodes = {deployed.node_names()[t["NodeID"]] for t in deployed.tasks("lbc")}
+    assert lbc_nodes == {deployed.cluster.node(1)}, "the LBC is not (only) on the edge node"
+
+    where = deployed.served_by("backend")
+    seen = Counter()
+    for _ in range(30):
+        response = deployed.get("/api/health/")
+        assert response.status_code == 200 and response.json()["app"] == "backend"
+        seen[where[response.headers["X-Served-By"]]] += 1
+    assert len(seen) >= 2, f"every request was served on one node: {seen}"
+
+
+@dataclass
+class Load:
+    """GETs one after the other through the LBC until stopped (or LOAD_MAX_S): failures and the longest
+    time without a successful answer."""
+
+    deployed: Deployed
+    ok: int = 0
+    failed: list[str] = field(default_factory=list)
+    longest_gap_s: float = 0.0
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        started = last_ok = time.monotonic()
+        while not self.stop.is_set() and time.monotonic() - started < LOAD_MAX_S:
+            try:
+                response = self.deployed.get("/api/health/", timeout=REQUEST_TIMEOUT_S)
+                good = response.status_code == 200
+                why = f"HTTP {response.status_code}"
+            except requests.RequestException as exc:
+                good, why = False, type(exc).__name__
+            now = time.monotonic()
+            if good:
+                self.ok += 1
+                self.longest_gap_s = max(self.longest_gap_s, now - last_ok)
+                last_ok = now
+            else:
+                self.failed.append(why)
+            time.sleep(0.05)
+        self.longest_gap_s = max(self.longest_gap_s, time.monotonic() - last_ok)
+
+
+def under_load(deployed: Deployed, action: Callable[[], None]) -> Load:
+    """Run `action` while a client sends requests through the LBC (and for 3 s after)."""
+    load = Load(deployed)
+    client = threading.Thread(target=load.run)
+    client.start()
+    try:
+        time.sleep(2)  # answers before
+        action()
+        time.sleep(3)
+    finally:
+        load.stop.set()
+        client.join()
+    return load
+
+
+def report(what: str, load: Load) -> None:
+    print(f"\n{what}: {load.ok} requests answered, {len(load.failed)} failed {dict(Counter(load.failed))}, "
+          f"longest gap {load.longest_gap_s:.2f}s")
+
+
+def test_scale_across_nodes_under_load_fails_no_request(deployed: Deployed) -> None:
+    def scale() -> None:
+        deployed.cli("scale", f"backend={APP_REPLICAS + 1}", "--engine", "swarm")
+        assert len(deployed.tasks("backend")) == APP_REPLICAS + 1
+        deployed.cli("scale", f"backend={APP_REPLICAS}", "--engine", "swarm")
+
+    load = under_load(deployed, scale)
+    report("scale up and down", load)
+    assert not load.failed and load.ok > 20
+    assert len(set(deployed.served_by("backend").values())) == NODES
+
+
+def set_availability(cluster: Cluster, node: str, availability: str) -> None:
+    (found,) = [n for n in cluster.manager.nodes.list() if n.attrs["Description"]["Hostname"] == node]
+    found.update({**found.attrs["Spec"], "Availability": availability})
+
+
+def test_drain_a_node_then_rebalance_onto_it_under_load_fails_no_request(deployed: Deployed) -> None:
+    """`docker node update --availability drain`, back to active, then `docker service update --force`: a
+    returning node gets nothing until an update rebalances, and both move replicas without a failure."""
+    node = deployed.cluster.node(3)
+
+    def drain_and_rebalance() -> None:
+        set_availability(deployed.cluster, node, "drain")
+        eventually(lambda: len(running := deployed.served_by("backend")) == APP_REPLICAS
+                   and node not in running.values(), f"the replicas moved off {node}", 120)
+        set_availability(deployed.cluster, node, "active")
+        deployed.cluster.manager.services.get(f"{deployed.project}_backend").force_update()
+
+        def rebalanced() -> bool:
+            service = deployed.cluster.manager.services.get(f"{deployed.project}_backend")
+            state = (service.attrs.get("UpdateStatus") or {}).get("State")
+            placed = sorted(deployed.served_by("backend").values())
+            assert state == "completed" and len(placed) == APP_REPLICAS and node in placed, (state, placed)
+            return True
+
+        eventually(rebalanced, f"an update rebalanced the replicas onto {node}", 180)
+
+    load = under_load(deployed, drain_and_rebalance)
+    report("drain, return, rebalance", load)
+    assert not load.failed and load.ok > 20
+
+
+def test_losing_a_node_under_load(deployed: Deployed, host_engine: docker.DockerClient) -> None:
+    victim = deployed.cluster.node(3)
+    before = deployed.served_by("backend")
+    assert victim in before.values(), f"no backend replica on {victim}: {before}"
+    recovered_s: list[float] = []
+
+    def kill() -> None:
+        host_engine.containers.get(victim).kill(signal="KILL")
+        killed_at = time.monotonic()
+
+        def rescheduled() -> bool:
+            running = deployed.served_by("backend")
+            return len(running) == APP_REPLICAS and victim not in running.values()
+
+        eventually(rescheduled, f"{APP_REPLICAS} backend replicas running without {victim}", 120)
+        recovered_s.append(time.monotonic() - killed_at)
+
+    load = under_load(deployed, kill)
+    report(f"node loss (replicas rescheduled after {recovered_s[0]:.1f}s)", load)
+    states = {n.attrs["Description"]["Hostname"]: n.attrs["Status"]["State"]
+              for n in deployed.cluster.manager.nodes.list()}
+    assert states[victim] == "down"
+    assert load.ok > 20
+    assert len(load.failed) <= 3, f"failed requests: {Counter(load.failed)}"
+    assert load.longest_gap_s < 2 * REQUEST_TIMEOUT_S
+    assert deployed.get("/api/health/").status_code == 200
