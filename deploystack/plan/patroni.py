@@ -38,13 +38,14 @@ CONFIG_DIR = "config/patroni"
 ROUTER_CONFIG_DIR = "config/db-router"
 MAX_WAL_SENDERS = 2 * 16 + 4  # as for streaming replicas: sized for dbc.replicas' maximum, never restarted
 
-# Failover timing. The leader's key lives TTL seconds after its last renewal; each member runs its loop
-# every LOOP_WAIT seconds, and gives up on etcd or PostgreSQL after RETRY_TIMEOUT. Patroni requires
-# loop_wait + 2 * retry_timeout <= ttl. A killed leader is replaced within TTL + LOOP_WAIT (+ the
-# promotion, about a second), then the router notices within CHECK_INTERVAL_MS * CHECK_FALL.
-TTL = 10
+# Failover timing. The leader's key lives TTL seconds after its last renewal (an etcd lease); each member
+# runs its loop every LOOP_WAIT seconds, and gives up on etcd or PostgreSQL after RETRY_TIMEOUT. Patroni
+# requires loop_wait + 2 * retry_timeout <= ttl, and raises a ttl under 20 to 20 (its minimum). A killed
+# leader is replaced within TTL + LOOP_WAIT (+ the promotion, under a second), and the router sends
+# writes there after one passed check (CHECK_INTERVAL_MS): about 21-24 s in all (docs/db.md).
+TTL = 20
 LOOP_WAIT = 2
-RETRY_TIMEOUT = 4
+RETRY_TIMEOUT = 5
 MAXIMUM_LAG_ON_FAILOVER = 1 << 20  # bytes: a standby further behind is not promoted (async mode)
 CHECK_INTERVAL_MS = 1000
 CHECK_FALL = 2  # failed checks before the router takes a node out
@@ -142,10 +143,10 @@ def patroni_config(stack: Stack) -> dict[str, object]:
             "bin_dir": f"/usr/lib/postgresql/{PG_MAJOR}/bin",
             "pgpass": "/run/postgresql/pgpass",
             "use_unix_socket": True,
+            # No rewind user: pg_rewind then connects as the superuser, with its password.
             "authentication": {
                 "superuser": {"username": SUPERUSER},
                 "replication": {"username": REPLICATION_USER},
-                "rewind": {"username": SUPERUSER},
             },
             "parameters": {"unix_socket_directories": "/run/postgresql"},
             "pg_hba": pg_hba(stack),
