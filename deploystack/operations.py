@@ -237,6 +237,9 @@ def _converge(docker_client: DockerClient, rendered: Rendered, report: Reporter,
         replicas, slots = wanted_slots(rendered.plan)
         db.drop_stale_slots(docker_client, rendered.plan.project, slots, report)
         db.remove_stale_replica_volumes(docker_client, rendered.plan.project, replicas, report)
+    if "db-router" in {s.name for s in rendered.plan.services}:  # dbc.ha: patroni, whole plan
+        nodes = [s.name for s in rendered.plan.services if s.name.startswith("db-node-")]
+        db.remove_stale_replica_volumes(docker_client, rendered.plan.project, nodes, report, prefix="db-node-")
     return outcome
 
 

@@ -513,14 +513,16 @@ def drop_slots_except(client: docker.DockerClient, container: Container, wanted:
 
 
 def remove_stale_replica_volumes(client: docker.DockerClient, project: str, wanted: Sequence[str],
-                                 report: Reporter, project_label: str = labels.PROJECT) -> None:
+                                 report: Reporter, project_label: str = labels.PROJECT,
+                                 prefix: str = "db-replica-") -> None:
     """Remove the data volumes of replicas the spec no longer has (after `scale dbc=N` down).
 
     A replica's data is a copy of the primary's, so nothing is lost; a kept volume would come back
     stale at the next scale-up and could not catch up once the primary has recycled the WAL it needs.
     `project_label`: the label naming the volume's project (a swarm stack's differs from Compose's).
+    `prefix`: the nodes' service names (`db-node-` for Patroni's, which Patroni re-clones the same way).
     """
-    pattern = re.compile(rf"^{re.escape(project)}_(db-replica-\d+)-data$")
+    pattern = re.compile(rf"^{re.escape(project)}_({re.escape(prefix)}\d+)-data$")
     with engine_errors("removing old replica volumes"):
         for volume in client.volumes.list(filters={"label": f"{project_label}={project}"}):
             match = pattern.match(volume.name or "")

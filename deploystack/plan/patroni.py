@@ -232,7 +232,7 @@ def plan_patroni(stack: Stack) -> tuple[list[Service], list[str], list[ConfigFil
         # Only the first node: a node added by `scale dbc=N` must not change (and so recreate) the router.
         depends_on=(nodes[0],), config_dir=ROUTER_CONFIG_DIR,
         # A new node list (scale dbc=N) is a reload: the master re-reads the file, connections stay.
-        reload=("kill", "-USR2", "1"),
+        reload=("sh", "-c", "kill -USR2 1"),
         cap_add=(h.SETUID, h.SETGID), read_only=True, tmpfs=(h.RUN, h.TMP), mem_limit="256m",
         pids_limit=h.PIDS,
     ))
