@@ -77,20 +77,6 @@ def _cluster_table(cluster: ClusterStatus, as_json: bool) -> None:
 
 
 @db_app.command()
-def switchover(
-    to: Annotated[str | None, typer.Option(
-        "--to", help="the node to lead, e.g. db-node-2 (default: Patroni's pick)")] = None,
-    file: SpecOpt = None,
-    output: OutOpt = None,
-) -> None:
-    """Move the leader to another node (dbc.ha: patroni): the leader hands over, no acknowledged write is lost."""
-    from deploystack import operations
-
-    leader = operations.db_switchover(Target.of(file, output), to, console.Progress())
-    console.say(f"{leader} leads now")
-
-
-@db_app.command()
 def backup(
     folder: Annotated[Path, typer.Argument(help="where backups go (created if missing)")],
     file: SpecOpt = None,
@@ -133,6 +119,20 @@ def promote(
 
     kept = operations.db_promote(Target.of(file, output), replica, force, console.Progress())
     console.say(f"{replica} promoted: it is db-primary now; the old primary's data is kept in volume {kept}")
+
+
+@db_app.command()
+def switchover(
+    to: Annotated[str | None, typer.Option(
+        "--to", help="the node to lead, e.g. db-node-2 (default: Patroni's pick)")] = None,
+    file: SpecOpt = None,
+    output: OutOpt = None,
+) -> None:
+    """Move the leader to another node (dbc.ha: patroni): the leader hands over, no acknowledged write is lost."""
+    from deploystack import operations
+
+    leader = operations.db_switchover(Target.of(file, output), to, console.Progress())
+    console.say(f"{leader} leads now")
 
 
 @db_app.command()
