@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -11,6 +11,9 @@ from deploystack import console
 from deploystack.cli_media import human
 from deploystack.cli_options import OutOpt, SpecOpt, check_folder
 from deploystack.target import Target
+
+if TYPE_CHECKING:
+    from deploystack.engine.patroni import ClusterStatus
 
 db_app = typer.Typer(help="The database (DBC): replication status, backups, restore.", no_args_is_help=True)
 
@@ -36,6 +39,10 @@ def status(
     """Each node's role, state, LSN, replication lag (bytes, seconds) and replication slot."""
     from deploystack import operations
 
+    cluster = operations.db_cluster(Target.of(file, output))
+    if cluster is not None:  # dbc.ha: patroni
+        _cluster_table(cluster, as_json)
+        return
     result = operations.db_status(Target.of(file, output))
     if as_json:
         console.as_json(result.as_dict())
@@ -53,6 +60,20 @@ def status(
                       ["slot", "type", "active", "health", "restart lsn", "wal status", "retained WAL"],
                       [(s.name, s.type, "yes" if s.active else "no", s.health, _or_dash(s.restart_lsn),
                         _or_dash(s.wal_status), _lag_bytes(s.retained_bytes)) for s in result.slots])
+
+
+def _cluster_table(cluster: ClusterStatus, as_json: bool) -> None:
+    if as_json:
+        console.as_json(cluster.as_dict())
+        return
+    console.table(
+        f"database of project {cluster.project} (Patroni; leader: {cluster.leader or 'none'})",
+        ["node", "state", "role", "patroni", "timeline", "lag", "address"],
+        [(m.service, m.state, m.role or "?", _or_dash(m.patroni_state), _or_dash(m.timeline),
+          _lag_bytes(m.lag_bytes), _or_dash(m.host)) for m in cluster.members],
+    )
+    if cluster.error:
+        console.warning(cluster.error)
 
 
 @db_app.command()
@@ -98,6 +119,20 @@ def promote(
 
     kept = operations.db_promote(Target.of(file, output), replica, force, console.Progress())
     console.say(f"{replica} promoted: it is db-primary now; the old primary's data is kept in volume {kept}")
+
+
+@db_app.command()
+def switchover(
+    to: Annotated[str | None, typer.Option(
+        "--to", help="the node to lead, e.g. db-node-2 (default: Patroni's pick)")] = None,
+    file: SpecOpt = None,
+    output: OutOpt = None,
+) -> None:
+    """Move the leader to another node (dbc.ha: patroni): the leader hands over, no acknowledged write is lost."""
+    from deploystack import operations
+
+    leader = operations.db_switchover(Target.of(file, output), to, console.Progress())
+    console.say(f"{leader} leads now")
 
 
 @db_app.command()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from deploystack.errors import LockedError, UsageError
+from deploystack.plan.names import DB_ROUTER, NODE_PREFIX
 from deploystack.plan.project import subset
 from deploystack.render import writer
 from deploystack.render.project import (
@@ -34,6 +35,7 @@ from deploystack.target import Target as Target
 if TYPE_CHECKING:
     from deploystack.engine.apply import Outcome
     from deploystack.engine.client import DockerClient
+    from deploystack.engine.patroni import ClusterStatus
     from deploystack.engine.report import Reporter
     from deploystack.envlist import EnvRow
 
@@ -243,6 +245,9 @@ def _converge(docker_client: DockerClient, rendered: Rendered, report: Reporter,
         replicas, slots = wanted_slots(rendered.plan)
         db.drop_stale_slots(docker_client, rendered.plan.project, slots, report)
         db.remove_stale_replica_volumes(docker_client, rendered.plan.project, replicas, report)
+    if DB_ROUTER in {s.name for s in rendered.plan.services}:  # dbc.ha: patroni, whole plan
+        nodes = [s.name for s in rendered.plan.services if s.name.startswith(NODE_PREFIX)]
+        db.remove_stale_replica_volumes(docker_client, rendered.plan.project, nodes, report, prefix=NODE_PREFIX)
     return outcome
 
 
@@ -452,6 +457,9 @@ def db_promote(target: Target, replica: str, force: bool, report: Reporter) -> s
     from deploystack.engine import client, failover
     from deploystack.plan.dbc import PRIMARY, replica_names
 
+    if stack_of(target).dbc.ha == "patroni":
+        raise UsageError("dbc.ha is patroni: Patroni promotes a standby by itself when the leader is lost; "
+                         "`deploystack db switchover --to NODE` moves the leader by hand")
     require_generated(target, stack_of(target).project)
     docker_client = client.connect()
     with project_lock(target.output):
@@ -461,6 +469,28 @@ def db_promote(target: Target, replica: str, force: bool, report: Reporter) -> s
         database = dataclasses.replace(rendered, plan=subset(rendered.plan, [PRIMARY, *replicas]))
         _converge(docker_client, database, report, partial=True)
     return kept
+
+
+def db_cluster(target: Target) -> ClusterStatus | None:
+    """Patroni's view of the nodes (leader, lag, timeline) when dbc.ha is patroni; else None."""
+    from deploystack.engine import client, patroni
+    from deploystack.plan.patroni import enabled, node_names
+
+    stack = stack_of(target)
+    return patroni.status(client.connect(), stack.project, node_names(stack)) if enabled(stack) else None
+
+
+def db_switchover(target: Target, to: str | None, report: Reporter) -> str:
+    """Patroni's switchover to `to` (or the standby Patroni picks); returns the new leader."""
+    from deploystack.engine import client, patroni
+    from deploystack.plan.patroni import enabled, node_names
+
+    stack = stack_of(target)
+    if not enabled(stack):
+        raise UsageError("db switchover needs dbc.ha: patroni (streaming replicas: `db promote` when the "
+                         "primary is lost)")
+    with project_lock(target.output):
+        return patroni.change_leader(client.connect(), stack.project, node_names(stack), to, False, report)
 
 
 def export_replica(target: Target, folder: Path, ca_bundle: Path | None = None) -> writer.Changes:

@@ -42,7 +42,7 @@ from deploystack.engine.client import engine_errors
 from deploystack.engine.lookup import service_container
 from deploystack.engine.report import Reporter
 from deploystack.errors import DeployError, StackError, UsageError
-from deploystack.plan.names import PRIMARY, replica_of_volume
+from deploystack.plan.names import PRIMARY, REPLICA_PREFIX, replica_of_volume
 
 PSQL = ["timeout", "20", "psql", "-X", "-q", "--csv", "-v", "ON_ERROR_STOP=1",
         "-h", "/run/postgresql", "-U", "postgres", "-d", "postgres"]
@@ -301,16 +301,18 @@ def drop_slots_except(client: docker.DockerClient, container: Container, wanted:
 
 
 def remove_stale_replica_volumes(client: docker.DockerClient, project: str, wanted: Sequence[str],
-                                 report: Reporter, project_label: str = labels.PROJECT) -> None:
+                                 report: Reporter, project_label: str = labels.PROJECT,
+                                 prefix: str = REPLICA_PREFIX) -> None:
     """Remove the data volumes of replicas the spec no longer has (after `scale dbc=N` down).
 
     A replica's data is a copy of the primary's, so nothing is lost; a kept volume would come back
     stale at the next scale-up and could not catch up once the primary has recycled the WAL it needs.
     `project_label`: the label naming the volume's project (a swarm stack's differs from Compose's).
+    `prefix`: the nodes' service names (`db-node-` for Patroni's, which Patroni re-clones the same way).
     """
     with engine_errors("removing old replica volumes"):
         for volume in client.volumes.list(filters={"label": f"{project_label}={project}"}):
-            replica = replica_of_volume(project, volume.name or "")
+            replica = replica_of_volume(project, volume.name or "", prefix)
             if replica is not None and replica not in wanted:
                 try:
                     volume.remove()

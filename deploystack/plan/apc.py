@@ -11,6 +11,7 @@ from deploystack.plan.dbc import PRIMARY, replica_names
 from deploystack.plan.mmc import s3_endpoint
 from deploystack.plan.model import AppImage, Build, HealthCheck, Service, Tmpfs
 from deploystack.plan.names import Role
+from deploystack.plan.patroni import database_env, router_services
 from deploystack.plan.secrets import app_secret, escape, ref
 from deploystack.spec.models import App, Stack, env_value, has_references
 
@@ -55,7 +56,7 @@ def site_origin(stack: Stack) -> str:
 def backing_services(stack: Stack) -> tuple[str, ...]:
     """Services every app needs healthy before it starts."""
     acc = stack.acc
-    names = [PRIMARY, *replica_names(stack)]
+    names = router_services(stack) or [PRIMARY, *replica_names(stack)]
     names += [n for n, on in (("redis", acc.redis.enabled), ("memcached", acc.memcached.enabled),
                               ("rabbitmq", acc.rabbitmq.enabled)) if on]
     if stack.mmc.enabled:
@@ -95,6 +96,7 @@ def app_environment(stack: Stack, name: str, app: App,
         "DB_USER": dbc.user,
         "DB_PASSWORD": ref("POSTGRES_PASSWORD"),
         "DB_REPLICAS": ",".join(replica_names(stack)),
+        **database_env(stack),  # dbc.ha: patroni: the router instead
     }
     redis_url = "redis://:" + ref("REDIS_PASSWORD") + "@redis:6379/0"
     if acc.redis.enabled:

@@ -165,11 +165,13 @@ class Network:
 
 @dataclass(frozen=True)
 class ConfigFile:
-    """A config file rendered from compose/<template> with `context` to <path> in the output."""
+    """A config file rendered from compose/<template> with `context` to <path> in the output (or, with
+    `yaml`, the context dumped as YAML)."""
 
     path: str
     template: str
     context: dict[str, object] = field(hash=False)
+    yaml: bool = False  # the context itself, dumped as YAML (no template: YAML is never templated)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,9 @@ class Role(StrEnum):
 
 PRIMARY = "db-primary"
 REPLICA_PREFIX = "db-replica-"
+NODE_PREFIX = "db-node-"  # dbc.ha: patroni: the members, db-node-1..N
+DB_ROUTER = "db-router"  # dbc.ha: patroni: the HAProxy the apps reach
+ETCD_PREFIX = "etcd-"  # dbc.ha: patroni: Patroni's store, etcd-1..3
 SLOT_PREFIX = "replica_"  # a replica's replication slot, and its Django alias: db-replica-1 -> replica_1
 
 
@@ -75,7 +78,8 @@ def replica_of_alias(alias: str) -> str:
     return REPLICA_PREFIX + alias.removeprefix(SLOT_PREFIX) if alias.startswith(SLOT_PREFIX) else alias
 
 
-def replica_of_volume(project: str, volume: str) -> str | None:
-    """The replica whose data volume `volume` is (`<project>_db-replica-<n>-data`), else None."""
-    match = re.fullmatch(rf"{re.escape(project)}_({re.escape(REPLICA_PREFIX)}\d+)-data", volume)
+def replica_of_volume(project: str, volume: str, prefix: str = REPLICA_PREFIX) -> str | None:
+    """The replica whose data volume `volume` is (`<project>_db-replica-<n>-data`), else None.
+    `prefix`: the numbered services' name (`db-node-` for Patroni's members)."""
+    match = re.fullmatch(rf"{re.escape(project)}_({re.escape(prefix)}\d+)-data", volume)
     return match.group(1) if match else None

@@ -21,6 +21,8 @@ def secret_names(stack: Stack) -> tuple[str, ...]:
         names.append("CDC_WEBHOOK_SECRET")
     if stack.dbc.offsite is not None:
         names.append("OFFSITE_REPLICATION_PASSWORD")
+    if stack.dbc.ha == "patroni":
+        names += ["DB_SUPERUSER_PASSWORD", "PATRONI_RESTAPI_PASSWORD"]  # plan/patroni.py SECRETS
     return tuple(names)
 
 

@@ -12,9 +12,9 @@ from deploystack.errors import UsageError
 from deploystack.gitsource import checkout_dir, head
 from deploystack.plan import ProjectPlan, build_plan
 from deploystack.plan.cdc import HOST_ENV_FROM_OUTPUT, OUTPUT_PATH, PROJECT_PATH, SPEC_PATH
-from deploystack.plan.model import Build
+from deploystack.plan.model import Build, ConfigFile
 from deploystack.plan.secrets import app_secret
-from deploystack.render.compose import compose_data, dump_yaml
+from deploystack.render.compose import compose_data, dump_yaml, quoted
 from deploystack.render.contexts import content_hash, context_files
 from deploystack.render.envfile import complete_secrets, env_text, read_env
 from deploystack.render.sourcetree import FileData
@@ -25,6 +25,8 @@ from deploystack.spec.appenv import AppEnv, resolve_app_env
 from deploystack.spec.models import Stack
 
 COMPOSE_FILE = "compose.yaml"
+
+
 ENV_FILE = ".env"
 SWARM_DIR = "swarm"  # the stack file's configs and secrets, and the stack file unless `-o` says otherwise
 SWARM_STACK_FILE = "stack.yaml"
@@ -103,7 +105,7 @@ def render_project(stack: Stack, spec_path: Path, output: Path, ca_bundle: bytes
     app_values = app_secret_values(app_env)
     files: dict[str, FileData] = {}
     for config in plan.configs:
-        files[config.path] = FileData(render_template(config.template, config.context).encode())
+        files[config.path] = FileData(config_text(config).encode())
     if stack.dbc.offsite is not None:
         from deploystack.render.dbtls import offsite_tls  # cryptography: only a stack with an offsite replica
 
@@ -213,7 +215,7 @@ def render_swarm(stack: Stack, spec_path: Path, rendered: Rendered, stack_file: 
     stack_file = (stack_file or folder / SWARM_STACK_FILE).resolve()
     plan = build_plan(stack, project_dir=os.path.relpath(spec_path.resolve().parent, rendered.output), swarm=True,
                       env_files=env_file_names(rendered.app_env))
-    configs = {config.path: render_template(config.template, config.context).encode() for config in plan.configs}
+    configs = {config.path: config_text(config).encode() for config in plan.configs}
     settings = Settings(stack.swarm.endpoint_mode, stack.swarm.registry, stack.swarm.update_delay,
                         stack.swarm.encrypted)
     files_dir = os.path.relpath(folder, stack_file.parent)
@@ -223,3 +225,22 @@ def render_swarm(stack: Stack, spec_path: Path, rendered: Rendered, stack_file: 
     files |= {path: FileData(value.encode(), 0o600) for path, value in secret_files(plan, rendered.secrets).items()}
     text = dump_yaml(data).replace("`deploystack generate`", "`deploystack export swarm`")
     return SwarmRendered(plan, folder, files, stack_file, text.encode())
+
+
+def config_text(config: ConfigFile) -> str:
+    """A config file's text: its template rendered, or its data dumped as YAML."""
+    if config.yaml:
+        return dump_yaml({key: quoted_tree(value) for key, value in config.context.items()})
+    return render_template(config.template, config.context)
+
+
+def quoted_tree(value: object) -> object:
+    """`value` with every string a YAML 1.1 reader would take for a boolean or null quoted (PyYAML reads
+    `on` as true)."""
+    if isinstance(value, str):
+        return quoted(value)
+    if isinstance(value, dict):
+        return {key: quoted_tree(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [quoted_tree(item) for item in value]
+    return value

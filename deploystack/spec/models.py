@@ -614,11 +614,26 @@ class DBC(Model):
     memory: MemoryLimit = Field("1g", description="container memory limit of the primary and of each replica")
     offsite: Offsite | None = Field(None, description="a disaster-recovery replica on another host "
                                                       "(`deploystack export replica` writes what it runs)")
+    ha: Literal["streaming", "patroni"] = Field(
+        "streaming", description="streaming: PostgreSQL 15, a primary and streaming replicas, `db promote` by "
+                                 "hand; patroni (opt-in, new stacks): PostgreSQL 17 on replicas + 1 Patroni "
+                                 "nodes with etcd, automatic failover, clients reach the leader through a router")
+    synchronous: bool = Field(False, description="with ha: patroni, Patroni's synchronous mode: a commit is "
+                                                 "acknowledged once a standby has it (no acknowledged write lost "
+                                                 "at a failover; each commit waits for a standby)")
 
     @field_validator("shared_buffers")
     @classmethod
     def _shared_buffers(cls, value: str) -> str:
         return values.size(value, values.PG_SIZE, 128 * KIB, 256 * GIB)
+
+    @model_validator(mode="after")
+    def _patroni_options(self) -> DBC:
+        if self.synchronous and self.ha != "patroni":
+            raise ValueError("synchronous: true needs ha: patroni (streaming replicas are asynchronous)")
+        if self.ha == "patroni" and self.offsite is not None:
+            raise ValueError("offsite is not available with ha: patroni yet: drop one of them")
+        return self
 
 
 class CDC(Toggle):

@@ -569,3 +569,14 @@ def test_other_paths_pass_through() -> None:
     response = HealthCheckMiddleware(lambda request: HttpResponse("app"))(RequestFactory().get("/healthzz"))
 
     assert response.content == b"app"
+
+
+def test_db_target_session_attrs_reaches_libpq_on_the_default_connection_only(tmp_path: Path) -> None:
+    """dbc.ha: patroni sets it: a node that stepped down from leading is refused, never written to."""
+    databases = settings_from_env(tmp_path, {"DB_HOST": "db-router", "DB_REPLICAS": "db-router:5433",
+                                             "DB_TARGET_SESSION_ATTRS": "read-write"})["DATABASES"]
+    assert databases["default"]["OPTIONS"] == {"connect_timeout": 5, "target_session_attrs": "read-write"}
+    assert databases["replica_1"]["OPTIONS"] == {"connect_timeout": 2}
+    assert (databases["replica_1"]["HOST"], databases["replica_1"]["PORT"]) == ("db-router", "5433")
+    without = settings_from_env(tmp_path, {"DB_HOST": "db-primary"})["DATABASES"]
+    assert without["default"]["OPTIONS"] == {"connect_timeout": 5}

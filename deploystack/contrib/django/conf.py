@@ -150,6 +150,9 @@ def _databases(env: Mapping[str, str], base: Path) -> dict[str, dict[str, Any]]:
         "CONN_HEALTH_CHECKS": True,
         "OPTIONS": {"connect_timeout": 5},
     }
+    target = _get(env, "DB_TARGET_SESSION_ATTRS")
+    if target is not None:  # libpq refuses a server that is not, e.g., read-write (a leader stepping down)
+        primary["OPTIONS"] = {**primary["OPTIONS"], "target_session_attrs": target}
     databases = {"default": primary}
     for number, replica in enumerate(_split(_get(env, "DB_REPLICAS")), start=1):
         replica_host, replica_port = _host_port(replica, port)
