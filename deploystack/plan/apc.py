@@ -11,6 +11,7 @@ from deploystack.plan.dbc import PRIMARY, replica_names
 from deploystack.plan.mmc import s3_endpoint
 from deploystack.plan.model import AppImage, Build, HealthCheck, Service, Tmpfs
 from deploystack.plan.secrets import app_secret, escape, ref
+from deploystack.plan.tenancy import database_of, plan_tenancy, secret_key_secret
 from deploystack.spec.models import App, Stack, env_value, has_references
 
 APP_PORT = 8000
@@ -72,7 +73,8 @@ def external_names(name: str, app: App, env_file_names: Collection[str]) -> tupl
 def app_environment(stack: Stack, name: str, app: App,
                     env_file_names: Collection[str] = ()) -> tuple[tuple[str, str], ...]:
     """`env_file_names`: the variables the app's env files give it (read when rendering)."""
-    acc, dbc = stack.acc, stack.dbc
+    acc = stack.acc
+    database = database_of(plan_tenancy(stack), name)
     env: dict[str, str] = {
         "DEPLOYSTACK_PROJECT": stack.project,
         "DEPLOYSTACK_APP": name,
@@ -81,7 +83,7 @@ def app_environment(stack: Stack, name: str, app: App,
         "APP_ASGI" if app.asgi else "APP_WSGI": app.entry_point,
         "APP_SERVER": app.server,
         "APP_WORKERS": str(app.workers),
-        "DJANGO_SECRET_KEY": ref("DJANGO_SECRET_KEY"),
+        "DJANGO_SECRET_KEY": ref(secret_key_secret(name)),
         "DJANGO_ALLOWED_HOSTS": ",".join(dict.fromkeys([stack.domain, "localhost", "127.0.0.1", name])),
         "DJANGO_DEBUG": "0",
         "DJANGO_STATIC_URL": static_url(app),
@@ -90,9 +92,9 @@ def app_environment(stack: Stack, name: str, app: App,
         "DJANGO_CSRF_TRUSTED_ORIGINS": site_origin(stack),
         "DB_HOST": PRIMARY,
         "DB_PORT": "5432",
-        "DB_NAME": dbc.database,
-        "DB_USER": dbc.user,
-        "DB_PASSWORD": ref("POSTGRES_PASSWORD"),
+        "DB_NAME": database.database,
+        "DB_USER": database.role,
+        "DB_PASSWORD": ref(database.password_secret),
         "DB_REPLICAS": ",".join(replica_names(stack)),
     }
     redis_url = "redis://:" + ref("REDIS_PASSWORD") + "@redis:6379/0"

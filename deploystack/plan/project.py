@@ -16,6 +16,7 @@ from deploystack.plan.lbc import fail2ban_configs, plan_lbc
 from deploystack.plan.mmc import plan_mmc
 from deploystack.plan.model import Network, ProjectPlan, Service
 from deploystack.plan.secrets import app_secret, secret_names
+from deploystack.plan.tenancy import plan_tenancy
 from deploystack.spec.models import Stack
 
 
@@ -53,6 +54,7 @@ def build_plan(stack: Stack, project_dir: str = "..", swarm: bool = False,
         volumes=tuple(db_volumes + acc_volumes + mmc_volumes + lbc_volumes),
         configs=(*db_configs, *cdc_configs, lbc_conf, *fail2ban_configs(stack)),
         secrets=secret_names(stack),
+        tenancy=plan_tenancy(stack),
         app_secrets=tuple(app_secret(name, var) for name, app in stack.apc.apps.items()
                           for var in external_names(name, app, (env_files or {}).get(name, ()))),
     )

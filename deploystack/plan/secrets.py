@@ -6,11 +6,16 @@ which Compose interpolates from .env and the engine resolves the same way.
 
 from __future__ import annotations
 
+from deploystack.plan.tenancy import db_password_secret, secret_key_secret
 from deploystack.spec.models import Stack
 
 
 def secret_names(stack: Stack) -> tuple[str, ...]:
-    names = ["DJANGO_SECRET_KEY", "POSTGRES_PASSWORD", "REPLICATION_PASSWORD"]
+    # Each app its own Django key and database password (plan/tenancy.py). The shared DJANGO_SECRET_KEY
+    # and POSTGRES_PASSWORD of stacks made before stay in their .env, unused.
+    names = ["REPLICATION_PASSWORD"]
+    for app in stack.apc.apps:
+        names += [secret_key_secret(app), db_password_secret(app)]
     if stack.acc.redis.enabled:
         names.append("REDIS_PASSWORD")
     if stack.acc.rabbitmq.enabled:

@@ -352,6 +352,21 @@ def _route_prefixes(routes: list[str]) -> list[str]:
     return routes
 
 
+# Role and database names an app's cannot take: PostgreSQL's own, the replication role, the apps' group.
+DB_SYSTEM_NAMES = frozenset({"postgres", "template0", "template1", "replicator", "deploystack_apps"})
+
+
+def db_role_name(app: str) -> str:
+    """An app's PostgreSQL role, and the name of the database it owns: `my-app` -> `my_app`."""
+    return app.replace("-", "_")
+
+
+class AppDatabase(Model):
+    shares: str | None = Field(
+        None, description="another app whose database this app uses: it gets read and write grants on that "
+                          "app's tables, not their ownership (default: a database and role of its own)")
+
+
 class App(Model):
     python: Python = Field(
         PYTHON_VERSIONS[0], description="3.13 (Debian 13) or 3.11 (Debian 12, for projects that need it)")
@@ -373,6 +388,8 @@ class App(Model):
         description="path prefixes whose requests may upgrade to websockets (asgi only); "
                     "the LBC keeps them open up to lbc.websocket_timeout")
     migrate: bool = Field(True, description="run migrations when the app starts")
+    database: AppDatabase = Field(default_factory=AppDatabase,
+                                  description="the app's PostgreSQL database (docs/db.md, \"One role per app\")")
     worker: Worker | None = Field(None, description="Celery workers from the same image")
     env: dict[EnvName, EnvValue] = Field(default_factory=dict,
                                 description="values may take ${NAME} from the host environment; $$ is a $")
@@ -606,8 +623,11 @@ def _is_ip(value: str) -> bool:
 
 class DBC(Model):
     replicas: int = Field(1, ge=0, le=16, description="streaming replicas of the primary (reads go there)")
-    database: str = Field("app", pattern=r"^[a-z_][a-z0-9_]{0,62}$", description="the apps' database")
-    user: str = Field("app", pattern=r"^[a-z_][a-z0-9_]{0,62}$", description="the role the apps log in as")
+    database: str = Field("app", pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+                          description="the database all apps shared before each got its own; `up` copies it "
+                                      "into each app's database once, then keeps it unused")
+    user: str = Field("app", pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+                      description="the superuser role all apps shared before each got its own; `up` demotes it")
     max_connections: int = Field(100, ge=10, le=10_000, description="PostgreSQL's max_connections")
     shared_buffers: str = Field("128MB", description="PostgreSQL's shared_buffers, e.g. 128MB (kB, MB or GB)")
     memory: MemoryLimit = Field("1g", description="container memory limit of the primary and of each replica")
