@@ -207,8 +207,9 @@ def _write_swarm(swarm: SwarmRendered) -> None:
 
 def up_swarm(target: Target, report: Reporter, ca_bundle: Path | None = None) -> SwarmRendered:
     """Export, build what is missing (and push it with `swarm.registry`), `docker stack deploy`, then
-    wait until every service runs its healthy tasks and every migration job completed."""
-    from deploystack.engine import client, images, swarm
+    wait until every service runs its healthy tasks and every migration job completed; meanwhile, the
+    apps' database roles are provisioned on the primary's task as soon as it is healthy."""
+    from deploystack.engine import client, images, provision, swarm
 
     docker_client = client.connect()
     with project_lock(target.output):
@@ -220,7 +221,16 @@ def up_swarm(target: Target, report: Reporter, ca_bundle: Path | None = None) ->
         registry = load_stack(target.spec).swarm.registry
         if registry:
             swarm.push_images(docker_client, sorted(wanted), registry, report)
+        provisioner = None
+        if exported.plan.tenancy is not None:
+            provisioner = provision.SwarmProvisioner(docker_client, exported.plan.project, exported.plan.tenancy,
+                                                     rendered.secrets, report)
+            provisioner.start()
         swarm.deploy(docker_client, exported, report, registry=bool(registry))
+        if provisioner is not None:
+            provisioner.join(timeout=60)
+            if provisioner.error is not None:
+                raise provisioner.error
         return exported
 
 

@@ -7,26 +7,71 @@ no command line. Idempotent: a second run changes nothing but the roles' passwor
 
 from __future__ import annotations
 
+import threading
+import time
+
 import docker
 from docker.models.containers import Container
 
 from deploystack.engine.client import engine_errors
 from deploystack.engine.lookup import service_container
 from deploystack.engine.report import Reporter
-from deploystack.errors import EngineError
+from deploystack.errors import EngineError, UsageError
 from deploystack.plan.dbc import PRIMARY
 from deploystack.plan.model import Tenancy
 from deploystack.plan.tenancy import provision_sql
 
 SQL_VARIABLE = "DEPLOYSTACK_PROVISION_SQL"
+SWARM_SERVICE = "com.docker.swarm.service.name"
 PSQL = ["timeout", "600", "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "/run/postgresql",
         "-U", "postgres", "-d", "postgres"]
 
 
+def swarm_service_name(project: str, service: str) -> str:
+    return f"{project}_{service}"  # as engine/swarm.py names them
+
+
 def database_leader(client: docker.DockerClient, project: str) -> Container:
     """The container that takes writes: every write of provisioning goes there. (The one place that
-    knows which node leads; today the `db-primary` service's container.)"""
-    return service_container(client, project, PRIMARY, running=True)
+    knows which node leads; today the `db-primary` service's container, or on a swarm its task's
+    container on this engine.)"""
+    try:
+        return service_container(client, project, PRIMARY, running=True)
+    except UsageError:
+        with engine_errors(f"looking for {PRIMARY} of project {project}"):
+            tasks = client.containers.list(filters={"status": "running", "label": SWARM_SERVICE + "="
+                                                    + swarm_service_name(project, PRIMARY)})
+        if not tasks:
+            raise
+        return tasks[0]
+
+
+class SwarmProvisioner(threading.Thread):
+    """On a swarm, where no converger waits for the primary: provision as soon as its task is healthy, in
+    a thread, while `docker stack deploy` is waited for (the migration jobs and apps retry until then)."""
+
+    def __init__(self, client: docker.DockerClient, project: str, tenancy: Tenancy, secrets: dict[str, str],
+                 report: Reporter, timeout_s: float = 600.0) -> None:
+        super().__init__(name="provision", daemon=True)
+        self.args_ = (client, project, tenancy, secrets, report)
+        self.timeout_s = timeout_s
+        self.error: Exception | None = None
+
+    def run(self) -> None:
+        client, project, tenancy, secrets, report = self.args_
+        deadline = time.monotonic() + self.timeout_s
+        while time.monotonic() < deadline:
+            try:
+                leader = database_leader(client, project)
+                if leader.attrs.get("State", {}).get("Health", {}).get("Status") == "healthy":
+                    run_provision(leader, tenancy, secrets, report)
+                    self.error = None
+                    return
+            except (UsageError, EngineError) as exc:
+                self.error = exc
+            time.sleep(2)
+        self.error = self.error or EngineError(f"{PRIMARY} was not healthy within {self.timeout_s:.0f} s: "
+                                               "the apps' database roles are not provisioned")
 
 
 def provision(client: docker.DockerClient, project: str, tenancy: Tenancy, secrets: dict[str, str],

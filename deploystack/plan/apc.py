@@ -11,7 +11,7 @@ from deploystack.plan.dbc import PRIMARY, replica_names
 from deploystack.plan.mmc import s3_endpoint
 from deploystack.plan.model import AppImage, Build, HealthCheck, Service, Tmpfs
 from deploystack.plan.secrets import app_secret, escape, ref
-from deploystack.plan.tenancy import database_of, plan_tenancy, secret_key_secret
+from deploystack.plan.tenancy import database_of, plan_tenancy, s3_key_secrets, secret_key_secret
 from deploystack.spec.models import App, Stack, env_value, has_references
 
 APP_PORT = 8000
@@ -113,13 +113,19 @@ def app_environment(stack: Stack, name: str, app: App,
         # Its own database: the cache's clear() is a FLUSHDB of database 0, which would drop queued tasks.
         env["CELERY_BROKER_URL"] = "redis://:" + ref("REDIS_PASSWORD") + "@redis:6379/2"
     if stack.mmc.enabled:
+        # SeaweedFS: the app's own key, whose rights end at its prefix of the media bucket and its own
+        # buckets (plan/tenancy.py); its uploads go under `<app>/` (S3_LOCATION).
+        own = stack.mmc.backend == "seaweedfs"
+        access, secret = s3_key_secrets(name) if own else ("S3_ACCESS_KEY", "S3_SECRET_KEY")
         env |= {
             "S3_ENDPOINT_URL": s3_endpoint(stack),
-            "S3_ACCESS_KEY": ref("S3_ACCESS_KEY"),
-            "S3_SECRET_KEY": ref("S3_SECRET_KEY"),
+            "S3_ACCESS_KEY": ref(access),
+            "S3_SECRET_KEY": ref(secret),
             "S3_BUCKET": stack.mmc.buckets[0],
             "MEDIA_URL": MEDIA_URL,
         }
+        if own:
+            env["S3_LOCATION"] = name
     for other in stack.apc.apps:
         if other != name:
             env[f"APC_{other.upper().replace('-', '_')}_URL"] = f"http://{other}:{APP_PORT}"

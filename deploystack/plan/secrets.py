@@ -6,7 +6,7 @@ which Compose interpolates from .env and the engine resolves the same way.
 
 from __future__ import annotations
 
-from deploystack.plan.tenancy import db_password_secret, secret_key_secret
+from deploystack.plan.tenancy import db_password_secret, s3_key_secrets, secret_key_secret
 from deploystack.spec.models import Stack
 
 
@@ -21,7 +21,9 @@ def secret_names(stack: Stack) -> tuple[str, ...]:
     if stack.acc.rabbitmq.enabled:
         names.append("RABBITMQ_PASSWORD")
     if stack.mmc.enabled:
-        names += ["S3_ACCESS_KEY", "S3_SECRET_KEY"]
+        names += ["S3_ACCESS_KEY", "S3_SECRET_KEY"]  # the store's own administrator: no app has it
+        if stack.mmc.backend == "seaweedfs":  # MinIO: not yet (its policies would be needed)
+            names += [name for app in stack.apc.apps for name in s3_key_secrets(app)]
     if stack.cdc.enabled:
         names.append("CDC_WEBHOOK_SECRET")
     if stack.dbc.offsite is not None:

@@ -31,6 +31,20 @@ def secret_key_secret(app: str) -> str:
     return f"DJANGO_SECRET_KEY_{_suffix(app)}"
 
 
+def s3_key_secrets(app: str) -> tuple[str, str]:
+    """The .env names of an app's own S3 access and secret key."""
+    return f"S3_ACCESS_KEY_{_suffix(app)}", f"S3_SECRET_KEY_{_suffix(app)}"
+
+
+def s3_actions(stack: Stack, app: str) -> tuple[str, ...]:
+    """SeaweedFS identity actions of an app's key: the media bucket (public through the LBC anyway) read
+    and listed whole, written only under `<app>/`; its own buckets (apc.apps.<app>.buckets) wholly."""
+    media = stack.mmc.buckets[0]
+    own = stack.apc.apps[app].buckets
+    return (f"Read:{media}", f"List:{media}", f"Write:{media}/{app}/*", f"Tagging:{media}/{app}/*",
+            *(f"{action}:{bucket}" for bucket in own for action in ("Read", "List", "Write", "Tagging")))
+
+
 def app_databases(stack: Stack) -> tuple[AppDatabase, ...]:
     databases = []
     for name, app in stack.apc.apps.items():

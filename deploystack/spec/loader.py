@@ -107,6 +107,7 @@ def cross_checks(stack: Stack, document: CommentedMap, spec_dir: Path) -> list[P
             continue
         problems += _python_pin(name, app.python, source, document)
     problems += _database_problems(stack, document)
+    problems += _bucket_problems(stack, document)
     offsite = stack.dbc.offsite
     if offsite is not None:
         lbc = stack.lbc
@@ -115,6 +116,24 @@ def cross_checks(stack: Stack, document: CommentedMap, spec_dir: Path) -> list[P
             loc = ("dbc", "offsite", "port")
             problems.append(Problem(dotted(loc), f"port {offsite.port} on {offsite.bind} is already the LBC's",
                                     line_of(document, loc)))
+    return problems
+
+
+def _bucket_problems(stack: Stack, document: CommentedMap) -> list[Problem]:
+    """An app's own buckets are mmc.buckets other than the first (the shared media bucket)."""
+    problems: list[Problem] = []
+    for name, app in stack.apc.apps.items():
+        for index, bucket in enumerate(app.buckets):
+            loc: Loc = ("apc", "apps", name, "buckets", index)
+            if not stack.mmc.enabled:
+                why = "mmc is off: there is no bucket to give"
+            elif bucket == stack.mmc.buckets[0]:
+                why = f"{bucket!r} is the media bucket, which every app has already (under <app>/)"
+            elif bucket not in stack.mmc.buckets:
+                why = f"no bucket {bucket!r} in mmc.buckets ({', '.join(stack.mmc.buckets)})"
+            else:
+                continue
+            problems.append(Problem(dotted(loc), why, line_of(document, loc)))
     return problems
 
 

@@ -388,6 +388,10 @@ class App(Model):
         description="path prefixes whose requests may upgrade to websockets (asgi only); "
                     "the LBC keeps them open up to lbc.websocket_timeout")
     migrate: bool = Field(True, description="run migrations when the app starts")
+    buckets: list[str] = Field(
+        default_factory=list, max_length=100,
+        description="mmc.buckets (not the first) this app reads and writes with its own S3 key; every app "
+                    "reads the first (media) bucket and writes there under <app>/ only")
     database: AppDatabase = Field(default_factory=AppDatabase,
                                   description="the app's PostgreSQL database (docs/db.md, \"One role per app\")")
     worker: Worker | None = Field(None, description="Celery workers from the same image")

@@ -117,3 +117,30 @@ def test_the_script_takes_passwords_from_the_environment_and_demotes_the_legacy_
             "INHERIT PASSWORD :'pw_backend';") in sql
     assert "ALTER ROLE %I NOSUPERUSER NOCREATEROLE NOCREATEDB NOLOGIN" in sql and "rolname = 'app'" in sql
     assert 'REVOKE ALL ON DATABASE "frontend" FROM PUBLIC;' in sql
+
+
+def test_each_app_has_its_own_s3_key_limited_to_its_prefix_and_buckets(spec_dir: Path) -> None:
+    text = TWO_APPS + "      buckets: [front-files]\nmmc: {buckets: [media, front-files, spare]}\n"
+    plan = build_plan(load_stack(write_spec(spec_dir, text, APPS)))
+    env = dict(plan.service("shop-front").environment)
+    assert (env["S3_ACCESS_KEY"], env["S3_SECRET_KEY"], env["S3_LOCATION"]) == (
+        "${S3_ACCESS_KEY_SHOP_FRONT}", "${S3_SECRET_KEY_SHOP_FRONT}", "shop-front")
+    media = dict(plan.service("media").environment)
+    assert media["S3_APP_IDENTITIES"].split(";") == [
+        "app-backend S3_ACCESS_KEY_BACKEND S3_SECRET_KEY_BACKEND Read:media List:media Write:media/backend/* "
+        "Tagging:media/backend/*",
+        "app-shop-front S3_ACCESS_KEY_SHOP_FRONT S3_SECRET_KEY_SHOP_FRONT Read:media List:media "
+        "Write:media/shop-front/* Tagging:media/shop-front/* Read:front-files List:front-files "
+        "Write:front-files Tagging:front-files",
+    ]
+    assert media["S3_ACCESS_KEY_BACKEND"] == "${S3_ACCESS_KEY_BACKEND}"
+    assert {"S3_ACCESS_KEY_BACKEND", "S3_SECRET_KEY_SHOP_FRONT", "S3_ACCESS_KEY"} <= set(plan.secrets)
+
+
+@pytest.mark.parametrize(("extra", "expected"), [
+    ("      buckets: [media]\n", "apc.apps.shop-front.buckets[0] (line 10): 'media' is the media bucket, which "
+                                 "every app has already (under <app>/)"),
+    ("      buckets: [nope]\n", "apc.apps.shop-front.buckets[0] (line 10): no bucket 'nope' in mmc.buckets (media)"),
+])
+def test_bad_buckets(spec_dir: Path, extra: str, expected: str) -> None:
+    assert problems_of(spec_dir, TWO_APPS + extra) == [expected]
