@@ -11,7 +11,13 @@ from deploystack.plan.dbc import PRIMARY, replica_names
 from deploystack.plan.mmc import s3_endpoint
 from deploystack.plan.model import AppImage, Build, HealthCheck, Service, Tmpfs
 from deploystack.plan.secrets import app_secret, escape, ref
-from deploystack.plan.tenancy import database_of, plan_tenancy, s3_key_secrets, secret_key_secret
+from deploystack.plan.tenancy import (
+    database_of,
+    plan_tenancy,
+    rabbitmq_password_secret,
+    s3_key_secrets,
+    secret_key_secret,
+)
 from deploystack.spec.models import App, Stack, env_value, has_references
 
 APP_PORT = 8000
@@ -106,9 +112,8 @@ def app_environment(stack: Stack, name: str, app: App,
     if acc.memcached.enabled:
         env["MEMCACHED_LOCATION"] = "memcached:11211"
     if acc.rabbitmq.enabled:
-        env["CELERY_BROKER_URL"] = (
-            f"amqp://{acc.rabbitmq.user}:" + ref("RABBITMQ_PASSWORD") + f"@rabbitmq:5672/{acc.rabbitmq.vhost}"
-        )
+        # Its own user on its own vhost (both named like the app): no other app's queues, no administration.
+        env["CELERY_BROKER_URL"] = f"amqp://{name}:" + ref(rabbitmq_password_secret(name)) + f"@rabbitmq:5672/{name}"
     elif acc.redis.enabled:
         # Its own database: the cache's clear() is a FLUSHDB of database 0, which would drop queued tasks.
         env["CELERY_BROKER_URL"] = "redis://:" + ref("REDIS_PASSWORD") + "@redis:6379/2"

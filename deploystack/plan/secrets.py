@@ -6,7 +6,7 @@ which Compose interpolates from .env and the engine resolves the same way.
 
 from __future__ import annotations
 
-from deploystack.plan.tenancy import db_password_secret, s3_key_secrets, secret_key_secret
+from deploystack.plan.tenancy import db_password_secret, rabbitmq_password_secret, s3_key_secrets, secret_key_secret
 from deploystack.spec.models import Stack
 
 
@@ -19,7 +19,8 @@ def secret_names(stack: Stack) -> tuple[str, ...]:
     if stack.acc.redis.enabled:
         names.append("REDIS_PASSWORD")
     if stack.acc.rabbitmq.enabled:
-        names.append("RABBITMQ_PASSWORD")
+        names.append("RABBITMQ_PASSWORD")  # the broker's administrator: no app has it
+        names += [rabbitmq_password_secret(app) for app in stack.apc.apps]
     if stack.mmc.enabled:
         names += ["S3_ACCESS_KEY", "S3_SECRET_KEY"]  # the store's own administrator: no app has it
         if stack.mmc.backend == "seaweedfs":  # MinIO: not yet (its policies would be needed)

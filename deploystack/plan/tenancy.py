@@ -31,6 +31,11 @@ def secret_key_secret(app: str) -> str:
     return f"DJANGO_SECRET_KEY_{_suffix(app)}"
 
 
+def rabbitmq_password_secret(app: str) -> str:
+    """The .env name of an app's RabbitMQ password; its user and vhost are both named like the app."""
+    return f"RABBITMQ_PASSWORD_{_suffix(app)}"
+
+
 def s3_key_secrets(app: str) -> tuple[str, str]:
     """The .env names of an app's own S3 access and secret key."""
     return f"S3_ACCESS_KEY_{_suffix(app)}", f"S3_SECRET_KEY_{_suffix(app)}"

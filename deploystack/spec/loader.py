@@ -147,6 +147,9 @@ def _database_problems(stack: Stack, document: CommentedMap) -> list[Problem]:
         why = None
         if role in DB_SYSTEM_NAMES:
             why = f"its database role and database would be {role!r}, a name PostgreSQL or deploystack uses"
+        elif stack.acc.rabbitmq.enabled and name in (stack.acc.rabbitmq.user, stack.acc.rabbitmq.vhost):
+            why = (f"its RabbitMQ user and vhost would be {name!r}, which acc.rabbitmq.user or vhost names: "
+                   f"rename the app, or set those")
         elif role in (stack.dbc.user, stack.dbc.database):
             why = (f"its database role and database would be {role!r}, which dbc.user or dbc.database names "
                    f"(the shared layout that `up` migrates from): rename the app, or set those")

@@ -524,8 +524,10 @@ class Memcached(Toggle):
 
 
 class RabbitMQ(Toggle):
-    vhost: str = Field("app", description="the apps' virtual host (also in their amqp:// URL)")
-    user: str = Field("app", description="the user the apps log in as")
+    vhost: str = Field("app", description="the administrator's virtual host (each app has its own, named "
+                                          "like the app)")
+    user: str = Field("app", description="the administrator (each app logs in as a user of its own, named "
+                                         "like the app, on its own vhost)")
     management: bool = Field(False, description="the management plugin (HTTP API on 15672, private network)")
     memory: MemoryLimit = Field("512m", description="container memory limit")
 

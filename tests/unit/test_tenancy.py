@@ -144,3 +144,21 @@ def test_each_app_has_its_own_s3_key_limited_to_its_prefix_and_buckets(spec_dir:
 ])
 def test_bad_buckets(spec_dir: Path, extra: str, expected: str) -> None:
     assert problems_of(spec_dir, TWO_APPS + extra) == [expected]
+
+
+def test_each_app_has_its_own_rabbitmq_user_and_vhost() -> None:
+    plan = build_plan(load_stack(BLUEPRINTS / "default" / "deploystack.yaml"))
+    env = dict(plan.service("backend").environment)
+    assert env["CELERY_BROKER_URL"] == "amqp://backend:${RABBITMQ_PASSWORD_BACKEND}@rabbitmq:5672/backend"
+    broker = dict(plan.service("rabbitmq").environment)
+    assert broker["RABBITMQ_APP_USERS"].split(";") == [
+        "backend backend RABBITMQ_PASSWORD_BACKEND", "frontend frontend RABBITMQ_PASSWORD_FRONTEND",
+        "bff bff RABBITMQ_PASSWORD_BFF"]
+    assert broker["RABBITMQ_PASSWORD_BFF"] == "${RABBITMQ_PASSWORD_BFF}"
+
+
+def test_an_app_named_like_the_rabbitmq_administrator_is_refused(spec_dir: Path) -> None:
+    text = TWO_APPS + "acc: {rabbitmq: {user: admin, vhost: shop-front}}\n"
+    assert problems_of(spec_dir, text) == [
+        "apc.apps.shop-front (line 7): its RabbitMQ user and vhost would be 'shop-front', which "
+        "acc.rabbitmq.user or vhost names: rename the app, or set those"]
