@@ -1,4 +1,5 @@
-"""One identity per app: its PostgreSQL role and database, its Django secret key (issue 14, item 3).
+"""One identity per app (issue 14, item 3): its PostgreSQL role and database, its Django secret key, its
+S3 key and what that key may do, its RabbitMQ user and vhost.
 
 Pure: names derived from the spec, and the psql script that `up` runs on the primary (engine/provision.py)
 to make the roles and databases, and to migrate a stack made before apps had their own.
