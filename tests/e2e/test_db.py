@@ -43,7 +43,9 @@ def status(stack: StackUnderTest) -> dict[str, Any]:
 
 
 def sql(stack: StackUnderTest, service: str, query: str) -> str:
-    code, out = stack.exec(service, ["psql", "-X", "-U", "postgres", "-d", "backend", "-qtAc", query])
+    """As the first app's role on its database, as the app's own migrations would make the tables."""
+    code, out = stack.exec(service, ["env", "PGOPTIONS=-c role=backend", "psql", "-X", "-U", "postgres",
+                                     "-d", "backend", "-qtAc", query])
     assert code == 0, out
     return out.strip()
 
