@@ -76,6 +76,10 @@ def _cluster_table(cluster: ClusterStatus, as_json: bool) -> None:
         console.warning(cluster.error)
 
 
+AppOpt = Annotated[str | None, typer.Option(
+    "--app", help="whose database (each app has its own); default: the spec's first app")]
+
+
 @db_app.command()
 def backup(
     folder: Annotated[Path, typer.Argument(help="where backups go (created if missing)")],
@@ -85,12 +89,13 @@ def backup(
     physical: Annotated[bool, typer.Option(
         "--physical", help="a pg_basebackup tarball of the whole cluster (disaster recovery), not pg_dump",
     )] = False,
+    app: AppOpt = None,
 ) -> None:
-    """Back up the app database (pg_dump custom format) into FOLDER; older ones beyond --keep go."""
+    """Back up an app's database (pg_dump custom format) into FOLDER; older ones beyond --keep go."""
     from deploystack import operations
 
     check_folder(folder, "backup folder")
-    path = operations.db_backup(Target.of(file, output), folder, keep, physical, console.Progress())
+    path = operations.db_backup(Target.of(file, output), folder, keep, physical, console.Progress(), app)
     console.say(f"backed up to {path}")
 
 
@@ -99,11 +104,12 @@ def restore(
     path: Annotated[Path, typer.Argument(help="a dump made by `db backup`, or a folder (its newest dump)")],
     file: SpecOpt = None,
     output: OutOpt = None,
+    app: AppOpt = None,
 ) -> None:
-    """Restore a dump into the app database on the primary (backed up beside it first); replicas follow."""
+    """Restore a dump into an app's database on the primary (backed up beside it first); replicas follow."""
     from deploystack import operations
 
-    dump = operations.db_restore(Target.of(file, output), path, console.Progress())
+    dump = operations.db_restore(Target.of(file, output), path, console.Progress(), app)
     console.say(f"restored from {dump}")
 
 
@@ -141,8 +147,9 @@ def shell(
         help="for psql, after -- (e.g. -- -c 'select 1')", show_default=False)] = None,
     file: SpecOpt = None,
     output: OutOpt = None,
+    app: AppOpt = None,
 ) -> None:
-    """psql on the primary, as the app's database user on the app database."""
+    """psql on the primary, as an app's database role on its database."""
     from deploystack import operations
 
-    raise typer.Exit(operations.db_shell(Target.of(file, output), arguments or []))
+    raise typer.Exit(operations.db_shell(Target.of(file, output), arguments or [], app))

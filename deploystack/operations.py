@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from deploystack.engine.patroni import ClusterStatus
     from deploystack.engine.report import Reporter
     from deploystack.envlist import EnvRow
+    from deploystack.plan.model import AppDatabase
 
 STATE_DIR = ".deploystack"
 
@@ -208,8 +209,9 @@ def _write_swarm(swarm: SwarmRendered) -> None:
 
 def up_swarm(target: Target, report: Reporter, ca_bundle: Path | None = None) -> SwarmRendered:
     """Export, build what is missing (and push it with `swarm.registry`), `docker stack deploy`, then
-    wait until every service runs its healthy tasks and every migration job completed."""
-    from deploystack.engine import client, images, swarm
+    wait until every service runs its healthy tasks and every migration job completed; meanwhile, the
+    apps' database roles are provisioned on the primary's task as soon as it is healthy."""
+    from deploystack.engine import client, images, provision, swarm
 
     address = client.engine_address()
     docker_client = client.connect(address)
@@ -228,7 +230,16 @@ def up_swarm(target: Target, report: Reporter, ca_bundle: Path | None = None) ->
             rendered, builds=tuple(b for b in rendered.builds if b.image in wanted)), report)
         if registry:
             swarm.push_images(builder, sorted(wanted), registry, report)
+        provisioner = None
+        if exported.plan.tenancy is not None:
+            provisioner = provision.SwarmProvisioner(docker_client, exported.plan.project, exported.plan.tenancy,
+                                                     rendered.secrets, report)
+            provisioner.start()
         swarm.deploy(docker_client, exported, report, registry=bool(registry))
+        if provisioner is not None:
+            provisioner.join(timeout=60)
+            if provisioner.error is not None:
+                raise provisioner.error
         return exported
 
 
@@ -412,8 +423,19 @@ def db_status(target: Target) -> DbStatus:
     return db.status(client.connect(), stack.project, [PRIMARY, *replica_names(stack)], offsite)
 
 
-def db_backup(target: Target, folder: Path, keep: int, physical: bool, report: Reporter) -> Path:
-    """pg_dump (custom format) of the app database, or with `physical` a pg_basebackup tarball of the
+def app_database(stack: Stack, app: str | None) -> AppDatabase:
+    """App `app`'s database role and database (default: the spec's first app's); UsageError if no such app."""
+    from deploystack.plan.tenancy import app_databases
+
+    databases = {d.app: d for d in app_databases(stack)}
+    if app is not None and app not in databases:
+        raise UsageError(f"--app {app}: no such app in {stack.project} (apps: {', '.join(databases)})")
+    return databases[app] if app is not None else next(iter(databases.values()))
+
+
+def db_backup(target: Target, folder: Path, keep: int, physical: bool, report: Reporter,
+              app: str | None = None) -> Path:
+    """pg_dump (custom format) of an app's database, or with `physical` a pg_basebackup tarball of the
     whole cluster, into `folder`; then only the `keep` newest of that kind stay."""
     from deploystack.engine import client, db
 
@@ -422,15 +444,17 @@ def db_backup(target: Target, folder: Path, keep: int, physical: bool, report: R
     stack = stack_of(target)
     docker_client = client.connect()
     with project_lock(target.output):
-        return db.backup(docker_client, stack.project, stack.dbc.database, folder, keep, report, physical)
+        database = app_database(stack, app).database
+        return db.backup(docker_client, stack.project, database, folder, keep, report, physical)
 
 
-def db_restore(target: Target, path: Path, report: Reporter) -> Path:
-    """Restore a pg_dump custom-format backup (or a folder's newest one of this project) into the app
+def db_restore(target: Target, path: Path, report: Reporter, app: str | None = None) -> Path:
+    """Restore a pg_dump custom-format backup (or a folder's newest one of this project) into an app's
     database on the primary; the database is backed up next to it first, so a restore loses nothing."""
     from deploystack.engine import client, db
 
     stack = stack_of(target)
+    database = app_database(stack, app)
     require_generated(target, stack.project)
     dump = path
     if path.is_dir():
@@ -444,9 +468,9 @@ def db_restore(target: Target, path: Path, report: Reporter) -> Path:
     db.check_dump(dump)
     docker_client = client.connect()
     with project_lock(target.output):
-        db.backup(docker_client, stack.project, stack.dbc.database, dump.parent, keep=10**6, report=report,
+        db.backup(docker_client, stack.project, database.database, dump.parent, keep=10**6, report=report,
                   suffix="-before-restore")
-        db.restore(docker_client, stack.project, stack.dbc.database, stack.dbc.user, dump, report)
+        db.restore(docker_client, stack.project, database.database, database.owner, dump, report)
     return dump
 
 
@@ -534,14 +558,15 @@ def exec_service(target: Target, service: str, number: int, command: list[str]) 
     return _exec(stack_of(target), service, number, command)
 
 
-def db_shell(target: Target, arguments: list[str]) -> int:
-    """psql on the primary, as the app's database user on the app database; `arguments` go to psql."""
+def db_shell(target: Target, arguments: list[str], app: str | None = None) -> int:
+    """psql on the primary, as an app's database role on its database; `arguments` go to psql."""
     from deploystack.plan.dbc import PRIMARY
 
     stack = stack_of(target)
-    # The password comes from the container's own environment, so it is on no command line of the host.
-    psql = ["sh", "-c", 'PGPASSWORD="$POSTGRES_PASSWORD" exec psql -h /run/postgresql "$@"', "psql",
-            "-U", stack.dbc.user, "-d", stack.dbc.database, *arguments]
+    database = app_database(stack, app)
+    # postgres over the local socket (no password), with the app's role and rights from the start.
+    psql = ["env", f"PGOPTIONS=-c role={database.role}", "psql", "-h", "/run/postgresql",
+            "-U", "postgres", "-d", database.database, *arguments]
     return _exec(stack, PRIMARY, 1, psql)
 
 

@@ -27,7 +27,7 @@ from deploystack import operations
 from deploystack.engine.report import Reporter
 from deploystack.errors import UsageError
 from deploystack.gitsource import resolve_url
-from deploystack.operations import Target
+from deploystack.operations import Target, app_database
 from deploystack.plan.names import PRIMARY, replica_names, replica_of_alias
 from deploystack.render.envfile import read_env
 from deploystack.render.project import ENV_FILE
@@ -156,8 +156,9 @@ class StackUnderTest:
     def http_url(self, path: str = "/") -> str:
         return f"http://127.0.0.1:{self.http_port}{path}"
 
-    def db_url(self, alias: str = "default") -> str:
-        """A PostgreSQL URL for `default` (the primary) or `replica_N`, reachable from this host.
+    def db_url(self, alias: str = "default", app: str | None = None) -> str:
+        """A PostgreSQL URL for `default` (the primary) or `replica_N`, reachable from this host, as app
+        `app`'s role on its database (default: the spec's first app).
 
         The database is on the private network only; the host reaches a container's bridge address
         directly (no forwarding), which is all a test on the same machine needs.
@@ -172,8 +173,9 @@ class StackUnderTest:
         if service != PRIMARY and service not in replica_names(stack.dbc.replicas):
             raise UsageError(f"no database alias {alias!r}: default or replica_1..replica_{stack.dbc.replicas}")
         address = engine_testing.private_address(self.project, service)
-        password = read_env(self.target.output / ENV_FILE)["POSTGRES_PASSWORD"]
-        return f"postgresql://{stack.dbc.user}:{password}@{address}:5432/{stack.dbc.database}"
+        database = app_database(stack, app)
+        password = read_env(self.target.output / ENV_FILE)[database.password_secret]
+        return f"postgresql://{database.role}:{password}@{address}:5432/{database.database}"
 
     def exec(self, service: str, command: Sequence[str], number: int = 1) -> tuple[int, str]:
         """Run `command` in replica `number` of `service`: (exit code, output)."""

@@ -16,11 +16,8 @@ if docker container inspect "$NAME" >/dev/null 2>&1; then
 else
     publish=()
     [[ -z $PUBLISH ]] || publish=(--publish "$PUBLISH:5432")
-    primary=()
-    # Promoted: the entrypoint sets up roles as on any primary, and wants the app role's password.
-    [[ $ROLE != primary ]] || primary=(--env POSTGRES_PASSWORD)
     docker run --detach --name "$NAME" --restart unless-stopped \
-        --env-file "$here/replica.env" --env DB_ROLE="$ROLE" "${primary[@]}" \
+        --env-file "$here/replica.env" --env DB_ROLE="$ROLE" \
         --volume "$NAME-data:/var/lib/postgresql/data" \
         --mount "type=bind,source=$here/config,target=/etc/deploystack,readonly" \
         "${publish[@]}" --stop-timeout 60 \

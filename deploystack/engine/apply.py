@@ -24,10 +24,12 @@ from deploystack.engine.client import engine_errors
 from deploystack.engine.containers import CONFIG_MOUNT, ContainerSpec, config_files_hash, interpolate, wanted_specs
 from deploystack.engine.health import Readiness, wait_ready
 from deploystack.engine.lookup import project_containers
+from deploystack.engine.provision import provision
 from deploystack.engine.report import Reporter
 from deploystack.errors import EngineError
+from deploystack.plan.dbc import PRIMARY
 from deploystack.plan.model import ProjectPlan, Service
-from deploystack.plan.names import Role, network_name, volume_name
+from deploystack.plan.names import DB_ROUTER, Role, network_name, volume_name
 from deploystack.render.project import Rendered
 
 APPLIED_HASH_FILE = "/run/deploystack-config-hash"  # inside a reloadable container: config it has loaded
@@ -167,6 +169,10 @@ class Converger:
 
     def _after_ready(self, service: Service) -> None:
         self.report.step(f"{service.name} ready")
+        if service.name in (PRIMARY, DB_ROUTER) and self.plan.tenancy is not None:
+            # Before anything that depends on the primary (migrations, apps) starts. (With Patroni, the
+            # router is healthy once a leader is.)
+            provision(self.client, self.plan.project, self.plan.tenancy, self.rendered.secrets, self.report)
         if service.reload is not None:
             self._reload_if_stale(service)
             if service.role == Role.LBC:

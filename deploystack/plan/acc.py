@@ -6,6 +6,7 @@ from deploystack.plan import hardening as h
 from deploystack.plan.model import Build, HealthCheck, Mount, Service, Tmpfs
 from deploystack.plan.names import Role
 from deploystack.plan.secrets import ref
+from deploystack.plan.tenancy import rabbitmq_password_secret
 from deploystack.spec.models import Stack
 
 
@@ -17,6 +18,14 @@ def redis_appendonly(stack: Stack) -> bool:
     """AOF on when the spec says so, and by default when Redis holds Celery's queue (losing it loses tasks)."""
     redis = stack.acc.redis
     return redis.appendonly if redis.appendonly is not None else stack.acc.redis_is_broker
+
+
+def rabbitmq_app_users(stack: Stack) -> tuple[tuple[str, str], ...]:
+    """Each app's RabbitMQ user and vhost (both its name) for the entrypoint: its password as a variable of
+    its own, and RABBITMQ_APP_USERS, `<user> <vhost> <password variable>` per app, `;` between them."""
+    secrets = [rabbitmq_password_secret(app) for app in stack.apc.apps]
+    users = ";".join(f"{app} {app} {secret}" for app, secret in zip(stack.apc.apps, secrets, strict=True))
+    return (*((secret, ref(secret)) for secret in secrets), ("RABBITMQ_APP_USERS", users))
 
 
 def plan_acc(stack: Stack) -> tuple[list[Service], list[str]]:
@@ -49,7 +58,8 @@ def plan_acc(stack: Stack) -> tuple[list[Service], list[str]]:
             environment=(("RABBITMQ_USER", acc.rabbitmq.user),
                          ("RABBITMQ_PASSWORD", ref("RABBITMQ_PASSWORD")),
                          ("RABBITMQ_VHOST", acc.rabbitmq.vhost),
-                         ("RABBITMQ_MANAGEMENT", "1" if acc.rabbitmq.management else "0")),
+                         ("RABBITMQ_MANAGEMENT", "1" if acc.rabbitmq.management else "0"),
+                         *rabbitmq_app_users(stack)),
             mounts=(Mount("rabbitmq-data", "/var/lib/rabbitmq"),),
             # The entrypoint makes the Erlang cookie (chmod 0400 as rabbitmq's) and the definitions in
             # /run/rabbitmq, then drops to rabbitmq.

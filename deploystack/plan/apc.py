@@ -13,6 +13,13 @@ from deploystack.plan.model import AppImage, Build, HealthCheck, Service, Tmpfs
 from deploystack.plan.names import Role
 from deploystack.plan.patroni import database_env, router_services
 from deploystack.plan.secrets import app_secret, escape, ref
+from deploystack.plan.tenancy import (
+    database_of,
+    plan_tenancy,
+    rabbitmq_password_secret,
+    s3_key_secrets,
+    secret_key_secret,
+)
 from deploystack.spec.models import App, Stack, env_value, has_references
 
 APP_PORT = 8000
@@ -74,7 +81,8 @@ def external_names(name: str, app: App, env_file_names: Collection[str]) -> tupl
 def app_environment(stack: Stack, name: str, app: App,
                     env_file_names: Collection[str] = ()) -> tuple[tuple[str, str], ...]:
     """`env_file_names`: the variables the app's env files give it (read when rendering)."""
-    acc, dbc = stack.acc, stack.dbc
+    acc = stack.acc
+    database = database_of(plan_tenancy(stack), name)
     env: dict[str, str] = {
         "DEPLOYSTACK_PROJECT": stack.project,
         "DEPLOYSTACK_APP": name,
@@ -83,7 +91,7 @@ def app_environment(stack: Stack, name: str, app: App,
         "APP_ASGI" if app.asgi else "APP_WSGI": app.entry_point,
         "APP_SERVER": app.server,
         "APP_WORKERS": str(app.workers),
-        "DJANGO_SECRET_KEY": ref("DJANGO_SECRET_KEY"),
+        "DJANGO_SECRET_KEY": ref(secret_key_secret(name)),
         "DJANGO_ALLOWED_HOSTS": ",".join(dict.fromkeys([stack.domain, "localhost", "127.0.0.1", name])),
         "DJANGO_DEBUG": "0",
         "DJANGO_STATIC_URL": static_url(app),
@@ -92,9 +100,9 @@ def app_environment(stack: Stack, name: str, app: App,
         "DJANGO_CSRF_TRUSTED_ORIGINS": site_origin(stack),
         "DB_HOST": PRIMARY,
         "DB_PORT": "5432",
-        "DB_NAME": dbc.database,
-        "DB_USER": dbc.user,
-        "DB_PASSWORD": ref("POSTGRES_PASSWORD"),
+        "DB_NAME": database.database,
+        "DB_USER": database.role,
+        "DB_PASSWORD": ref(database.password_secret),
         "DB_REPLICAS": ",".join(replica_names(stack)),
         **database_env(stack),  # dbc.ha: patroni: the router instead
     }
@@ -107,20 +115,25 @@ def app_environment(stack: Stack, name: str, app: App,
     if acc.memcached.enabled:
         env["MEMCACHED_LOCATION"] = "memcached:11211"
     if acc.rabbitmq.enabled:
-        env["CELERY_BROKER_URL"] = (
-            f"amqp://{acc.rabbitmq.user}:" + ref("RABBITMQ_PASSWORD") + f"@rabbitmq:5672/{acc.rabbitmq.vhost}"
-        )
+        # Its own user on its own vhost (both named like the app): no other app's queues, no administration.
+        env["CELERY_BROKER_URL"] = f"amqp://{name}:" + ref(rabbitmq_password_secret(name)) + f"@rabbitmq:5672/{name}"
     elif acc.redis.enabled:
         # Its own database: the cache's clear() is a FLUSHDB of database 0, which would drop queued tasks.
         env["CELERY_BROKER_URL"] = "redis://:" + ref("REDIS_PASSWORD") + "@redis:6379/2"
     if stack.mmc.enabled:
+        # SeaweedFS: the app's own key, whose rights end at its prefix of the media bucket and its own
+        # buckets (plan/tenancy.py); its uploads go under `<app>/` (S3_LOCATION).
+        own = stack.mmc.backend == "seaweedfs"
+        access, secret = s3_key_secrets(name) if own else ("S3_ACCESS_KEY", "S3_SECRET_KEY")
         env |= {
             "S3_ENDPOINT_URL": s3_endpoint(stack),
-            "S3_ACCESS_KEY": ref("S3_ACCESS_KEY"),
-            "S3_SECRET_KEY": ref("S3_SECRET_KEY"),
+            "S3_ACCESS_KEY": ref(access),
+            "S3_SECRET_KEY": ref(secret),
             "S3_BUCKET": stack.mmc.buckets[0],
             "MEDIA_URL": MEDIA_URL,
         }
+        if own:
+            env["S3_LOCATION"] = name
     for other in stack.apc.apps:
         if other != name:
             env[f"APC_{other.upper().replace('-', '_')}_URL"] = f"http://{other}:{APP_PORT}"

@@ -8,6 +8,7 @@ from deploystack.plan.names import PRIMARY as PRIMARY  # where the other role mo
 from deploystack.plan.names import Role, data_volume, is_replica, network_name, slot_name
 from deploystack.plan.names import replica_names as numbered_replicas
 from deploystack.plan.secrets import ref
+from deploystack.plan.tenancy import APPS_GROUP
 from deploystack.spec.models import DBC, Offsite, Stack
 
 REPLICATION_USER = "replicator"
@@ -55,14 +56,13 @@ def postgresql_conf(dbc: DBC, tls: bool) -> dict[str, object]:
 
 
 def pg_hba_conf(stack: Stack, offsite: Offsite | None) -> dict[str, object]:
-    dbc = stack.dbc
     # Without an offsite replica nothing outside the private network reaches PostgreSQL. With one, the
     # published port is the same listener the apps use, so the app and in-stack replication roles are
     # limited to the containers of the private network, by name: PostgreSQL looks the client address up
     # in Docker's DNS (`<container>.<project>_private`); a connection through the published port comes
     # from a gateway or a remote address, which has no such name. 127.0.0.1 is `db backup --physical`.
     clients = ["127.0.0.1/32", f".{network_name(stack.project, 'private')}"] if offsite else ["all"]
-    return {"database": dbc.database, "user": dbc.user, "replication_user": REPLICATION_USER,
+    return {"apps_group": APPS_GROUP, "replication_user": REPLICATION_USER,
             "clients": clients, "offsite_user": offsite_role(offsite) if offsite else None}
 
 
@@ -70,10 +70,9 @@ def plan_dbc(stack: Stack) -> tuple[list[Service], list[str], list[ConfigFile]]:
     dbc = stack.dbc
     offsite = dbc.offsite
     build = Build(role="db", repo="deploystack/db", context="build/db")
+    # The apps' roles and databases are made by `up` once the primary is ready (engine/provision.py):
+    # adding an app changes nothing here, so it never restarts the database.
     common = (
-        ("POSTGRES_DB", dbc.database),
-        ("POSTGRES_USER", dbc.user),
-        ("POSTGRES_PASSWORD", ref("POSTGRES_PASSWORD")),
         ("REPLICATION_USER", REPLICATION_USER),
         ("REPLICATION_PASSWORD", ref("REPLICATION_PASSWORD")),
     )

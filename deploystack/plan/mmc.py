@@ -6,6 +6,7 @@ from deploystack.plan import hardening as h
 from deploystack.plan.model import Build, HealthCheck, Mount, Service
 from deploystack.plan.names import Role
 from deploystack.plan.secrets import ref
+from deploystack.plan.tenancy import s3_actions, s3_key_secrets
 from deploystack.spec.models import Stack
 
 S3_PORT = 8333
@@ -14,6 +15,17 @@ MINIO_PORT = 9000
 
 def s3_endpoint(stack: Stack) -> str:
     return f"http://media:{S3_PORT if stack.mmc.backend == 'seaweedfs' else MINIO_PORT}"
+
+
+def app_identities(stack: Stack) -> tuple[tuple[str, str], ...]:
+    """Each app's S3 identity for the entrypoint: its keys as variables of their own, and one line per app
+    in S3_APP_IDENTITIES (`;` between apps), `<name> <access key variable> <secret key variable> <action>...`."""
+    lines, keys = [], []
+    for app in stack.apc.apps:
+        access, secret = s3_key_secrets(app)
+        keys += [(access, ref(access)), (secret, ref(secret))]
+        lines.append(" ".join((f"app-{app}", access, secret, *s3_actions(stack, app))))
+    return (*keys, ("S3_APP_IDENTITIES", ";".join(lines)))
 
 
 def plan_mmc(stack: Stack) -> tuple[list[Service], list[str]]:
@@ -26,7 +38,8 @@ def plan_mmc(stack: Stack) -> tuple[list[Service], list[str]]:
             name="media", role=Role.MMC,
             build=Build(role="media", repo="deploystack/media", context="build/media"),
             # The first bucket holds Django's media, which the LBC serves at /media/ without signing.
-            environment=(*keys, ("S3_BUCKETS", ",".join(mmc.buckets)), ("S3_PUBLIC_BUCKETS", mmc.buckets[0])),
+            environment=(*keys, ("S3_BUCKETS", ",".join(mmc.buckets)), ("S3_PUBLIC_BUCKETS", mmc.buckets[0]),
+                         *app_identities(stack)),
             mounts=(Mount("media-data", "/data"),),
             healthcheck=HealthCheck(test=("media-health",), start_period_s=60),
             # The entrypoint (root) writes the S3 identities for seaweed, runs weed as seaweed and stays

@@ -175,6 +175,27 @@ class ConfigFile:
 
 
 @dataclass(frozen=True)
+class AppDatabase:
+    """An app's PostgreSQL login role and the database it uses (plan/tenancy.py)."""
+
+    app: str
+    role: str  # NOSUPERUSER, NOCREATEROLE; owner of `database` unless it shares another app's
+    database: str
+    password_secret: str  # the .env name of the role's password
+    owner: str  # the role that owns `database`: `role`, or the shared app's role (grants, not ownership)
+
+
+@dataclass(frozen=True)
+class Tenancy:
+    """What `up` provisions on the database primary once it is ready (engine/provision.py)."""
+
+    databases: tuple[AppDatabase, ...]
+    # The pre-tenancy layout (one superuser role owning one shared database): migrated from, then demoted.
+    legacy_user: str
+    legacy_database: str
+
+
+@dataclass(frozen=True)
 class ProjectPlan:
     project: str
     services: tuple[Service, ...]
@@ -184,6 +205,7 @@ class ProjectPlan:
     secrets: tuple[str, ...] = ()  # names of the generated secrets kept in .env
     # .env names of app variables from the host environment or env files (plan/secrets.app_secret)
     app_secrets: tuple[str, ...] = ()
+    tenancy: Tenancy | None = None  # None: no database in the plan
 
     def service(self, name: str) -> Service:
         for service in self.services:

@@ -18,6 +18,7 @@ from deploystack.plan.model import Build, ConfigFile, HealthCheck, Mount, Servic
 from deploystack.plan.names import DB_ROUTER as ROUTER
 from deploystack.plan.names import ETCD_PREFIX, NODE_PREFIX, Role
 from deploystack.plan.secrets import ref
+from deploystack.plan.tenancy import APPS_GROUP
 from deploystack.spec.models import DBC, Stack
 
 ETCD_MEMBERS = 3  # a quorum of two survives one lost member; five would cost two more containers
@@ -105,7 +106,7 @@ def pg_hba(stack: Stack) -> list[str]:
         "local all all scram-sha-256",
         f"host replication {REPLICATION_USER} all scram-sha-256",
         f"host all {SUPERUSER} all scram-sha-256",  # pg_rewind from a rejoining node
-        f"host {stack.dbc.database} {stack.dbc.user} all scram-sha-256",
+        f"host all +{APPS_GROUP} all scram-sha-256",  # each app its own role (plan/tenancy.py)
         "host all all all reject",
     ]
 
@@ -135,7 +136,6 @@ def patroni_config(stack: Stack) -> dict[str, object]:
                 "postgresql": {"use_pg_rewind": True, "use_slots": True, "parameters": parameters(dbc)},
             },
             "initdb": [{"encoding": "UTF8"}, {"locale": "C.UTF-8"}, "data-checksums"],
-            "post_bootstrap": "/usr/local/bin/patroni-post-bootstrap",
         },
         "postgresql": {
             "listen": f"0.0.0.0:{WRITE_PORT}",
@@ -172,16 +172,12 @@ def router_conf(stack: Stack) -> dict[str, object]:
     }
 
 
-def node_env(stack: Stack, name: str) -> tuple[tuple[str, str], ...]:
-    dbc = stack.dbc
+def node_env(name: str) -> tuple[tuple[str, str], ...]:
     return (
         ("PATRONI_NAME", name),
         ("PATRONI_SUPERUSER_PASSWORD", ref(SUPERUSER_SECRET)),
         ("PATRONI_REPLICATION_PASSWORD", ref("REPLICATION_PASSWORD")),
         ("PATRONI_RESTAPI_PASSWORD", ref(RESTAPI_SECRET)),
-        ("POSTGRES_DB", dbc.database),
-        ("POSTGRES_USER", dbc.user),
-        ("POSTGRES_PASSWORD", ref("POSTGRES_PASSWORD")),
     )
 
 
@@ -220,7 +216,7 @@ def plan_patroni(stack: Stack) -> tuple[list[Service], list[str], list[ConfigFil
     nodes = node_names(stack)
     for name in nodes:
         services.append(Service(
-            name=name, role=Role.DBC, build=node_build, environment=node_env(stack, name),
+            name=name, role=Role.DBC, build=node_build, environment=node_env(name),
             mounts=(Mount(f"{name}-data", PGDATA),),
             healthcheck=HealthCheck(test=("patroni-health",), interval_s=2, start_period_s=180),
             depends_on=tuple(etcds), config_dir=CONFIG_DIR, stop_grace_s=60,

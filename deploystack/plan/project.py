@@ -18,6 +18,7 @@ from deploystack.plan.model import Network, ProjectPlan, Service
 from deploystack.plan.patroni import enabled as patroni_enabled
 from deploystack.plan.patroni import plan_patroni
 from deploystack.plan.secrets import app_secret, secret_names
+from deploystack.plan.tenancy import plan_tenancy
 from deploystack.spec.models import Stack
 
 
@@ -56,6 +57,7 @@ def build_plan(stack: Stack, project_dir: str = "..", swarm: bool = False,
         volumes=tuple(db_volumes + acc_volumes + mmc_volumes + lbc_volumes + ([QUEUE_VOLUME] if cdc_services else [])),
         configs=(*db_configs, *cdc_configs, lbc_conf, *fail2ban_configs(stack)),
         secrets=secret_names(stack),
+        tenancy=plan_tenancy(stack),
         app_secrets=tuple(app_secret(name, var) for name, app in stack.apc.apps.items()
                           for var in external_names(name, app, (env_files or {}).get(name, ()))),
     )

@@ -6,17 +6,25 @@ which Compose interpolates from .env and the engine resolves the same way.
 
 from __future__ import annotations
 
+from deploystack.plan.tenancy import db_password_secret, rabbitmq_password_secret, s3_key_secrets, secret_key_secret
 from deploystack.spec.models import Stack
 
 
 def secret_names(stack: Stack) -> tuple[str, ...]:
-    names = ["DJANGO_SECRET_KEY", "POSTGRES_PASSWORD", "REPLICATION_PASSWORD"]
+    # Each app its own Django key and database password (plan/tenancy.py). The shared DJANGO_SECRET_KEY
+    # and POSTGRES_PASSWORD of stacks made before stay in their .env, unused.
+    names = ["REPLICATION_PASSWORD"]
+    for app in stack.apc.apps:
+        names += [secret_key_secret(app), db_password_secret(app)]
     if stack.acc.redis.enabled:
         names.append("REDIS_PASSWORD")
     if stack.acc.rabbitmq.enabled:
-        names.append("RABBITMQ_PASSWORD")
+        names.append("RABBITMQ_PASSWORD")  # the broker's administrator: no app has it
+        names += [rabbitmq_password_secret(app) for app in stack.apc.apps]
     if stack.mmc.enabled:
-        names += ["S3_ACCESS_KEY", "S3_SECRET_KEY"]
+        names += ["S3_ACCESS_KEY", "S3_SECRET_KEY"]  # the store's own administrator: no app has it
+        if stack.mmc.backend == "seaweedfs":  # MinIO: not yet (its policies would be needed)
+            names += [name for app in stack.apc.apps for name in s3_key_secrets(app)]
     if stack.cdc.enabled:
         names.append("CDC_WEBHOOK_SECRET")
     if stack.dbc.offsite is not None:

@@ -21,7 +21,7 @@ def read_env(path: Path) -> dict[str, str]:
 
 def new_secret(name: str) -> str:
     """Alphanumeric only: the values end up in URLs (amqp://, redis://) and in shell environments."""
-    length = 20 if name == "S3_ACCESS_KEY" else 40
+    length = 20 if name.startswith("S3_ACCESS_KEY") else 40
     return "".join(secrets.choice(ALPHANUMERIC) for _ in range(length))
 
 

@@ -21,7 +21,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from deploystack.appdeps import requires_python
 from deploystack.errors import Problem, SpecError, SpecFileError, UsageError
-from deploystack.spec.models import PYTHON_VERSIONS, Stack
+from deploystack.spec.models import DB_SYSTEM_NAMES, PYTHON_VERSIONS, Stack, db_role_name
 
 Loc = tuple[int | str, ...]
 
@@ -106,6 +106,8 @@ def cross_checks(stack: Stack, document: CommentedMap, spec_dir: Path) -> list[P
                                     line_of(document, loc)))
             continue
         problems += _python_pin(name, app.python, source, document)
+    problems += _database_problems(stack, document)
+    problems += _bucket_problems(stack, document)
     offsite = stack.dbc.offsite
     if offsite is not None:
         lbc = stack.lbc
@@ -114,6 +116,61 @@ def cross_checks(stack: Stack, document: CommentedMap, spec_dir: Path) -> list[P
             loc = ("dbc", "offsite", "port")
             problems.append(Problem(dotted(loc), f"port {offsite.port} on {offsite.bind} is already the LBC's",
                                     line_of(document, loc)))
+    return problems
+
+
+def _bucket_problems(stack: Stack, document: CommentedMap) -> list[Problem]:
+    """An app's own buckets are mmc.buckets other than the first (the shared media bucket)."""
+    problems: list[Problem] = []
+    for name, app in stack.apc.apps.items():
+        for index, bucket in enumerate(app.buckets):
+            loc: Loc = ("apc", "apps", name, "buckets", index)
+            if not stack.mmc.enabled:
+                why = "mmc is off: there is no bucket to give"
+            elif bucket == stack.mmc.buckets[0]:
+                why = f"{bucket!r} is the media bucket, which every app has already (under <app>/)"
+            elif bucket not in stack.mmc.buckets:
+                why = f"no bucket {bucket!r} in mmc.buckets ({', '.join(stack.mmc.buckets)})"
+            else:
+                continue
+            problems.append(Problem(dotted(loc), why, line_of(document, loc)))
+    return problems
+
+
+def _database_problems(stack: Stack, document: CommentedMap) -> list[Problem]:
+    """Each app's role and database name is free, and `database.shares` names an app with a database of
+    its own (one owner per database: no chains, not itself)."""
+    problems: list[Problem] = []
+    apps = stack.apc.apps
+    for name, app in apps.items():
+        role = db_role_name(name)
+        why = None
+        if role in DB_SYSTEM_NAMES:
+            why = f"its database role and database would be {role!r}, a name PostgreSQL or deploystack uses"
+        elif stack.acc.rabbitmq.enabled and name in (stack.acc.rabbitmq.user, stack.acc.rabbitmq.vhost):
+            why = (f"its RabbitMQ user and vhost would be {name!r}, which acc.rabbitmq.user or vhost names: "
+                   f"rename the app, or set those")
+        elif role in (stack.dbc.user, stack.dbc.database):
+            why = (f"its database role and database would be {role!r}, which dbc.user or dbc.database names "
+                   f"(the shared layout that `up` migrates from): rename the app, or set those")
+        if why:
+            loc: Loc = ("apc", "apps", name)
+            problems.append(Problem(dotted(loc), why, line_of(document, loc)))
+        shares = app.database.shares
+        if shares is None:
+            continue
+        share_loc: Loc = ("apc", "apps", name, "database", "shares")
+        if shares == name:
+            why = "an app cannot share its own database; leave shares out"
+        elif shares not in apps:
+            close = difflib.get_close_matches(shares, list(apps), n=1)
+            why = f"no app {shares!r} in apc.apps" + (f" (did you mean {close[0]!r}?)" if close else "")
+        elif apps[shares].database.shares is not None:
+            why = (f"app {shares!r} itself shares {apps[shares].database.shares!r}'s database: "
+                   f"name that app instead")
+        else:
+            continue
+        problems.append(Problem(dotted(share_loc), why, line_of(document, share_loc)))
     return problems
 
 

@@ -353,6 +353,21 @@ def _route_prefixes(routes: list[str]) -> list[str]:
     return routes
 
 
+# Role and database names an app's cannot take: PostgreSQL's own, the replication role, the apps' group.
+DB_SYSTEM_NAMES = frozenset({"postgres", "template0", "template1", "replicator", "deploystack_apps"})
+
+
+def db_role_name(app: str) -> str:
+    """An app's PostgreSQL role, and the name of the database it owns: `my-app` -> `my_app`."""
+    return app.replace("-", "_")
+
+
+class AppDatabase(Model):
+    shares: str | None = Field(
+        None, description="another app whose database this app uses: it gets read and write grants on that "
+                          "app's tables, not their ownership (default: a database and role of its own)")
+
+
 class App(Model):
     python: Python = Field(
         PYTHON_VERSIONS[0], description="3.13 (Debian 13) or 3.11 (Debian 12, for projects that need it)")
@@ -374,6 +389,12 @@ class App(Model):
         description="path prefixes whose requests may upgrade to websockets (asgi only); "
                     "the LBC keeps them open up to lbc.websocket_timeout")
     migrate: bool = Field(True, description="run migrations when the app starts")
+    buckets: list[str] = Field(
+        default_factory=list, max_length=100,
+        description="mmc.buckets (not the first) this app reads and writes with its own S3 key; every app "
+                    "reads the first (media) bucket and writes there under <app>/ only")
+    database: AppDatabase = Field(default_factory=AppDatabase,
+                                  description="the app's PostgreSQL database (docs/db.md, \"One role per app\")")
     worker: Worker | None = Field(None, description="Celery workers from the same image")
     env: dict[EnvName, EnvValue] = Field(default_factory=dict,
                                 description="values may take ${NAME} from the host environment; $$ is a $")
@@ -504,8 +525,10 @@ class Memcached(Toggle):
 
 
 class RabbitMQ(Toggle):
-    vhost: str = Field("app", description="the apps' virtual host (also in their amqp:// URL)")
-    user: str = Field("app", description="the user the apps log in as")
+    vhost: str = Field("app", description="the administrator's virtual host (each app has its own, named "
+                                          "like the app)")
+    user: str = Field("app", description="the administrator (each app logs in as a user of its own, named "
+                                         "like the app, on its own vhost)")
     management: bool = Field(False, description="the management plugin (HTTP API on 15672, private network)")
     memory: MemoryLimit = Field("512m", description="container memory limit")
 
@@ -607,8 +630,11 @@ def _is_ip(value: str) -> bool:
 
 class DBC(Model):
     replicas: int = Field(1, ge=0, le=16, description="streaming replicas of the primary (reads go there)")
-    database: str = Field("app", pattern=r"^[a-z_][a-z0-9_]{0,62}$", description="the apps' database")
-    user: str = Field("app", pattern=r"^[a-z_][a-z0-9_]{0,62}$", description="the role the apps log in as")
+    database: str = Field("app", pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+                          description="the database all apps shared before each got its own; `up` copies it "
+                                      "into each app's database once, then keeps it unused")
+    user: str = Field("app", pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+                      description="the superuser role all apps shared before each got its own; `up` demotes it")
     max_connections: int = Field(100, ge=10, le=10_000, description="PostgreSQL's max_connections")
     shared_buffers: str = Field("128MB", description="PostgreSQL's shared_buffers, e.g. 128MB (kB, MB or GB)")
     memory: MemoryLimit = Field("1g", description="container memory limit of the primary and of each replica")

@@ -33,6 +33,7 @@ import requests
 from docker.models.containers import Container
 from ruamel.yaml import YAML
 
+from deploystack.operations import app_database
 from deploystack.render.envfile import read_env
 from deploystack.render.project import ENV_FILE
 from deploystack.spec import load_stack
@@ -118,9 +119,9 @@ def scale_db(stack: BenchStack, replicas: int) -> None:
 
 
 def credentials(stack: BenchStack) -> dict[str, str]:
-    spec = load_stack(stack.spec)
-    password = read_env(stack.under_test.target.output / ENV_FILE)["POSTGRES_PASSWORD"]
-    return {"user": spec.dbc.user, "password": password, "database": spec.dbc.database}
+    database = app_database(load_stack(stack.spec), None)  # the first app's role, on its database
+    password = read_env(stack.under_test.target.output / ENV_FILE)[database.password_secret]
+    return {"user": database.role, "password": password, "database": database.database}
 
 
 def run_in_probe(probe: Container, args: dict[str, Any]) -> dict[str, Any]:

@@ -39,7 +39,7 @@ def test_notes_are_stored_in_postgres(stack: Stack) -> None:
     read = stack.get(f"/api/notes/{note_id}/")
     assert read.status_code == 200 and read.json()["text"] == "hello from e2e"
     (primary,) = stack.containers("db-primary")
-    code, out = primary.exec_run(["psql", "-U", "postgres", "-d", "app", "-tAc",
+    code, out = primary.exec_run(["psql", "-U", "postgres", "-d", "backend", "-tAc",
                                   f"SELECT text FROM notes_note WHERE id = {int(note_id)}"], user="postgres")
     assert code == 0 and out.decode().strip() == "hello from e2e"
 
@@ -51,7 +51,7 @@ def test_a_note_is_read_back_from_a_replica(stack: Stack) -> None:
     aliases = [stack.get(f"/api/notes/{note_id}/").headers["X-DB-Alias"] for _ in range(10)]
     assert "replica_1" in aliases
     (replica,) = stack.containers("db-replica-1")
-    code, out = replica.exec_run(["psql", "-U", "postgres", "-d", "app", "-tAc",
+    code, out = replica.exec_run(["psql", "-U", "postgres", "-d", "backend", "-tAc",
                                   f"SELECT text FROM notes_note WHERE id = {int(note_id)}"])
     assert code == 0 and out.decode().strip() == "read me from a replica"
 

@@ -131,7 +131,7 @@ def offsite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Offsite]:
 def sql(offsite: Offsite, container: str, query: str) -> tuple[int, str]:
     """psql as postgres over the local socket of `container`."""
     code, out = docker.from_env().containers.get(container).exec_run(
-        ["psql", "-X", "-h", "/run/postgresql", "-U", "postgres", "-d", "app", "-qtAc", query])
+        ["psql", "-X", "-h", "/run/postgresql", "-U", "postgres", "-d", "backend", "-qtAc", query])
     return int(code), out.decode(errors="replace").strip()
 
 
@@ -154,14 +154,14 @@ def from_outside(offsite: Offsite, conninfo: str, password: str, query: str = "I
 
 
 def test_a_row_committed_on_the_primary_reaches_the_offsite_replica(offsite: Offsite) -> None:
-    code, out = sql(offsite, primary(offsite), "CREATE TABLE orders(id int PRIMARY KEY, item text);"
+    code, out = sql(offsite, primary(offsite), "SET ROLE backend; CREATE TABLE orders(id int PRIMARY KEY, item text);"
                                                "INSERT INTO orders VALUES (1, 'committed on the primary')")
     assert code == 0, out
     eventually(lambda: sql(offsite, offsite.name, "SELECT item FROM orders WHERE id = 1")[1]
                == "committed on the primary", "the row on the offsite replica", 60)
 
     # A read-only client on the other host: the app role through the replica's own published port.
-    url = (f"postgresql://app:{offsite.secret('POSTGRES_PASSWORD')}@127.0.0.1:{offsite.read_port}/app")
+    url = (f"postgresql://backend:{offsite.secret('DB_PASSWORD_BACKEND')}@127.0.0.1:{offsite.read_port}/backend")
     with psycopg.connect(url, connect_timeout=10) as conn:
         assert conn.execute("SELECT item FROM orders").fetchall() == [("committed on the primary",)]
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
@@ -191,7 +191,8 @@ def test_the_published_port_takes_only_the_offsite_role_over_tls(offsite: Offsit
     code, out = from_outside(offsite, f"{replication} sslmode=disable", password)
     assert code != 0 and "no encryption" in out, out
     # The app role has the password, and the in-stack replication role too, but not from outside.
-    code, out = from_outside(offsite, "user=app dbname=app sslmode=require", offsite.secret("POSTGRES_PASSWORD"),
+    code, out = from_outside(offsite, "user=backend dbname=backend sslmode=require",
+                             offsite.secret("DB_PASSWORD_BACKEND"),
                              "SELECT 1")
     assert code != 0 and "pg_hba.conf rejects connection" in out, out
     code, out = from_outside(offsite, "user=replicator dbname=replication replication=true sslmode=require",
@@ -199,8 +200,8 @@ def test_the_published_port_takes_only_the_offsite_role_over_tls(offsite: Offsit
     assert code != 0 and "no pg_hba.conf entry for replication connection" in out, out
     # From the private network the app role still connects (the in-stack replica's container stands in for an app).
     code, out = offsite.stack.exec("db-replica-1", [
-        "env", f"PGPASSWORD={offsite.secret('POSTGRES_PASSWORD')}",
-        "psql", "-X", "-qtAc", "SELECT count(*) FROM orders", "host=db-primary user=app dbname=app"])
+        "env", f"PGPASSWORD={offsite.secret('DB_PASSWORD_BACKEND')}",
+        "psql", "-X", "-qtAc", "SELECT count(*) FROM orders", "host=db-primary user=backend dbname=backend"])
     assert (code, out.strip()) == (0, "1")
 
 
@@ -230,7 +231,7 @@ def test_promote_makes_it_a_writable_primary_that_stays_one(offsite: Offsite) ->
     client = docker.from_env()
     run([str(offsite.bundle / "promote.sh")], env={
         "NAME": offsite.name, "IMAGE": offsite.image, "BASE_IMAGE": "deploystack/base:bookworm",
-        "PUBLISH": f"127.0.0.1:{offsite.read_port}", "POSTGRES_PASSWORD": offsite.secret("POSTGRES_PASSWORD")})
+        "PUBLISH": f"127.0.0.1:{offsite.read_port}"})
     eventually(lambda: health(client, offsite.name) == "healthy", "the promoted replica healthy", 120)
     assert sql(offsite, offsite.name, "SELECT pg_is_in_recovery()") == (0, "f")
     code, out = sql(offsite, offsite.name, "INSERT INTO orders VALUES (4, 'written after promotion') RETURNING id")

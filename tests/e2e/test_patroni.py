@@ -66,8 +66,9 @@ def healthy_cluster(stack: StackUnderTest, nodes: int) -> dict[str, dict[str, An
 
 
 def leader_sql(stack: StackUnderTest, query: str) -> str:
+    """`query` on the leader, in the backend app's own database."""
     leader = cluster(stack)["leader"]
-    code, out = stack.exec(leader, ["psql", "-X", "-U", "postgres", "-d", "app", "-qtAc", query])
+    code, out = stack.exec(leader, ["psql", "-X", "-U", "postgres", "-d", "backend", "-qtAc", query])
     assert code == 0, out
     return out.strip()
 

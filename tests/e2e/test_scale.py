@@ -75,7 +75,7 @@ def test_a_database_replica_killed_under_read_load_costs_no_failed_read(running:
 
 def replica_has_note(stack: Stack, replica: str, note_id: int) -> bool:
     (container,) = stack.containers(replica)
-    code, out = container.exec_run(["psql", "-U", "postgres", "-d", "app", "-tAc",
+    code, out = container.exec_run(["psql", "-U", "postgres", "-d", "backend", "-tAc",
                                     f"SELECT text FROM notes_note WHERE id = {int(note_id)}"])
     return code == 0 and out.decode().strip() == "for the new replica"
 

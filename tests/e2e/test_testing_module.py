@@ -35,13 +35,14 @@ def test_two_stacks_from_one_spec_side_by_side() -> None:
         assert leftovers(second.project) and not set(leftovers(second.project)) & set(leftovers(first.project))
         # the same row written on each primary stays in its own stack; the replica of the first streams it
         for stack, text in ((first, "first"), (second, "second")):
-            code, out = stack.exec("db-primary", ["psql", "-U", "postgres", "-d", "app", "-qtAc",
+            code, out = stack.exec("db-primary", ["psql", "-U", "postgres", "-d", "backend", "-qtAc",
                                                   f"CREATE TABLE t(x text); INSERT INTO t VALUES ('{text}');"
                                                   "SELECT x FROM t"])
             assert code == 0 and out.strip() == text, out
-        assert first.db_url().startswith("postgresql://app:") and first.db_url("replica_1") != first.db_url()
+        assert first.db_url().startswith("postgresql://backend:") and first.db_url("replica_1") != first.db_url()
         for _ in range(50):
-            code, out = first.exec("db-replica-1", ["psql", "-U", "postgres", "-d", "app", "-qtAc", "SELECT x FROM t"])
+            code, out = first.exec("db-replica-1",
+                                   ["psql", "-U", "postgres", "-d", "backend", "-qtAc", "SELECT x FROM t"])
             if code == 0 and out.strip() == "first":
                 break
         assert out.strip() == "first"

@@ -262,20 +262,32 @@ def test_media_refuses_a_wrong_secret_key(project: Project, media: int, s3) -> N
 # --- db (PostgreSQL primary) ---------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def db(project: Project) -> Iterator[int]:
+def db(project: Project) -> Iterator[tuple[object, int]]:
     # The rendered postgresql.conf and pg_hba.conf, mounted as compose.yaml does (a folder, read-only).
     config = project.output / "config" / "db"
     assert (config / "pg_hba.conf").is_file() and (config / "postgresql.conf").is_file()
     with role_container(project, "db-primary", 5432, timeout_s=120,
-                        volumes={str(config): "/etc/deploystack"}) as (_, port):
-        yield port
+                        volumes={str(config): "/etc/deploystack"}) as (container, port):
+        yield container.get_wrapped_container(), port
 
 
-def test_db_app_user_creates_inserts_selects(project: Project, db: int) -> None:
+def app_credentials(project: Project, db_container) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """The first app's role, provisioned as `up` does once the primary is ready (engine/provision.py)."""
+    from deploystack.engine.provision import run_provision
+    from deploystack.engine.report import Silent
+
+    tenancy = project.rendered.plan.tenancy
+    assert tenancy is not None
+    run_provision(db_container, tenancy, project.rendered.secrets, Silent())
+    first = tenancy.databases[0]
+    return {"user": first.role, "password": project.rendered.secrets[first.password_secret],
+            "dbname": first.database}
+
+
+def test_db_app_user_creates_inserts_selects(project: Project, db: tuple[object, int]) -> None:
     psycopg = pytest.importorskip("psycopg", reason="pip install 'psycopg[binary]'")
-    env = project.environment("db-primary")
-    with psycopg.connect(host=LOOPBACK, port=db, user=env["POSTGRES_USER"], password=env["POSTGRES_PASSWORD"],
-                         dbname=env["POSTGRES_DB"], connect_timeout=5) as conn:
+    container, port = db
+    with psycopg.connect(host=LOOPBACK, port=port, connect_timeout=5, **app_credentials(project, container)) as conn:
         conn.execute("CREATE TABLE it_items (id serial PRIMARY KEY, name text NOT NULL)")
         conn.execute("INSERT INTO it_items (name) VALUES (%s), (%s)", ("one", "two"))
         rows = conn.execute("SELECT name FROM it_items ORDER BY id").fetchall()
@@ -284,16 +296,16 @@ def test_db_app_user_creates_inserts_selects(project: Project, db: int) -> None:
 
 
 @pytest.mark.parametrize("who", ["wrong password", "postgres over TCP", "replication user on the app db"])
-def test_db_refuses(project: Project, db: int, who: str) -> None:
+def test_db_refuses(project: Project, db: tuple[object, int], who: str) -> None:
     psycopg = pytest.importorskip("psycopg", reason="pip install 'psycopg[binary]'")
+    container, port = db
     env = project.environment("db-primary")
-    user, password = env["POSTGRES_USER"], env["POSTGRES_PASSWORD"]
+    credentials = app_credentials(project, container)
     if who == "wrong password":
-        password = "not-the-password"
+        credentials["password"] = "not-the-password"
     elif who == "postgres over TCP":
-        user = "postgres"
+        credentials["user"] = "postgres"
     else:
-        user, password = env["REPLICATION_USER"], env["REPLICATION_PASSWORD"]
+        credentials |= {"user": env["REPLICATION_USER"], "password": env["REPLICATION_PASSWORD"]}
     with pytest.raises(psycopg.OperationalError):
-        psycopg.connect(host=LOOPBACK, port=db, user=user, password=password, dbname=env["POSTGRES_DB"],
-                        connect_timeout=5).close()
+        psycopg.connect(host=LOOPBACK, port=port, connect_timeout=5, **credentials).close()

@@ -68,7 +68,7 @@ def test_notes_go_to_the_primary_and_the_replica_streams_them(swarm_stack: Stack
     assert created.status_code == 201, created.text
     note_id = int(created.json()["id"])
     replica = task_container(stack.docker, stack.project, "db-replica-1")
-    query = ["psql", "-U", "postgres", "-d", "app", "-tAc", f"SELECT text FROM notes_note WHERE id = {note_id}"]
+    query = ["psql", "-U", "postgres", "-d", "backend", "-tAc", f"SELECT text FROM notes_note WHERE id = {note_id}"]
     deadline = time.monotonic() + 60
     while (out := replica.exec_run(query).output.decode().strip()) != "replicated on a swarm":
         assert time.monotonic() < deadline, f"the replica never got the note: {out!r}"

@@ -30,7 +30,7 @@ def test_worker_service_runs_celery_from_the_apps_image(tmp_path: Path) -> None:
     env = dict(worker.environment)
     assert worker.build == app.build and worker.command == ("worker",) and worker.replicas == 2
     assert (env["CELERY_APP"], env["CELERY_CONCURRENCY"], env["CELERY_QUEUES"]) == ("backend", "3", "celery,mail")
-    assert env["CELERY_BROKER_URL"].startswith("amqp://app:${RABBITMQ_PASSWORD}@rabbitmq")
+    assert env["CELERY_BROKER_URL"].startswith("amqp://backend:${RABBITMQ_PASSWORD_BACKEND}@rabbitmq")
     assert env["CELERY_RESULT_BACKEND"] == "redis://:${REDIS_PASSWORD}@redis:6379/1"
     assert "backend-migrate" in worker.depends_on and "rabbitmq" in worker.depends_on
     assert worker.scalable and not worker.upstream

@@ -237,17 +237,17 @@ def test_env_lists_names_and_sources_masked_unless_shown(tmp_path: Path) -> None
     assert rows["SMTP_PASSWORD"].split() == ["SMTP_PASSWORD", "env_file", "secrets/backend.env", "********"]
     assert rows["REGION"].split() == ["REGION", "env_file", "secrets/backend.env", "********"]
     assert rows["STRIPE_KEY"].split() == ["STRIPE_KEY", "host", "environment", "($STRIPE_KEY)", "********"]
-    assert rows["DJANGO_SECRET_KEY"].split() == ["DJANGO_SECRET_KEY", "generated", "secret", "(DJANGO_SECRET_KEY)",
-                                                 "********"]
+    assert rows["DJANGO_SECRET_KEY"].split() == [
+        "DJANGO_SECRET_KEY", "generated", "secret", "(DJANGO_SECRET_KEY_BACKEND)", "********"]
     assert rows["DB_HOST"].split() == ["DB_HOST", "deploystack", "db-primary"]
     assert rows["PLAIN"].split() == ["PLAIN", "spec", "a$b$c"]
     assert "sk_live" not in masked.stdout and "smtp-pa" not in masked.stdout
     shown = cli("env", "backend", "--show", "--json", "-f", str(spec), env=HOST)
     by_name = {row["name"]: row for row in json.loads(shown.stdout)}
     assert by_name["SMTP_PASSWORD"]["value"] == SMTP and by_name["STRIPE_KEY"]["value"] == "sk_live_$ecret"
-    secret_key = dotenv_values(tmp_path / "stack" / ".env")["DJANGO_SECRET_KEY"]
+    secret_key = dotenv_values(tmp_path / "stack" / ".env")["DJANGO_SECRET_KEY_BACKEND"]
     assert by_name["DJANGO_SECRET_KEY"] == {
-        "name": "DJANGO_SECRET_KEY", "source": "generated secret (DJANGO_SECRET_KEY)", "value": secret_key}
+        "name": "DJANGO_SECRET_KEY", "source": "generated secret (DJANGO_SECRET_KEY_BACKEND)", "value": secret_key}
     unknown = cli("env", "nope", "-f", str(spec), env=HOST)
     assert unknown.returncode == 2 and "no app 'nope' in this stack (apps: backend, shop)" in unknown.stderr
 

@@ -338,6 +338,11 @@ S3_ENV = {
 }
 
 
+def test_an_apps_uploads_go_under_its_prefix(tmp_path: Path) -> None:
+    result = settings_from_env(tmp_path, environ=S3_ENV | {"S3_LOCATION": "backend"})
+    assert result["STORAGES"]["default"]["OPTIONS"]["location"] == "backend"
+
+
 def test_storages_with_s3(tmp_path: Path) -> None:
     result = settings_from_env(tmp_path, environ=S3_ENV)
 
@@ -348,6 +353,7 @@ def test_storages_with_s3(tmp_path: Path) -> None:
             "access_key": "access",
             "secret_key": "secret",
             "bucket_name": "media",
+            "location": "",
             "addressing_style": "path",
             "region_name": "us-east-1",
             "signature_version": "s3v4",

@@ -66,8 +66,8 @@ def test_pg_hba_takes_the_offsite_role_over_tls_only(spec: Path) -> None:
     offsite = [rule for rule in hba if "offsite_dr" in rule]
     assert offsite == [["hostssl", "replication", "offsite_dr", "all", "scram-sha-256"],
                        ["hostnossl", "replication", "offsite_dr", "all", "reject"]]
-    # The app and in-stack replication roles: loopback and the private network's containers, nothing else.
-    assert [rule[3] for rule in hba if rule[0] == "host" and rule[2] in ("app", "replicator")] == [
+    # The apps' roles and the in-stack replication role: loopback and the private network's containers.
+    assert [rule[3] for rule in hba if rule[0] == "host" and rule[2] in ("+deploystack_apps", "replicator")] == [
         "127.0.0.1/32", "127.0.0.1/32", ".shop_private", ".shop_private"]
     conf = (spec.parent / "stack/config/db/postgresql.conf").read_text()
     assert "ssl = on" in conf and "ssl_key_file = '/run/postgresql/tls/server.key'" in conf
@@ -110,7 +110,7 @@ def test_export_writes_a_self_contained_folder(spec: Path, tmp_path: Path) -> No
     secrets = read_env(target.output / ".env")
     assert _mode(bundle / "replica.env") == 0o600
     assert env["REPLICATION_PASSWORD"] == secrets["OFFSITE_REPLICATION_PASSWORD"]
-    assert env["REPLICATION_PASSWORD"] not in (secrets["REPLICATION_PASSWORD"], secrets["POSTGRES_PASSWORD"])
+    assert env["REPLICATION_PASSWORD"] not in (secrets["REPLICATION_PASSWORD"], secrets["DB_PASSWORD_BACKEND"])
     assert "POSTGRES_PASSWORD" not in env
     assert (env["PRIMARY_HOST"], env["PRIMARY_PORT"], env["PRIMARY_SSLMODE"], env["REPLICA_SLOT"]) == (
         "db.example.org", "15432", "verify-full", "offsite_dr")

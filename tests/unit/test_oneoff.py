@@ -78,7 +78,7 @@ def test_a_oneoff_is_a_replica_definition_labelled_as_compose_labels_one_offs(sp
     assert oneoff.labels["com.docker.compose.project"] == "demo"
     assert oneoff.labels["com.docker.compose.service"] == "backend"
     # The replica's environment, secrets resolved from .env, with -e over it.
-    assert oneoff.environment["DB_PASSWORD"] == rendered.secrets["POSTGRES_PASSWORD"]
+    assert oneoff.environment["DB_PASSWORD"] == rendered.secrets["DB_PASSWORD_BACKEND"]
     assert oneoff.environment["EXTRA"] == "1" and oneoff.environment["DJANGO_DEBUG"] == "1"
     assert not any("${" in value for value in oneoff.environment.values())
 

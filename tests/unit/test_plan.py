@@ -58,10 +58,11 @@ def test_upstreams_list_every_replica_and_routes_longest_first(demo: Stack) -> N
 
 def test_app_environment_refers_to_secrets_and_peers(demo: Stack) -> None:
     env = dict(build_plan(demo).service("bff").environment)
-    assert env["DB_PASSWORD"] == "${POSTGRES_PASSWORD}"
+    assert (env["DB_NAME"], env["DB_USER"], env["DB_PASSWORD"]) == ("bff", "bff", "${DB_PASSWORD_BFF}")
+    assert env["DJANGO_SECRET_KEY"] == "${DJANGO_SECRET_KEY_BFF}"
     assert env["DB_REPLICAS"] == "db-replica-1"
     assert env["APC_BACKEND_URL"] == "http://backend:8000"
-    assert env["CELERY_BROKER_URL"] == "amqp://app:${RABBITMQ_PASSWORD}@rabbitmq:5672/app"
+    assert env["CELERY_BROKER_URL"] == "amqp://bff:${RABBITMQ_PASSWORD_BFF}@rabbitmq:5672/bff"
     assert env["DJANGO_SETTINGS_MODULE"] == "bff.settings"
 
 

@@ -72,7 +72,7 @@ def test_generate_writes_a_private_env_and_no_secret_elsewhere(blueprint: Path, 
     out = tmp_path / "stack"
     generate(Target(blueprint, out), empty_ca(tmp_path))
     env = read_env(out / ".env")
-    assert {"POSTGRES_PASSWORD", "DJANGO_SECRET_KEY", "CDC_WEBHOOK_SECRET"} <= set(env)
+    assert {"DB_PASSWORD_BACKEND", "DJANGO_SECRET_KEY_BACKEND", "CDC_WEBHOOK_SECRET"} <= set(env)
     assert stat.S_IMODE((out / ".env").stat().st_mode) == 0o600
     for path in out.rglob("*"):
         if path.is_file() and path.name != ".env":

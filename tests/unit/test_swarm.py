@@ -70,7 +70,7 @@ def test_the_docker_cli_reads_the_stack_file_as_stack_deploy_would(default_stack
                             timeout=60, cwd=stack_file.parent)
     assert result.returncode == 0, result.stderr
     merged = YAML(typ="safe").load(result.stdout)
-    assert merged["services"]["backend"]["environment"]["DB_PASSWORD"] == "${POSTGRES_PASSWORD}"
+    assert merged["services"]["backend"]["environment"]["DB_PASSWORD"] == "${DB_PASSWORD_BACKEND}"
     assert merged["services"]["lbc"]["ports"][0]["mode"] == "host"
 
 
@@ -128,11 +128,11 @@ def test_configs_and_secrets_are_swarm_objects_named_by_content(default_stack: t
     secret_files = [stack_file.parent / s["file"] for s in data["secrets"].values()]
     assert all(f.is_file() and f.stat().st_mode & 0o777 == 0o600 for f in secret_files)
     env = (stack_file.parent.parent / ".env").read_text()
-    assert f"POSTGRES_PASSWORD={(stack_file.parent / 'secrets/POSTGRES_PASSWORD').read_text()}\n" in env
+    assert f"DB_PASSWORD_BACKEND={(stack_file.parent / 'secrets/DB_PASSWORD_BACKEND').read_text()}\n" in env
     backend = data["services"]["backend"]
-    assert {s["target"] for s in backend["secrets"]} >= {"POSTGRES_PASSWORD", "DJANGO_SECRET_KEY"}
-    assert backend["environment"]["DB_PASSWORD"] == "$${POSTGRES_PASSWORD}"  # filled by lib.sh in the container
-    assert "DJANGO_SECRET_KEY" not in backend["environment"]  # the file is the variable
+    assert {s["target"] for s in backend["secrets"]} >= {"DB_PASSWORD_BACKEND", "DJANGO_SECRET_KEY_BACKEND"}
+    assert backend["environment"]["DB_PASSWORD"] == "$${DB_PASSWORD_BACKEND}"  # filled by lib.sh in the container
+    assert backend["environment"]["DJANGO_SECRET_KEY"] == "$${DJANGO_SECRET_KEY_BACKEND}"
     assert "CDC_WEBHOOK_SECRET" not in (stack_file.parent / "stack.yaml").read_text()
     assert "secrets" not in lbc
 

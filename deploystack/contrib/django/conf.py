@@ -227,6 +227,8 @@ def _storages(env: Mapping[str, str], base_url: str) -> dict[str, dict[str, Any]
         "access_key": _get(env, "S3_ACCESS_KEY"),
         "secret_key": _get(env, "S3_SECRET_KEY"),
         "bucket_name": _get(env, "S3_BUCKET"),
+        # The app's prefix in the shared media bucket: its own S3 key may write nowhere else.
+        "location": _get(env, "S3_LOCATION") or "",
         # SeaweedFS and MinIO answer on one host name: no bucket.host virtual hosting.
         "addressing_style": "path",
         "region_name": "us-east-1",
