@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from deploystack import console
-from deploystack.cli_media import human
-from deploystack.cli_options import OutOpt, SpecOpt, check_folder
+from deploystack.cli.media import human
+from deploystack.cli.options import OutOpt, SpecOpt, check_folder
 from deploystack.target import Target
 
 db_app = typer.Typer(help="The database (DBC): replication status, backups, restore.", no_args_is_help=True)
