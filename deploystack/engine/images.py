@@ -228,11 +228,13 @@ def wanted_images(rendered: Rendered) -> set[str]:
 def stale_images(client: docker.DockerClient, wanted: set[str], prefixes: tuple[str, ...]) -> list[tuple[str, int]]:
     """(tag, size) of the images tagged under `prefixes` that `wanted` does not name and no container
     (running or not) was made from."""
+    # One list call each, no inspect per object: on a shared engine a container or image removed by
+    # someone else between a list and its inspect would fail the whole build ("No such container").
     with engine_errors("listing images"):
-        in_use = {c.attrs["Image"] for c in client.containers.list(all=True)}
-        return sorted((tag, int(image.attrs.get("Size", 0)))
-                      for image in client.images.list() if image.id not in in_use
-                      for tag in image.tags if tag.startswith(prefixes) and tag not in wanted)
+        in_use = {c["ImageID"] for c in client.api.containers(all=True)}
+        return sorted((tag, int(image.get("Size") or 0))
+                      for image in client.api.images() if image["Id"] not in in_use
+                      for tag in image.get("RepoTags") or [] if tag.startswith(prefixes) and tag not in wanted)
 
 
 def remove_images(client: docker.DockerClient, tags: list[str], report: Reporter) -> list[str]:

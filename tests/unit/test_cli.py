@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from deploystack import console, history
 from deploystack.cli import app
-from deploystack.cli_options import OUTPUT_ENV
+from deploystack.cli.options import OUTPUT_ENV
 from deploystack.plan.cdc import OUTPUT_PATH
 from tests.conftest import REPO, write_spec
 from tests.unit.test_deploys import record

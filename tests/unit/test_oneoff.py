@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from deploystack import operations
 from deploystack.cli import app
-from deploystack.cli_run import parse_env
+from deploystack.cli.run import parse_env
 from deploystack.engine.oneoff import oneoff_spec
 from deploystack.errors import UsageError
 from deploystack.logopts import parse_since, parse_tail

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from deploystack import console
-from deploystack.cli_options import CaOpt, SpecOpt, StackOutOpt, check_file, check_folder
+from deploystack.cli.options import CaOpt, SpecOpt, StackOutOpt, check_file, check_folder
 from deploystack.target import Target
 
 export_app = typer.Typer(help="Write what runs the stack, or part of it, elsewhere.", no_args_is_help=True)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from deploystack import console
-from deploystack.cli_options import OutOpt, SpecOpt, check_folder
+from deploystack.cli.options import OutOpt, SpecOpt, check_folder
 from deploystack.target import Target
 
 media_app = typer.Typer(help="The media store (MMC): usage, backups.", no_args_is_help=True)

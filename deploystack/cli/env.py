@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from deploystack import console
-from deploystack.cli_options import OutOpt, SpecOpt
+from deploystack.cli.options import OutOpt, SpecOpt
 from deploystack.target import Target
 
 

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from deploystack import console
-from deploystack.cli_media import human
-from deploystack.cli_options import OutOpt, SpecOpt, check_folder
+from deploystack.cli.media import human
+from deploystack.cli.options import OutOpt, SpecOpt, check_folder
 from deploystack.target import Target
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from deploystack.cli_options import OutOpt, SpecOpt
+from deploystack.cli.options import OutOpt, SpecOpt
 from deploystack.errors import UsageError
 from deploystack.target import Target
 

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from deploystack import console
-from deploystack.cli_options import SpecOpt
+from deploystack.cli.options import SpecOpt
 from deploystack.target import Target
 
 lbc_app = typer.Typer(

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from deploystack import console
-from deploystack.cli_options import OutOpt, SpecOpt, VerboseOpt
+from deploystack.cli.options import OutOpt, SpecOpt, VerboseOpt
 from deploystack.target import Target
 
 TriggerOpt = Annotated[str | None, typer.Option(help="who or what asked, for the history (default: cli (you))")]

@@ -18,7 +18,7 @@ from typing import Annotated
 import typer
 
 from deploystack import __version__, console
-from deploystack.cli_options import (
+from deploystack.cli.options import (
     FILE_ENV,
     OUTPUT_ENV,
     OUTPUT_HELP,
@@ -66,13 +66,13 @@ def _global_options(
 
 
 def _register_groups() -> None:
-    from deploystack.cli_db import db_app
-    from deploystack.cli_deploy import register as register_deploys
-    from deploystack.cli_env import register as register_env
-    from deploystack.cli_export import export_app
-    from deploystack.cli_lbc import lbc_app
-    from deploystack.cli_media import media_app
-    from deploystack.cli_run import register as register_run
+    from deploystack.cli.db import db_app
+    from deploystack.cli.deploy import register as register_deploys
+    from deploystack.cli.env import register as register_env
+    from deploystack.cli.export import export_app
+    from deploystack.cli.lbc import lbc_app
+    from deploystack.cli.media import media_app
+    from deploystack.cli.run import register as register_run
 
     register_deploys(app)
     register_env(app)
@@ -210,7 +210,7 @@ def prune(
 ) -> None:
     """Remove images no container uses and this spec no longer wants: older role and app image tags."""
     from deploystack import operations
-    from deploystack.cli_media import human
+    from deploystack.cli.media import human
 
     stale = operations.prune(Target.of(file, output), console.Progress(verbose), ca_bundle, dry_run)
     for tag, size in stale:

@@ -1,0 +1,8 @@
+"""The command line: the root app with its global options, the commands of no area and `main`
+(`root.py`), one module per area (`db`, `deploy`, `env`, `export`, `lbc`, `media`, `run`: a typer
+sub-app each, or commands registered on the root) and the options they share (`options.py`).
+Terminal output is console.py's."""
+
+from deploystack.cli.root import app, main
+
+__all__ = ["app", "main"]
