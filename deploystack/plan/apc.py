@@ -105,6 +105,10 @@ def app_environment(stack: Stack, name: str, app: App,
         "DB_PASSWORD": ref(database.password_secret),
         "DB_REPLICAS": ",".join(replica_names(stack)),
         **database_env(stack),  # dbc.ha: patroni: the router instead
+        # glibc's resolver: a stopped container's name does not resolve on the private network, and
+        # the lookup waited 2 x 5 s (Docker's DNS forwards it, with no way out): fail it within 2 s, so a
+        # dead replica costs a read that long at most before the router skips it.
+        "RES_OPTIONS": "timeout:1 attempts:2",
     }
     redis_url = "redis://:" + ref("REDIS_PASSWORD") + "@redis:6379/0"
     if acc.redis.enabled:
