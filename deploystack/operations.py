@@ -559,15 +559,19 @@ def exec_service(target: Target, service: str, number: int, command: list[str]) 
 
 
 def db_shell(target: Target, arguments: list[str], app: str | None = None) -> int:
-    """psql on the primary, as an app's database role on its database; `arguments` go to psql."""
-    from deploystack.plan.dbc import PRIMARY
+    """psql on the primary (on Patroni, the leader), as an app's database role on its database; `arguments`
+    go to psql."""
+    from deploystack import labels
+    from deploystack.engine import client
+    from deploystack.engine.provision import database_leader
 
     stack = stack_of(target)
     database = app_database(stack, app)
     # postgres over the local socket (no password), with the app's role and rights from the start.
     psql = ["env", f"PGOPTIONS=-c role={database.role}", "psql", "-h", "/run/postgresql",
             "-U", "postgres", "-d", database.database, *arguments]
-    return _exec(stack, PRIMARY, 1, psql)
+    leader = database_leader(client.connect(), stack.project)
+    return _exec(stack, leader.labels[labels.SERVICE], int(leader.labels.get(labels.NUMBER, "1")), psql)
 
 
 def _exec(stack: Stack, service: str, number: int, command: list[str]) -> int:

@@ -19,7 +19,7 @@ from docker.models.containers import Container
 from docker.types import EndpointConfig, LogConfig, Mount
 
 from deploystack import labels
-from deploystack.engine import converge
+from deploystack.engine import converge, patroni
 from deploystack.engine.client import engine_errors
 from deploystack.engine.containers import CONFIG_MOUNT, ContainerSpec, config_files_hash, interpolate, wanted_specs
 from deploystack.engine.health import Readiness, wait_ready
@@ -29,7 +29,7 @@ from deploystack.engine.report import Reporter
 from deploystack.errors import EngineError
 from deploystack.plan.dbc import PRIMARY
 from deploystack.plan.model import ProjectPlan, Service
-from deploystack.plan.names import DB_ROUTER, Role, network_name, volume_name
+from deploystack.plan.names import DB_ROUTER, NODE_PREFIX, Role, network_name, volume_name
 from deploystack.render.project import Rendered
 
 APPLIED_HASH_FILE = "/run/deploystack-config-hash"  # inside a reloadable container: config it has loaded
@@ -83,8 +83,15 @@ class Converger:
         ready: set[str] = set()
         waiting: dict[str, list[Readiness]] = {}
         while pending or waiting:
-            for service in [s for s in pending if all(d in ready for d in s.depends_on)]:
+            batch = [s for s in pending if all(d in ready for d in s.depends_on)]
+            for service in batch:
                 pending.remove(service)
+            # Patroni's nodes share their dependencies (etcd): they come in one batch, replaced one by one.
+            nodes = [s for s in batch if s.name.startswith(NODE_PREFIX)]
+            if nodes:
+                self._roll_db_nodes(nodes, existing)
+                existing = [observed(c) for c in project_containers(self.client, self.plan.project)]
+            for service in batch:
                 mine = [o for o in existing if o.service == service.name]
                 waiting[service.name] = self._converge_service(service, mine)
             for name, checks in list(waiting.items()):
@@ -166,6 +173,42 @@ class Converger:
             if service.upstream and step.action != converge.Action.NOOP:
                 self.app_changes = True
         return checks
+
+    def _roll_db_nodes(self, nodes: list[Service], existing: list[converge.Observed]) -> None:
+        """Replace the running Patroni nodes whose configuration changed one at a time, standbys first, each
+        streaming again before the next goes; then a switchover and the old leader: the database stays up.
+        Anything else about the nodes (new ones, stopped ones) is left to _converge_service."""
+        running = {o.service: o for o in existing if o.status == "running"}
+        to_replace: dict[str, tuple[Service, converge.Step]] = {}
+        for service in nodes:
+            specs = [converge.Wanted(service.name, s.number, s.name, s.config_hash)
+                     for s in wanted_specs(self.rendered, service)]
+            for step in converge.plan_service(specs, [o for o in existing if o.service == service.name]):
+                if step.action == converge.Action.RECREATE and service.name in running:
+                    to_replace[service.name] = (service, step)
+        if not to_replace:
+            return
+        names = [s.name for s in nodes]
+        before = patroni.status(self.client, self.plan.project, names)
+        streaming = [m.service for m in before.members if m.patroni_state == "streaming"]
+        roll = converge.roll_nodes(list(to_replace), before.leader, streaming)
+        if roll is None:
+            return  # no leader or nothing to hand over to: replaced together, as before
+        self.report.step(f"rolling replacement of {', '.join(to_replace)} (leader: {before.leader})")
+        for name in roll.standbys:
+            self._replace_node(*to_replace[name], names)
+        if roll.leader is not None:
+            patroni.change_leader(self.client, self.plan.project, names, None, False, self.report)
+            self._replace_node(*to_replace[roll.leader], names)
+
+    def _replace_node(self, service: Service, step: converge.Step, nodes: list[str]) -> None:
+        """Recreate one Patroni node and wait until Patroni reports it streaming from the leader."""
+        spec = next(s for s in wanted_specs(self.rendered, service) if s.number == step.number)
+        self._remove(step)
+        self._create(spec)
+        wait_ready(self.client, spec.name, service, self.report).wait()
+        patroni.wait_streaming(self.client, self.plan.project, nodes, service.name, self.report)
+        self.outcome.steps.append(step)
 
     def _after_ready(self, service: Service) -> None:
         self.report.step(f"{service.name} ready")

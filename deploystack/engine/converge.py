@@ -6,6 +6,7 @@ changed), started (stopped but current) or left alone; containers nobody wants a
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -76,3 +77,28 @@ def orphans(wanted_services: set[str], observed: list[Observed]) -> list[Step]:
     """Containers of services the plan no longer has (an app removed from the spec)."""
     return [Step(Action.REMOVE, o.service, o.number, o.name, None, o)
             for o in observed if o.service not in wanted_services]
+
+
+@dataclass(frozen=True)
+class NodeRoll:
+    """A rolling replacement of Patroni nodes: `standbys` one at a time (each streaming again before the
+    next goes), then, if the leader is to be replaced too, a switchover and the old leader last."""
+
+    standbys: tuple[str, ...]
+    leader: str | None
+
+
+def roll_nodes(to_replace: Collection[str], leader: str | None, streaming: Collection[str]) -> NodeRoll | None:
+    """The order in which to replace the running Patroni nodes `to_replace`, or None when a rolling
+    replacement keeps nothing up (nothing to replace, no leader, or a leader with no streaming standby
+    to hand over to): then they are replaced together, as any other service.
+
+    Standbys that are not streaming (serving no one) go first, like app replicas that are not serving."""
+    if not to_replace or leader is None:
+        return None
+    standbys = sorted((n for n in to_replace if n != leader), key=lambda n: (n in streaming, n))
+    if leader not in to_replace:
+        return NodeRoll(tuple(standbys), None)
+    if not any(n != leader for n in streaming):
+        return None
+    return NodeRoll(tuple(standbys), leader)

@@ -17,7 +17,7 @@ local socket (trusted in pg_hba.conf), so no password crosses this process:
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import docker
@@ -39,10 +39,9 @@ from deploystack.dbparse import (
 )
 from deploystack.dbparse import backups_of as backups_of  # operations lists a project's dumps through here
 from deploystack.engine.client import engine_errors
-from deploystack.engine.lookup import service_container
 from deploystack.engine.report import Reporter
 from deploystack.errors import DeployError, StackError, UsageError
-from deploystack.plan.names import PRIMARY, REPLICA_PREFIX, replica_of_volume
+from deploystack.plan.names import NODE_PREFIX, PRIMARY, REPLICA_PREFIX, replica_of_volume
 
 PSQL = ["timeout", "20", "psql", "-X", "-q", "--csv", "-v", "ON_ERROR_STOP=1",
         "-h", "/run/postgresql", "-U", "postgres", "-d", "postgres"]
@@ -138,7 +137,11 @@ def status(client: docker.DockerClient, project: str, services: Sequence[str], o
 
 
 def primary_container(client: docker.DockerClient, project: str) -> Container:
-    return service_container(client, project, PRIMARY, running=True)
+    """The container that takes writes: db-primary, or on a Patroni DBC the leader Patroni reports."""
+    # provision.py holds the one lookup of the leader; imported here, as it imports this module (via patroni).
+    from deploystack.engine.provision import database_leader
+
+    return database_leader(client, project)
 
 
 # -- backups ----------------------------------------------------------------------------------------
@@ -244,6 +247,12 @@ def restore(client: docker.DockerClient, project: str, database: str, owner: str
     wait_for_replicas(client, project, container, report)
 
 
+def standbys(services: Iterable[str], leader: str) -> list[str]:
+    """The database services that replay the leader's WAL: `db-replica-*`, or on Patroni every `db-node-*`
+    but the leader (never the router, which runs no PostgreSQL)."""
+    return sorted(s for s in services if s.startswith((REPLICA_PREFIX, NODE_PREFIX)) and s != leader)
+
+
 def wait_for_replicas(client: docker.DockerClient, project: str, primary: Container, report: Reporter,
                       timeout: float = CATCH_UP_S) -> None:
     """Report when each running replica has replayed up to the primary's current LSN (bounded wait)."""
@@ -253,7 +262,9 @@ def wait_for_replicas(client: docker.DockerClient, project: str, primary: Contai
     if target is None:
         report.step(f"could not read the primary's LSN ({error}); not waiting for replicas")
         return
-    replicas = [c for s, c in sorted(db_containers(client, project).items()) if s != PRIMARY and c.status == "running"]
+    containers = db_containers(client, project)
+    leader = primary.labels.get(labels.SERVICE, PRIMARY)
+    replicas = [containers[s] for s in standbys(containers, leader) if containers[s].status == "running"]
     deadline = time.monotonic() + timeout
     for replica in replicas:
         while True:

@@ -24,6 +24,7 @@ CONFIG = "/etc/deploystack/patroni.yml"
 CLUSTER = ["python3", "-c", "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen("
            f"'http://127.0.0.1:{REST_PORT}/cluster', timeout=5).read().decode())"]
 SWITCHOVER_WAIT_S = 60.0
+STREAMING_WAIT_S = 300.0  # a replaced node: Patroni starts, PostgreSQL replays from the leader
 
 
 @dataclass(frozen=True)
@@ -143,3 +144,21 @@ def change_leader(client: docker.DockerClient, project: str, services: Sequence[
             raise StackError(f"{what} asked, but no new leader after {SWITCHOVER_WAIT_S:.0f}s "
                              f"(leader: {leader.service if leader else 'none'})")
         time.sleep(0.5)
+
+
+def wait_streaming(client: docker.DockerClient, project: str, services: Sequence[str], node: str, report: Reporter,
+                   timeout: float = STREAMING_WAIT_S) -> None:
+    """Wait until Patroni reports `node` a standby streaming from the leader (a node replaced in a rolling
+    replacement serves again before the next one goes)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        now = status(client, project, services)
+        member = next((m for m in now.members if m.service == node), None)
+        if member is not None and member.role != "leader" and member.patroni_state == "streaming":
+            report.step(f"{node} streams from {now.leader}")
+            return
+        if time.monotonic() > deadline:
+            state = member.patroni_state if member is not None else "missing"
+            raise StackError(f"{node} was replaced but is not streaming after {timeout:.0f}s (Patroni: {state}); "
+                             "the other nodes were left as they are: see `deploystack db status`")
+        time.sleep(1.0)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from deploystack.engine.converge import Action, Observed, Wanted, orphans, plan_service
+from deploystack.engine.converge import Action, NodeRoll, Observed, Wanted, orphans, plan_service, roll_nodes
 
 
 def wanted(n: int, h: str = "h1", one_shot: bool = False) -> list[Wanted]:
@@ -43,3 +43,25 @@ def test_one_shot_job_done_once() -> None:
 def test_orphans_of_removed_services() -> None:
     steps = orphans({"api"}, seen(2))
     assert [(s.action, s.name) for s in steps] == [(Action.REMOVE, "p-web-1"), (Action.REMOVE, "p-web-2")]
+
+
+NODES = ("db-node-1", "db-node-2", "db-node-3")
+
+
+def test_patroni_nodes_roll_standbys_first_then_the_leader() -> None:
+    assert roll_nodes(NODES, "db-node-2", NODES) == NodeRoll(("db-node-1", "db-node-3"), "db-node-2")
+
+
+def test_a_standby_that_is_not_streaming_goes_first() -> None:
+    assert roll_nodes(NODES, "db-node-1", {"db-node-1", "db-node-2"}) == NodeRoll(("db-node-3", "db-node-2"),
+                                                                                  "db-node-1")
+
+
+def test_only_standbys_to_replace_need_no_switchover() -> None:
+    assert roll_nodes(["db-node-3"], "db-node-1", NODES) == NodeRoll(("db-node-3",), None)
+
+
+def test_no_rolling_without_a_leader_or_a_standby_to_hand_over_to() -> None:
+    assert roll_nodes([], "db-node-1", NODES) is None
+    assert roll_nodes(NODES, None, NODES) is None
+    assert roll_nodes(["db-node-1"], "db-node-1", ["db-node-1"]) is None
