@@ -17,6 +17,7 @@ from deploystack.plan.tenancy import (
     database_of,
     plan_tenancy,
     rabbitmq_password_secret,
+    redis_password_secret,
     s3_key_secrets,
     secret_key_secret,
 )
@@ -106,10 +107,12 @@ def app_environment(stack: Stack, name: str, app: App,
         "DB_REPLICAS": ",".join(replica_names(stack)),
         **database_env(stack),  # dbc.ha: patroni: the router instead
     }
-    redis_url = "redis://:" + ref("REDIS_PASSWORD") + "@redis:6379/0"
+    # Its own ACL user (named like the app), whose keys and channels all start with `<app>:`: the settings
+    # (contrib/django/conf.py) prefix the cache's, Celery's and kombu's keys with it.
+    redis_at = f"redis://{name}:" + ref(redis_password_secret(name)) + "@redis:6379"
     if acc.redis.enabled:
-        env["REDIS_URL"] = redis_url
-        env["CELERY_RESULT_BACKEND"] = "redis://:" + ref("REDIS_PASSWORD") + "@redis:6379/1"
+        env["REDIS_URL"] = f"{redis_at}/0"
+        env["CELERY_RESULT_BACKEND"] = f"{redis_at}/1"
     if acc.django_cache:
         env["DJANGO_CACHE"] = acc.django_cache
     if acc.memcached.enabled:
@@ -118,8 +121,8 @@ def app_environment(stack: Stack, name: str, app: App,
         # Its own user on its own vhost (both named like the app): no other app's queues, no administration.
         env["CELERY_BROKER_URL"] = f"amqp://{name}:" + ref(rabbitmq_password_secret(name)) + f"@rabbitmq:5672/{name}"
     elif acc.redis.enabled:
-        # Its own database: the cache's clear() is a FLUSHDB of database 0, which would drop queued tasks.
-        env["CELERY_BROKER_URL"] = "redis://:" + ref("REDIS_PASSWORD") + "@redis:6379/2"
+        # A database apart from the cache's (0) and the results' (1), as before the ACL users.
+        env["CELERY_BROKER_URL"] = f"{redis_at}/2"
     if stack.mmc.enabled:
         # SeaweedFS: the app's own key, whose rights end at its prefix of the media bucket and its own
         # buckets (plan/tenancy.py); its uploads go under `<app>/` (S3_LOCATION).
