@@ -6,7 +6,12 @@ from deploystack.plan import hardening as h
 from deploystack.plan.model import Build, HealthCheck, Mount, Service, Tmpfs
 from deploystack.plan.names import Role
 from deploystack.plan.secrets import ref
-from deploystack.plan.tenancy import rabbitmq_password_secret, redis_key_prefix, redis_password_secret
+from deploystack.plan.tenancy import (
+    rabbitmq_password_secret,
+    redis_fanout_channels,
+    redis_key_prefix,
+    redis_password_secret,
+)
 from deploystack.spec.models import Stack
 
 
@@ -30,9 +35,11 @@ def rabbitmq_app_users(stack: Stack) -> tuple[tuple[str, str], ...]:
 
 def redis_app_users(stack: Stack) -> tuple[tuple[str, str], ...]:
     """Each app's Redis ACL user (its name) for the entrypoint: its password as a variable of its own, and
-    REDIS_APP_USERS, `<user> <key prefix> <password variable>` per app, `;` between them."""
+    REDIS_APP_USERS, `<user> <key prefix> <password variable> [<fanout channel>...]` per app, `;` between
+    them; the fanout channels (its workers' PSUBSCRIBE) only when Redis is the broker."""
     secrets = [redis_password_secret(app) for app in stack.apc.apps]
-    users = ";".join(f"{app} {redis_key_prefix(app)} {secret}"
+    users = ";".join(" ".join((app, redis_key_prefix(app), secret,
+                               *(redis_fanout_channels(app) if stack.acc.redis_is_broker else ())))
                      for app, secret in zip(stack.apc.apps, secrets, strict=True))
     return (*((secret, ref(secret)) for secret in secrets), ("REDIS_APP_USERS", users))
 

@@ -14,6 +14,7 @@ from deploystack.plan.names import Role
 from deploystack.plan.patroni import database_env, router_services
 from deploystack.plan.secrets import app_secret, escape, ref
 from deploystack.plan.tenancy import (
+    REDIS_BROKER_DB,
     database_of,
     plan_tenancy,
     rabbitmq_password_secret,
@@ -122,7 +123,7 @@ def app_environment(stack: Stack, name: str, app: App,
         env["CELERY_BROKER_URL"] = f"amqp://{name}:" + ref(rabbitmq_password_secret(name)) + f"@rabbitmq:5672/{name}"
     elif acc.redis.enabled:
         # A database apart from the cache's (0) and the results' (1), as before the ACL users.
-        env["CELERY_BROKER_URL"] = f"{redis_at}/2"
+        env["CELERY_BROKER_URL"] = f"{redis_at}/{REDIS_BROKER_DB}"
     if stack.mmc.enabled:
         # SeaweedFS: the app's own key, whose rights end at its prefix of the media bucket and its own
         # buckets (plan/tenancy.py); its uploads go under `<app>/` (S3_LOCATION).

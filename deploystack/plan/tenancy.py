@@ -47,6 +47,19 @@ def redis_key_prefix(app: str) -> str:
     return f"{app}:"
 
 
+REDIS_BROKER_DB = 2  # Celery's queue when Redis is the broker: apart from the cache (0) and the results (1)
+# kombu PSUBSCRIBEs to each fanout exchange's channel, `/<db>.<exchange>` under the key prefix, and Redis
+# lets a user PSUBSCRIBE only to a pattern its ACL names literally (`&<app>:*` covers SUBSCRIBE and
+# PUBLISH, not that). Celery's one fanout exchange: the workers' remote control (`celery inspect ping`,
+# the worker health check).
+CELERY_FANOUT_EXCHANGES = ("celery.pidbox",)
+
+
+def redis_fanout_channels(app: str) -> tuple[str, ...]:
+    """The fanout channels an app's workers PSUBSCRIBE to on a Redis broker."""
+    return tuple(f"{redis_key_prefix(app)}/{REDIS_BROKER_DB}.{exchange}" for exchange in CELERY_FANOUT_EXCHANGES)
+
+
 def s3_key_secrets(app: str) -> tuple[str, str]:
     """The .env names of an app's own S3 access and secret key."""
     return f"S3_ACCESS_KEY_{_suffix(app)}", f"S3_SECRET_KEY_{_suffix(app)}"
