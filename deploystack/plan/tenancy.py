@@ -48,16 +48,17 @@ def redis_key_prefix(app: str) -> str:
 
 
 REDIS_BROKER_DB = 2  # Celery's queue when Redis is the broker: apart from the cache (0) and the results (1)
-# kombu PSUBSCRIBEs to each fanout exchange's channel, `/<db>.<exchange>` under the key prefix, and Redis
-# lets a user PSUBSCRIBE only to a pattern its ACL names literally (`&<app>:*` covers SUBSCRIBE and
-# PUBLISH, not that). Celery's one fanout exchange: the workers' remote control (`celery inspect ping`,
-# the worker health check).
-CELERY_FANOUT_EXCHANGES = ("celery.pidbox",)
+# kombu PSUBSCRIBEs to each fanout exchange's channel, `/<db>.<exchange>[/<routing key>]` under the key
+# prefix, and Redis lets a user PSUBSCRIBE only to a pattern its ACL names literally (`&<app>:*` covers
+# SUBSCRIBE and PUBLISH, not that). Celery's fanout exchanges on Redis: the workers' remote control
+# (`celery inspect ping`, the worker health check), and the events (a Redis `celeryev` is fanout): the
+# workers' gossip takes `worker.#`, `celery events` and Flower take `#`.
+CELERY_FANOUT_TOPICS = ("celery.pidbox", "celeryev/worker.#", "celeryev/#")
 
 
 def redis_fanout_channels(app: str) -> tuple[str, ...]:
     """The fanout channels an app's workers PSUBSCRIBE to on a Redis broker."""
-    return tuple(f"{redis_key_prefix(app)}/{REDIS_BROKER_DB}.{exchange}" for exchange in CELERY_FANOUT_EXCHANGES)
+    return tuple(f"{redis_key_prefix(app)}/{REDIS_BROKER_DB}.{topic}" for topic in CELERY_FANOUT_TOPICS)
 
 
 def s3_key_secrets(app: str) -> tuple[str, str]:

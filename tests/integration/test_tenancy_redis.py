@@ -57,6 +57,10 @@ def test_an_app_uses_its_own_keys_and_not_another_apps(project: Project, redis_p
         assert backend.call("SELECT", "2") == "OK" and backend.call("LPUSH", "backend:it-list", "t") == 1
         assert refused(backend, "LPUSH", "it-list", "t").startswith("NOPERM")
         assert frontend.call("GET", "frontend:secret") == "f"  # untouched
+        # kombu's PSUBSCRIBE to the fanout exchanges (remote control, events): its own, literally named.
+        for channel in redis_fanout_channels("backend"):
+            assert backend.call("PSUBSCRIBE", channel) == ["psubscribe", channel, 1], channel
+            assert backend.call("PUNSUBSCRIBE", channel) == ["punsubscribe", channel, 0], channel
     finally:
         backend.close()
         frontend.close()
