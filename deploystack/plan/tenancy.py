@@ -52,8 +52,8 @@ REDIS_BROKER_DB = 2  # Celery's queue when Redis is the broker: apart from the c
 # prefix, and Redis lets a user PSUBSCRIBE only to a pattern its ACL names literally (`&<app>:*` covers
 # SUBSCRIBE and PUBLISH, not that). Celery's fanout exchanges on Redis: the workers' remote control
 # (`celery inspect ping`, the worker health check), and the events (a Redis `celeryev` is fanout): the
-# workers' gossip takes `worker.#`, `celery events` and Flower take `#`.
-CELERY_FANOUT_TOPICS = ("celery.pidbox", "celeryev/worker.#", "celeryev/#")
+# workers' gossip binds `worker.#`, `celery events` and Flower `#`, which kombu turns into `*`.
+CELERY_FANOUT_TOPICS = ("celery.pidbox", "celeryev/worker.*", "celeryev/*")
 
 
 def redis_fanout_channels(app: str) -> tuple[str, ...]:

@@ -83,8 +83,8 @@ def test_each_app_gets_its_own_redis_user_and_password_and_no_app_the_default_on
 def test_on_a_redis_broker_each_user_may_psubscribe_to_its_workers_fanout_channel(tmp_path: Path) -> None:
     plan = build_plan(load_stack(write_spec(tmp_path, BASE + "acc: {rabbitmq: false}\n")))
     users = dict(plan.service("redis").environment)["REDIS_APP_USERS"]
-    assert users == ("backend backend: REDIS_PASSWORD_BACKEND backend:/2.celery.pidbox backend:/2.celeryev/worker.# "
-                     "backend:/2.celeryev/#")
+    assert users == ("backend backend: REDIS_PASSWORD_BACKEND backend:/2.celery.pidbox backend:/2.celeryev/worker.* "
+                     "backend:/2.celeryev/*")
     assert dict(plan.service("backend-worker").environment)["CELERY_BROKER_URL"].endswith("@redis:6379/2")
 
 
