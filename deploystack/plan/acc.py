@@ -6,7 +6,12 @@ from deploystack.plan import hardening as h
 from deploystack.plan.model import Build, HealthCheck, Mount, Service, Tmpfs
 from deploystack.plan.names import Role
 from deploystack.plan.secrets import ref
-from deploystack.plan.tenancy import rabbitmq_password_secret
+from deploystack.plan.tenancy import (
+    rabbitmq_password_secret,
+    redis_fanout_channels,
+    redis_key_prefix,
+    redis_password_secret,
+)
 from deploystack.spec.models import Stack
 
 
@@ -28,6 +33,17 @@ def rabbitmq_app_users(stack: Stack) -> tuple[tuple[str, str], ...]:
     return (*((secret, ref(secret)) for secret in secrets), ("RABBITMQ_APP_USERS", users))
 
 
+def redis_app_users(stack: Stack) -> tuple[tuple[str, str], ...]:
+    """Each app's Redis ACL user (its name) for the entrypoint: its password as a variable of its own, and
+    REDIS_APP_USERS, `<user> <key prefix> <password variable> [<fanout channel>...]` per app, `;` between
+    them; the fanout channels (its workers' PSUBSCRIBE) only when Redis is the broker."""
+    secrets = [redis_password_secret(app) for app in stack.apc.apps]
+    users = ";".join(" ".join((app, redis_key_prefix(app), secret,
+                               *(redis_fanout_channels(app) if stack.acc.redis_is_broker else ())))
+                     for app, secret in zip(stack.apc.apps, secrets, strict=True))
+    return (*((secret, ref(secret)) for secret in secrets), ("REDIS_APP_USERS", users))
+
+
 def plan_acc(stack: Stack) -> tuple[list[Service], list[str]]:
     acc = stack.acc
     services: list[Service] = []
@@ -36,7 +52,8 @@ def plan_acc(stack: Stack) -> tuple[list[Service], list[str]]:
             name="redis", role=Role.ACC, build=_build("redis"),
             environment=(("REDIS_PASSWORD", ref("REDIS_PASSWORD")),
                          ("REDIS_MAXMEMORY", acc.redis.maxmemory),
-                         ("REDIS_APPENDONLY", "yes" if redis_appendonly(stack) else "no")),
+                         ("REDIS_APPENDONLY", "yes" if redis_appendonly(stack) else "no"),
+                         *redis_app_users(stack)),
             mounts=(Mount("redis-data", "/data"),),
             # The entrypoint writes redis.conf (the password in it) into /run/redis for redis only.
             cap_add=(h.CHOWN, h.SETUID, h.SETGID), read_only=True, tmpfs=(h.RUN, h.TMP),

@@ -14,9 +14,11 @@ from deploystack.plan.names import Role
 from deploystack.plan.patroni import database_env, router_services
 from deploystack.plan.secrets import app_secret, escape, ref
 from deploystack.plan.tenancy import (
+    REDIS_BROKER_DB,
     database_of,
     plan_tenancy,
     rabbitmq_password_secret,
+    redis_password_secret,
     s3_key_secrets,
     secret_key_secret,
 )
@@ -110,10 +112,12 @@ def app_environment(stack: Stack, name: str, app: App,
         # dead replica costs a read that long at most before the router skips it.
         "RES_OPTIONS": "timeout:1 attempts:2",
     }
-    redis_url = "redis://:" + ref("REDIS_PASSWORD") + "@redis:6379/0"
+    # Its own ACL user (named like the app), whose keys and channels all start with `<app>:`: the settings
+    # (contrib/django/conf.py) prefix the cache's, Celery's and kombu's keys with it.
+    redis_at = f"redis://{name}:" + ref(redis_password_secret(name)) + "@redis:6379"
     if acc.redis.enabled:
-        env["REDIS_URL"] = redis_url
-        env["CELERY_RESULT_BACKEND"] = "redis://:" + ref("REDIS_PASSWORD") + "@redis:6379/1"
+        env["REDIS_URL"] = f"{redis_at}/0"
+        env["CELERY_RESULT_BACKEND"] = f"{redis_at}/1"
     if acc.django_cache:
         env["DJANGO_CACHE"] = acc.django_cache
     if acc.memcached.enabled:
@@ -122,8 +126,8 @@ def app_environment(stack: Stack, name: str, app: App,
         # Its own user on its own vhost (both named like the app): no other app's queues, no administration.
         env["CELERY_BROKER_URL"] = f"amqp://{name}:" + ref(rabbitmq_password_secret(name)) + f"@rabbitmq:5672/{name}"
     elif acc.redis.enabled:
-        # Its own database: the cache's clear() is a FLUSHDB of database 0, which would drop queued tasks.
-        env["CELERY_BROKER_URL"] = "redis://:" + ref("REDIS_PASSWORD") + "@redis:6379/2"
+        # A database apart from the cache's (0) and the results' (1), as before the ACL users.
+        env["CELERY_BROKER_URL"] = f"{redis_at}/{REDIS_BROKER_DB}"
     if stack.mmc.enabled:
         # SeaweedFS: the app's own key, whose rights end at its prefix of the media bucket and its own
         # buckets (plan/tenancy.py); its uploads go under `<app>/` (S3_LOCATION).

@@ -6,7 +6,13 @@ which Compose interpolates from .env and the engine resolves the same way.
 
 from __future__ import annotations
 
-from deploystack.plan.tenancy import db_password_secret, rabbitmq_password_secret, s3_key_secrets, secret_key_secret
+from deploystack.plan.tenancy import (
+    db_password_secret,
+    rabbitmq_password_secret,
+    redis_password_secret,
+    s3_key_secrets,
+    secret_key_secret,
+)
 from deploystack.spec.models import Stack
 
 
@@ -17,7 +23,8 @@ def secret_names(stack: Stack) -> tuple[str, ...]:
     for app in stack.apc.apps:
         names += [secret_key_secret(app), db_password_secret(app)]
     if stack.acc.redis.enabled:
-        names.append("REDIS_PASSWORD")
+        names.append("REDIS_PASSWORD")  # the default user's: the health check, an operator; no app has it
+        names += [redis_password_secret(app) for app in stack.apc.apps]
     if stack.acc.rabbitmq.enabled:
         names.append("RABBITMQ_PASSWORD")  # the broker's administrator: no app has it
         names += [rabbitmq_password_secret(app) for app in stack.apc.apps]

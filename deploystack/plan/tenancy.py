@@ -1,5 +1,5 @@
 """One identity per app (issue 14, item 3): its PostgreSQL role and database, its Django secret key, its
-S3 key and what that key may do, its RabbitMQ user and vhost.
+S3 key and what that key may do, its RabbitMQ user and vhost, its Redis ACL user and key prefix.
 
 Pure: names derived from the spec, and the psql script that `up` runs on the primary (engine/provision.py)
 to make the roles and databases, and to migrate a stack made before apps had their own.
@@ -35,6 +35,30 @@ def secret_key_secret(app: str) -> str:
 def rabbitmq_password_secret(app: str) -> str:
     """The .env name of an app's RabbitMQ password; its user and vhost are both named like the app."""
     return f"RABBITMQ_PASSWORD_{_suffix(app)}"
+
+
+def redis_password_secret(app: str) -> str:
+    """The .env name of an app's Redis password; its ACL user is named like the app."""
+    return f"REDIS_PASSWORD_{_suffix(app)}"
+
+
+def redis_key_prefix(app: str) -> str:
+    """What every key (and pub/sub channel) of an app starts with: its ACL user may touch nothing else."""
+    return f"{app}:"
+
+
+REDIS_BROKER_DB = 2  # Celery's queue when Redis is the broker: apart from the cache (0) and the results (1)
+# kombu PSUBSCRIBEs to each fanout exchange's channel, `/<db>.<exchange>[/<routing key>]` under the key
+# prefix, and Redis lets a user PSUBSCRIBE only to a pattern its ACL names literally (`&<app>:*` covers
+# SUBSCRIBE and PUBLISH, not that). Celery's fanout exchanges on Redis: the workers' remote control
+# (`celery inspect ping`, the worker health check), and the events (a Redis `celeryev` is fanout): the
+# workers' gossip binds `worker.#`, `celery events` and Flower `#`, which kombu turns into `*`.
+CELERY_FANOUT_TOPICS = ("celery.pidbox", "celeryev/worker.*", "celeryev/*")
+
+
+def redis_fanout_channels(app: str) -> tuple[str, ...]:
+    """The fanout channels an app's workers PSUBSCRIBE to on a Redis broker."""
+    return tuple(f"{redis_key_prefix(app)}/{REDIS_BROKER_DB}.{topic}" for topic in CELERY_FANOUT_TOPICS)
 
 
 def s3_key_secrets(app: str) -> tuple[str, str]:

@@ -139,7 +139,13 @@ def test_task_round_trip_through_redis(tmp_path: Path) -> None:
         "source: apps/", f"source: {BLUEPRINTS / 'default'}/apps/"))
     with StackUnderTest(spec, services=["backend-worker"]) as stack:
         code, env = stack.exec("backend-worker", ["printenv", "CELERY_BROKER_URL"])
-        assert env.startswith("redis://")
+        assert env.startswith("redis://backend:")  # the app's own ACL user, limited to `backend:` keys
         code, out = stack.exec("backend-worker", ["python", "-c",
             "import django; django.setup(); from services.tasks import add; print(add.delay(20, 22).get(timeout=60))"])
         assert code == 0 and out.strip().endswith("42"), out
+        # What the worker and the task left in the broker's and the results' databases: all under the prefix.
+        for db in ("1", "2"):
+            code, keys = stack.exec("redis", ["sh", "-c", f'REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli '
+                                              f'--no-auth-warning -n {db} --raw keys "*"'])
+            assert code == 0 and keys.split(), (db, keys)
+            assert [key for key in keys.split() if not key.startswith("backend:")] == [], (db, keys)

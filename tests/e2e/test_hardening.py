@@ -67,12 +67,14 @@ def test_the_stack_still_serves_with_hardened_containers(stack: Stack) -> None:
 
 def test_redis_refuses_dangerous_commands_to_the_apps_password(stack: Stack) -> None:
     """CONFIG (which rewrites files), FLUSHALL (every database: Celery's queue and results too) and
-    MODULE are denied to the password every app has; what the apps use still works."""
+    MODULE are denied to an app's Redis user, and so are FLUSHDB, KEYS and keys outside its `backend:`
+    prefix; what the app uses (its own keys) still works."""
     script = (
         "import os, redis\n"
         "r = redis.Redis.from_url(os.environ['REDIS_URL'])\n"
-        "r.set('hardening:probe', 'x', ex=60); assert r.get('hardening:probe') == b'x'\n"
-        "for command in (('CONFIG', 'GET', 'dir'), ('FLUSHALL',), ('MODULE', 'LIST'), ('ACL', 'WHOAMI')):\n"
+        "r.set('backend:hardening-probe', 'x', ex=60); assert r.get('backend:hardening-probe') == b'x'\n"
+        "for command in (('CONFIG', 'GET', 'dir'), ('FLUSHALL',), ('MODULE', 'LIST'), ('ACL', 'WHOAMI'),\n"
+        "                ('FLUSHDB',), ('KEYS', '*'), ('GET', 'frontend:x'), ('SET', 'hardening:probe', 'x')):\n"
         "    try:\n"
         "        r.execute_command(*command)\n"
         "    except redis.exceptions.NoPermissionError:\n"
@@ -82,7 +84,7 @@ def test_redis_refuses_dangerous_commands_to_the_apps_password(stack: Stack) -> 
     )
     code, out = stack.under_test.exec("backend", ["python", "-c", script])
     assert code == 0, out
-    assert "ALLOWED" not in out and out.count("refused") == 4, out
+    assert "ALLOWED" not in out and out.count("refused") == 8, out
     # Protected mode is on (with a password set it admits only clients that authenticate).
     (redis,) = stack.containers("redis")
     code, conf = redis.exec_run(["grep", "-c", "^protected-mode yes", "/run/redis/redis.conf"], user="redis")

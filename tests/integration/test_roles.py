@@ -91,9 +91,9 @@ def test_redis_auth_with_the_generated_password_then_set_get(project: Project, r
 
 
 def test_redis_denies_dangerous_commands_but_not_the_caches_flushdb(project: Project, resp: Resp) -> None:
-    """The apps' password cannot rewrite the configuration (CONFIG SET dir + SAVE writes files), empty every
-    database at once (FLUSHALL: Celery's queue too) or stop the server; Django's cache.clear() is a FLUSHDB
-    of its own database, which stays allowed."""
+    """The default user's password (no app's: each has its own user, test_tenancy_redis.py) cannot rewrite
+    the configuration (CONFIG SET dir + SAVE writes files), empty every database at once (FLUSHALL:
+    Celery's queue too) or stop the server; a FLUSHDB of one database stays allowed to it."""
     assert resp.call("AUTH", project.environment("redis")["REDIS_PASSWORD"]) == "OK"
     for command in (("CONFIG", "SET", "dir", "/tmp"), ("FLUSHALL",), ("SHUTDOWN", "NOSAVE"),
                     ("REPLICAOF", "127.0.0.1", "1"), ("ACL", "SETUSER", "x", "on"), ("MONITOR",)):

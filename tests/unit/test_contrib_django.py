@@ -299,6 +299,21 @@ def test_celery_with_a_redis_broker(tmp_path: Path) -> None:
     assert celery["CELERY_BROKER_TRANSPORT_OPTIONS"] == {"visibility_timeout": 3600, "unacked_restore_throttle": 1}
 
 
+def test_in_a_stack_every_redis_key_of_celery_is_under_the_apps_prefix(tmp_path: Path) -> None:
+    """The app's Redis ACL user may touch `<app>:*` only: kombu's queues and bindings, and the results."""
+    env = {"CELERY_BROKER_URL": REDIS_BROKER, "CELERY_RESULT_BACKEND": REDIS_RESULTS, "DEPLOYSTACK_APP": "backend"}
+
+    celery = _celery_settings(settings_from_env(tmp_path, environ=env))
+
+    assert celery["CELERY_BROKER_TRANSPORT_OPTIONS"]["global_keyprefix"] == "backend:"
+    assert celery["CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS"] == {"global_keyprefix": "backend:"}
+    amqp = _celery_settings(settings_from_env(tmp_path, environ={**env, "CELERY_BROKER_URL": AMQP_URL}))
+    assert "CELERY_BROKER_TRANSPORT_OPTIONS" not in amqp  # RabbitMQ: the app's own vhost instead
+    assert amqp["CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS"] == {"global_keyprefix": "backend:"}
+    rpc = _celery_settings(settings_from_env(tmp_path, environ={"CELERY_BROKER_URL": AMQP_URL, "DEPLOYSTACK_APP": "b"}))
+    assert "CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS" not in rpc
+
+
 def test_celery_visibility_timeout_from_the_environment(tmp_path: Path) -> None:
     env = {"CELERY_BROKER_URL": REDIS_BROKER, "CELERY_VISIBILITY_TIMEOUT": "30"}
 

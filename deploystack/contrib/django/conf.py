@@ -196,9 +196,16 @@ def _cache(env: Mapping[str, str]) -> dict[str, Any]:
     }[choice]
     cache: dict[str, Any] = {"BACKEND": backend, "LOCATION": available[choice]}
     app = _get(env, "DEPLOYSTACK_APP")
-    if app:  # apps share one redis/memcached: keep their keys apart
+    if app:  # apps share one redis/memcached: keep their keys apart (`<app>:<version>:<key>`)
         cache["KEY_PREFIX"] = app
     return cache
+
+
+def _redis_key_prefix(env: Mapping[str, str]) -> dict[str, str]:
+    """Celery's and kombu's `global_keyprefix` for Redis: `<app>:`, the only keys and channels the app's
+    Redis ACL user may touch (plan/tenancy.py redis_key_prefix). None outside a stack."""
+    app = _get(env, "DEPLOYSTACK_APP")
+    return {"global_keyprefix": f"{app}:"} if app else {}
 
 
 def media_url(base_url: str, key: str) -> str:
@@ -281,7 +288,12 @@ def _celery(env: Mapping[str, str]) -> dict[str, Any]:
             "visibility_timeout": timeout,
             # Look for such tasks at every sweep (each 10 s) rather than every tenth (kombu's default).
             "unacked_restore_throttle": 1,
+            # Queues, bindings, unacked index and fanout channels under the app's prefix (kombu >= 5.3).
+            **_redis_key_prefix(env),
         }
+    if urlsplit(settings["CELERY_RESULT_BACKEND"]).scheme in _REDIS_SCHEMES and _redis_key_prefix(env):
+        # Results and their pub/sub channels under the app's prefix (Celery >= 5.3).
+        settings["CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS"] = _redis_key_prefix(env)
     return settings
 
 
