@@ -18,6 +18,7 @@ import pytest
 import requests
 from ruamel.yaml import YAML
 
+from deploystack.operations import app_database
 from tests.conftest import eventually
 from tests.e2e.conftest import Stack
 
@@ -152,8 +153,8 @@ def test_exec_and_db_shell_answer(stack: Stack) -> None:
     hostname = deploystack(stack, ["exec"], ["backend", "--index", "2", "--", "hostname"])
     assert hostname.stdout.strip() == second.attrs["Config"]["Hostname"]  # the replica's own name
     who = deploystack(stack, ["db", "shell"], ["--", "-tAc", "select current_user || ' ' || current_database()"])
-    spec = stack.under_test.stack
-    assert (who.returncode, who.stdout.strip()) == (0, f"{spec.dbc.user} {spec.dbc.database}"), who.stderr
+    first = app_database(stack.under_test.stack, None)  # the spec's first app: its own role on its own database
+    assert (who.returncode, who.stdout.strip()) == (0, f"{first.role} {first.database}"), who.stderr
 
 
 def test_loaddata_from_stdin(stack: Stack) -> None:
