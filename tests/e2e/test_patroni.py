@@ -21,7 +21,9 @@ import docker
 import pytest
 import requests
 import urllib3
+from docker.models.containers import Container
 
+from deploystack.plan.names import container_name
 from deploystack.testing import StackUnderTest
 from tests.conftest import eventually
 
@@ -163,15 +165,22 @@ def test_switchover_under_load_loses_no_acknowledged_write(ha_stack: StackUnderT
     assert missing_rows(ha_stack, load) == []
 
 
-def test_killing_the_leader_fails_over_by_itself_and_it_rejoins(ha_stack: StackUnderTest) -> None:
-    eventually(lambda: healthy_cluster(ha_stack, 3), "a healthy cluster", timeout=90)
-    leader = cluster(ha_stack)["leader"]
-    container = docker.from_env().containers.get(f"{ha_stack.project}-{leader}-1")
-    with WriteLoad(ha_stack) as load:
+def kill_under_write_load(stack: StackUnderTest, leader: str) -> tuple[Container, WriteLoad, float]:
+    """Kill the leader's container while writes go on: (the container, the load, seconds from the kill to
+    the first acknowledged write), once another node leads."""
+    container = docker.from_env().containers.get(container_name(stack.project, leader))
+    with WriteLoad(stack) as load:
         killed = time.monotonic()
         container.kill()
         failover_s = load.recovered_after(killed, timeout=OUTAGE_WINDOW_S + 15)
-    eventually(lambda: cluster(ha_stack)["leader"] not in (None, leader), "a new leader")
+    eventually(lambda: cluster(stack)["leader"] not in (None, leader), "a new leader")
+    return container, load, failover_s
+
+
+def test_killing_the_leader_fails_over_by_itself_and_it_rejoins(ha_stack: StackUnderTest) -> None:
+    eventually(lambda: healthy_cluster(ha_stack, 3), "a healthy cluster", timeout=90)
+    leader = cluster(ha_stack)["leader"]
+    container, load, failover_s = kill_under_write_load(ha_stack, leader)
     lost = missing_rows(ha_stack, load)
     print(f"\nkilled {leader}: first acknowledged write {failover_s:.1f} s later; "
           f"{len(load.acked)} acknowledged, {len(lost)} lost, {len(load.failed)} failed requests")
@@ -224,12 +233,7 @@ def test_without_synchronous_mode_a_killed_leader_is_reported(ha_stack: StackUnd
                                        "--force", "--set", "synchronous_mode=false"])
     assert code == 0, out
     eventually(lambda: all(m["role"] != "sync_standby" for m in members(ha_stack).values()), "asynchronous")
-    container = docker.from_env().containers.get(f"{ha_stack.project}-{leader}-1")
-    with WriteLoad(ha_stack) as load:
-        killed = time.monotonic()
-        container.kill()
-        failover_s = load.recovered_after(killed, timeout=OUTAGE_WINDOW_S + 15)
-    eventually(lambda: cluster(ha_stack)["leader"] not in (None, leader), "a new leader")
+    container, load, failover_s = kill_under_write_load(ha_stack, leader)
     lost = missing_rows(ha_stack, load)
     print(f"\nasynchronous, killed {leader}: first acknowledged write {failover_s:.1f} s later; "
           f"{len(load.acked)} acknowledged, {len(lost)} lost")
