@@ -90,7 +90,7 @@ def check_file(path: Path, what: str, *, parent_must_exist: bool = False) -> Pat
 
 def _can_create_in(folder: Path, what: str, path: Path) -> None:
     """Try it (permissions, read-only mounts, /proc): a later failure would come after other files were written."""
-    import tempfile
+    import tempfile  # here, not at the top: it loads random and hashlib, which --help does not need
 
     try:
         handle, probe = tempfile.mkstemp(dir=folder, prefix=".deploystack-probe-")
