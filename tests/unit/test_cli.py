@@ -179,6 +179,14 @@ def test_generate_loads_no_docker_client_and_no_cryptography(spec: Path, tmp_pat
     assert loaded & (HEAVY - {"jinja2", "dotenv"}) == set()
 
 
+def test_cli_modules_keep_their_annotations_as_objects() -> None:
+    """typer reads the annotations of every command at each start: kept as strings (`from __future__ import
+    annotations`), each is evaluated again on every run, which doubled the cost of building the commands."""
+    with_strings = [path.name for path in (REPO / "deploystack" / "cli").glob("*.py")
+                    if re.search(r"^from __future__ import annotations", path.read_text(), re.MULTILINE)]
+    assert with_strings == []
+
+
 @pytest.mark.parametrize("raw", ["plain", "tab\there", "crlf line\r", "bell\a and backspace\b", "[bold]not markup[/]",
                                  "ünïcode ✓", "   leading spaces", ""])
 def test_plain_output_prints_what_rich_printed(raw: str, capsys: pytest.CaptureFixture[str]) -> None:
