@@ -1,12 +1,12 @@
 """All terminal output: rich lives here only. Progress and errors go to stderr, results to stdout.
 
-rich is imported on first use of a table, a coloured line or an error, not with this module: plain results
-(`ok`, `--json`, `schema`, log lines) are written directly, so `--help` and `validate` never load it.
+rich is imported on first use of a table, a coloured line or an error, json on first --json, not with this
+module: plain results (`ok`, `schema`, log lines) are written directly, so `--help` and `validate` never load
+them.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -157,4 +157,6 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> 
 
 
 def as_json(data: object) -> None:
+    import json
+
     say(json.dumps(data, indent=2, sort_keys=True))

@@ -1,7 +1,5 @@
 """`deploystack db ...`: status of the primary and its replicas, backups, restore."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -62,7 +60,7 @@ def status(
                         _or_dash(s.wal_status), _lag_bytes(s.retained_bytes)) for s in result.slots])
 
 
-def _cluster_table(cluster: ClusterStatus, as_json: bool) -> None:
+def _cluster_table(cluster: "ClusterStatus", as_json: bool) -> None:
     if as_json:
         console.as_json(cluster.as_dict())
         return

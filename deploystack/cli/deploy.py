@@ -1,7 +1,5 @@
 """`deploystack deploy`, `rollback` and `history`: thin wiring to deploystack.deploys."""
 
-from __future__ import annotations
-
 import dataclasses
 from typing import Annotated
 

@@ -1,7 +1,5 @@
 """`deploystack env APP`: thin wiring to operations.app_env."""
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer

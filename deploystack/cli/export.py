@@ -4,8 +4,6 @@ Each subcommand writes one artefact from the same spec (e.g. a Swarm stack file,
 bundle); the work is in operations/plan/render, this module only wires arguments to it.
 """
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 

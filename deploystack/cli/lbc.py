@@ -1,7 +1,5 @@
 """`deploystack lbc ...`: the load balancer's fail2ban bans. Parse, call, print; Docker stays in engine/."""
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer

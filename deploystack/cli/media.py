@@ -1,7 +1,5 @@
 """`deploystack media ...`: usage, backup and restore of the S3 media store."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 

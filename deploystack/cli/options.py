@@ -7,10 +7,7 @@ then the one before the subcommand, then the environment, then the default.
 Kept light: `--help` and `validate` import this, so nothing here may pull in the renderers or Docker.
 """
 
-from __future__ import annotations
-
 import os
-import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -93,6 +90,8 @@ def check_file(path: Path, what: str, *, parent_must_exist: bool = False) -> Pat
 
 def _can_create_in(folder: Path, what: str, path: Path) -> None:
     """Try it (permissions, read-only mounts, /proc): a later failure would come after other files were written."""
+    import tempfile  # here, not at the top: it loads random and hashlib, which --help does not need
+
     try:
         handle, probe = tempfile.mkstemp(dir=folder, prefix=".deploystack-probe-")
     except OSError as exc:

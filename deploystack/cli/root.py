@@ -5,10 +5,7 @@ Imports of operations, the renderers and the engine stay inside the commands: `d
 `validate` load typer, the spec models and nothing else (tests/unit/test_cli.py holds the line).
 """
 
-from __future__ import annotations
-
 import contextlib
-import json
 import sys
 import time
 from enum import StrEnum
@@ -117,6 +114,8 @@ def validate(file: SpecOpt = None) -> None:
 @app.command()
 def schema() -> None:
     """Print the spec's JSON Schema (for editors and CI: shorthands such as `redis: true` included)."""
+    import json
+
     from deploystack.spec.schema import stack_schema
 
     console.say(json.dumps(stack_schema(), indent=2))

@@ -1,8 +1,6 @@
 """`deploystack manage`, `run` and `exec`: commands in a new one-off container of an app, or in a running
 container, attached to this terminal; the command's exit code is deploystack's."""
 
-from __future__ import annotations
-
 import os
 import re
 from collections.abc import Mapping

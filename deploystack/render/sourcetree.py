@@ -8,7 +8,7 @@ import importlib.util
 import os
 import sys
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,13 +33,34 @@ class FileData:
 def tree(root: Path, prefix: str) -> dict[str, FileData]:
     """Every file below one of deploystack's own folders as prefix/relative-path, caches skipped."""
     files: dict[str, FileData] = {}
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root)
-        if any(part in OWN_SKIPPED or part.endswith(".pyc") for part in rel.parts):
-            continue
-        if path.is_file():
-            files[_join(prefix, rel.as_posix())] = FileData(path.read_bytes(), _mode(path))
+    for rel, entry in sorted(entries_below(root, _own_skipped), key=lambda found: found[0].split("/")):
+        if entry.is_file():
+            with open(entry.path, "rb") as handle:
+                files[_join(prefix, rel)] = FileData(handle.read(), entry.stat().st_mode & 0o777)
     return files
+
+
+def _own_skipped(name: str) -> bool:
+    return name in OWN_SKIPPED or name.endswith(".pyc")
+
+
+def entries_below(folder: Path | str, skipped: Callable[[str], bool] = lambda name: False,
+                  rel: str = "") -> Iterator[tuple[str, os.DirEntry[str]]]:
+    """(path relative to `folder`, entry) of everything below it but folders, not looking into linked
+    folders and leaving out names `skipped` says (and all below them), in no order. os.scandir tells a
+    file from a folder without the stat calls of Path.rglob and is_file (half of generate's reading)."""
+    try:
+        found = list(os.scandir(folder))
+    except PermissionError:  # as Path.rglob: what cannot be listed is left out
+        return
+    for entry in found:
+        if skipped(entry.name):
+            continue
+        name = f"{rel}/{entry.name}" if rel else entry.name
+        if entry.is_dir(follow_symlinks=False):
+            yield from entries_below(entry.path, skipped, name)
+        else:
+            yield name, entry
 
 
 def source_tree(source: Path, prefix: str, excluded: tuple[Path, ...] = (),

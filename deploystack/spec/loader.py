@@ -11,7 +11,6 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 from ruamel.yaml import YAML
@@ -181,13 +180,16 @@ def _python_pin(name: str, python: str, source: Path, document: CommentedMap) ->
     except UsageError as exc:
         source_loc: Loc = ("apc", "apps", name, "source")
         return [Problem(dotted(source_loc), str(exc), line_of(document, source_loc))]
+    if pin is None:
+        return []
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet  # only for a project that pins its Python
+
     try:
-        allowed = pin is None or SpecifierSet(pin).contains(f"{python}.0")
+        if SpecifierSet(pin).contains(f"{python}.0"):
+            return []
     except InvalidSpecifier:
         return []  # pip will say so, with the project's own words
-    if allowed:
-        return []
-    others = [version for version in PYTHON_VERSIONS if SpecifierSet(pin or "").contains(f"{version}.0")]
+    others = [version for version in PYTHON_VERSIONS if SpecifierSet(pin).contains(f"{version}.0")]
     hint = f": use python: \"{others[0]}\"" if others else ""
     loc: Loc = ("apc", "apps", name, "python")
     return [Problem(dotted(loc), f"Python {python} does not satisfy the project's requires-python {pin!r} "
