@@ -513,12 +513,16 @@ def db_promote(target: Target, replica: str, force: bool, report: Reporter) -> s
 
 
 def db_cluster(target: Target) -> ClusterStatus | None:
-    """Patroni's view of the nodes (leader, lag, timeline) when dbc.ha is patroni; else None."""
-    from deploystack.engine import client, patroni
+    """Patroni's view of the nodes (leader, lag, timeline) when dbc.ha is patroni; else (also while the data
+    still waits for `db upgrade` on PostgreSQL 15) None."""
+    from deploystack.engine import client, patroni, upgrade
     from deploystack.plan.patroni import enabled, node_names
 
     stack = stack_of(target)
-    return patroni.status(client.connect(), stack.project, node_names(stack)) if enabled(stack) else None
+    docker_client = client.connect()
+    if not enabled(stack) or upgrade.pending(docker_client, stack.project):
+        return None
+    return patroni.status(docker_client, stack.project, node_names(stack))
 
 
 def db_switchover(target: Target, to: str | None, report: Reporter) -> str:

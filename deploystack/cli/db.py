@@ -60,6 +60,8 @@ def status(
                       ["slot", "type", "active", "health", "restart lsn", "wal status", "retained WAL"],
                       [(s.name, s.type, "yes" if s.active else "no", s.health, _or_dash(s.restart_lsn),
                         _or_dash(s.wal_status), _lag_bytes(s.retained_bytes)) for s in result.slots])
+    console.say("PostgreSQL 15, streaming replicas: `deploystack db upgrade` moves it to Patroni + PostgreSQL 17 "
+                "(set dbc.ha: patroni first; docs/db.md)")
 
 
 def _cluster_table(cluster: ClusterStatus, as_json: bool) -> None:

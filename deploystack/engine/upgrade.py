@@ -25,7 +25,12 @@ from deploystack.dbparse import parse_csv
 from deploystack.engine import patroni
 from deploystack.engine.client import engine_errors
 from deploystack.engine.db import put_file, stream_to_file, wait_for_replicas
-from deploystack.engine.lookup import project_containers, remove_service_containers, service_container
+from deploystack.engine.lookup import (
+    project_containers,
+    project_volumes,
+    remove_service_containers,
+    service_container,
+)
 from deploystack.engine.report import Reporter
 from deploystack.errors import DeployError, StackError, UsageError
 from deploystack.plan import upgrade as plan
@@ -63,9 +68,7 @@ class Result:
 
 def pending(client: docker.DockerClient, project: str) -> bool:
     """The project's data is still on the PostgreSQL 15 volume only (plan/upgrade.py `pending`)."""
-    with engine_errors("listing the project's volumes"):
-        names = [v.name or "" for v in client.volumes.list(filters={"label": f"{labels.PROJECT}={project}"})]
-    return plan.pending(project, names)
+    return plan.pending(project, project_volumes(client, project))
 
 
 def writers(client: docker.DockerClient, rendered: Rendered) -> list[Container]:
@@ -194,9 +197,10 @@ def upgrade(client: docker.DockerClient, old: Rendered, new: Rendered, folder: P
         new_started = True
         write(new)
         # The cluster alone, with no provisioning: the roles and databases come from the dump.
-        cluster = dataclasses.replace(subset(new.plan, [DB_ROUTER]), tenancy=None)
+        nodes = [s.name for s in new.plan.services if s.name.startswith(NODE_PREFIX)]
+        cluster = dataclasses.replace(subset(new.plan, [DB_ROUTER, *nodes]), tenancy=None)
         converge(dataclasses.replace(new, plan=cluster), True)
-        leader = _leader(client, project, [s.name for s in cluster.services if s.name.startswith(NODE_PREFIX)])
+        leader = _leader(client, project, nodes)
         restore(leader, roles, dumps, report)
         after = count_rows(leader, names)
         wrong = plan.mismatches(before, after)
