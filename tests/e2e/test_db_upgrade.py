@@ -1,7 +1,8 @@
 """`deploystack db upgrade` on real Docker: a PostgreSQL 15 stack (primary + one replica, one app) with rows
 written through the app; `ha: patroni` set in the spec; `up` refuses (no empty cluster beside the data);
 `db upgrade --yes` moves it to Patroni + PostgreSQL 17; every row reads back through the app, the app's
-role and database are as they were, a new write works, and the old volumes are kept.
+role and database are as they were, a new write works, and the old volumes are kept. Before that, an
+upgrade that fails (a tablespace the new cluster cannot make) rolls back to the old stack, which serves.
 
 Its own stack (the module's): about 4 minutes here once the images exist."""
 
@@ -82,11 +83,32 @@ def test_upgrade_keeps_every_row(old_stack: StackUnderTest) -> None:
     assert not client.containers.list(all=True, filters={"name": f"{stack.project}-db-node"}), \
         "up started a cluster beside the old data"
 
+    # A failure on the way rolls back: a tablespace (pg_dumpall carries its CREATE, not its folder) stops
+    # the restore of the roles on the new cluster; the old stack then runs again as it was.
+    for node in ("db-primary", "db-replica-1"):  # the replica replays the CREATE TABLESPACE
+        code, out = stack.exec(node, ["sh", "-c", "mkdir -p /var/lib/postgresql/ts && chown postgres "
+                                                  "/var/lib/postgresql/ts"])
+        assert code == 0, out
+    sql(stack, "db-primary", "CREATE TABLESPACE upgrade_test LOCATION '/var/lib/postgresql/ts'")
+    started = time.monotonic()
+    failed = cli(stack, "db", "upgrade", "--yes")
+    print(f"\nthe failed db upgrade and its rollback took {time.monotonic() - started:.1f}s")
+    assert failed.returncode == 4, failed.stdout + failed.stderr
+    assert "Rolled back: the PostgreSQL 15 stack runs again" in failed.stderr, failed.stderr
+    assert not client.containers.list(all=True, filters={"name": f"{stack.project}-db-node"})
+    assert not [v for v in client.volumes.list(filters={"label": f"com.docker.compose.project={stack.project}"})
+                if "db-node" in (v.name or "") or "etcd" in (v.name or "")]
+    first = next(iter(written))
+    reply = session.get(stack.url(f"/api/notes/{first}/"), verify=False, timeout=10)
+    assert reply.status_code == 200 and reply.json()["text"] == written[first]  # the old stack serves again
+    assert cli(stack, "up").returncode == 2  # and the upgrade still waits
+    sql(stack, "db-primary", "DROP TABLESPACE upgrade_test")
+
     started = time.monotonic()
     upgraded = cli(stack, "db", "upgrade", "--yes")
     took = time.monotonic() - started
     assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
-    print(f"\ndb upgrade took {took:.1f}s:\n{upgraded.stdout}")
+    print(f"\ndb upgrade took {took:.1f}s:\n{upgraded.stdout}\n{upgraded.stderr}")
     assert "the same before and after" in upgraded.stdout
 
     status = cli(stack, "db", "status", "--json")
