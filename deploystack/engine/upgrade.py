@@ -212,10 +212,13 @@ def upgrade(client: docker.DockerClient, old: Rendered, new: Rendered, folder: P
     except (DeployError, KeyboardInterrupt, docker.errors.DockerException) as exc:
         raise _rolled_back(client, old, new, new_started, converge, write, report, exc) from exc
     # From here the apps write to the new cluster: a failure is no longer rolled back (`up` again).
-    converge(new, False)
-    old_dbc = [s.name for s in old.plan.services if s.role == Role.DBC]
+    try:
+        converge(new, False)
+    except DeployError as exc:
+        raise StackError(f"{exc}\nThe data is on the new cluster (restored, every table's rows checked); only "
+                         "bringing the rest of the stack up failed: fix the cause and run `deploystack up`") from exc
     return Result(tables, rows, names, time.monotonic() - started, folder,
-                  plan.removal_note(project, old_dbc, str(folder)))
+                  plan.removal_note(plan.old_volumes_of(project, project_volumes(client, project)), str(folder)))
 
 
 def _rolled_back(client: docker.DockerClient, old: Rendered, new: Rendered, new_started: bool, converge: Converge,

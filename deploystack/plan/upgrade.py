@@ -59,10 +59,6 @@ def old_services(stack: Stack) -> list[str]:
     return [PRIMARY, *replica_names(stack.dbc.replicas)]
 
 
-def old_volumes(project: str, services: Iterable[str]) -> list[str]:
-    return [volume_name(project, data_volume(service)) for service in services]
-
-
 def new_services(stack: Stack) -> list[str]:
     return [*etcd_names(), *node_names(stack), DB_ROUTER]
 
@@ -119,8 +115,14 @@ def total_rows(counts: Counts) -> tuple[int, int]:
     return sum(len(t) for t in counts.values()), sum(sum(t.values()) for t in counts.values())
 
 
-def removal_note(project: str, services: Iterable[str], folder: str) -> str:
-    volumes = " ".join(old_volumes(project, services))
+def old_volumes_of(project: str, volumes: Iterable[str]) -> list[str]:
+    """The old layout's data volumes among a project's volumes (the primary's, the replicas')."""
+    pattern = re.compile(rf"{re.escape(project)}_(db-primary|db-replica-\d+)-data")
+    return sorted(v for v in volumes if pattern.fullmatch(v))
+
+
+def removal_note(old: Iterable[str], folder: str) -> str:
+    volumes = " ".join(old)
     return (f"the PostgreSQL {OLD_MAJOR} volumes are kept: once you no longer want them, "
             f"`docker volume rm {volumes}`; the dumps are in {folder} (they hold every row: keep them private "
             "or delete them)")

@@ -4,13 +4,17 @@ written through the app; `ha: patroni` set in the spec; `up` refuses (no empty c
 role and database are as they were, a new write works, and the old volumes are kept. Before that, an
 upgrade that fails (a tablespace the new cluster cannot make) rolls back to the old stack, which serves.
 
+Then, on the same (now Patroni) stack: etcd's members are replaced one at a time, a quorum up all along.
+
 Its own stack (the module's): about 4 minutes here once the images exist."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +25,7 @@ import requests
 import urllib3
 from ruamel.yaml import YAML
 
-from deploystack.plan.names import volume_name
+from deploystack.plan.names import container_name, volume_name
 from deploystack.testing import StackUnderTest
 
 pytestmark = pytest.mark.docker
@@ -132,3 +136,64 @@ def test_upgrade_keeps_every_row(old_stack: StackUnderTest) -> None:
     assert not client.containers.list(all=True, filters={"name": f"{stack.project}-db-primary"})
     again = cli(stack, "up")  # nothing pending any more: up goes through
     assert again.returncode == 0, again.stdout + again.stderr
+
+
+def test_etcd_members_are_replaced_one_at_a_time(old_stack: StackUnderTest) -> None:
+    """On the upgraded (Patroni) stack: a change to etcd's configuration (as a new deploystack version may
+    bring) replaces the members one at a time: two of three stay up, writes through the app go on."""
+    stack = old_stack
+    if stack.stack.dbc.ha != "patroni":
+        pytest.skip("needs the stack the upgrade test left on Patroni")
+    from deploystack import operations
+    from deploystack.engine.apply import Converger
+    from deploystack.engine.client import connect
+
+    rendered = operations.render(stack.target)
+    changed = tuple(dataclasses.replace(s, environment=(*s.environment, ("ETCD_LOG_LEVEL", "warn")))
+                    if s.name.startswith("etcd-") else s for s in rendered.plan.services)
+    rendered = dataclasses.replace(rendered, plan=dataclasses.replace(rendered.plan, services=changed))
+    client = docker.from_env()
+    members = {f"etcd-{n}": container_name(stack.project, f"etcd-{n}") for n in (1, 2, 3)}
+    before = {name: client.containers.get(c).id for name, c in members.items()}
+    leader = json.loads(cli(stack, "db", "status", "--json").stdout)["leader"]
+
+    done = threading.Event()
+    fewest_up = [3]
+    writes = {"ok": 0, "failed": 0}
+
+    def watch() -> None:
+        while not done.wait(0.2):
+            up = sum(1 for c in client.containers.list(filters={"name": f"{stack.project}-etcd-"})
+                     if (c.attrs.get("State", {}).get("Health") or {}).get("Status") == "healthy")
+            fewest_up[0] = min(fewest_up[0], up)
+
+    def write() -> None:
+        session = requests.Session()
+        for n in range(2000):  # bounded in count and in time (done)
+            if done.is_set():
+                return
+            try:
+                ok = session.post(stack.url("/api/notes/"), json={"text": f"etcd roll {n}"}, verify=False,
+                                  timeout=5).status_code == 201
+            except requests.RequestException:
+                ok = False
+            writes["ok" if ok else "failed"] += 1
+            time.sleep(0.05)
+
+    threads = [threading.Thread(target=watch, daemon=True), threading.Thread(target=write, daemon=True)]
+    for thread in threads:
+        thread.start()
+    started = time.monotonic()
+    try:
+        Converger(connect(), rendered, stack.report).up()
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    print(f"\netcd members replaced in {time.monotonic() - started:.1f}s; fewest healthy members "
+          f"{fewest_up[0]}; writes {writes}")
+    after = {name: client.containers.get(c).id for name, c in members.items()}
+    assert all(after[name] != before[name] for name in members)  # each one was replaced
+    assert fewest_up[0] >= 2  # a quorum all along
+    assert writes["failed"] == 0 and writes["ok"] > 0
+    assert json.loads(cli(stack, "db", "status", "--json").stdout)["leader"] == leader

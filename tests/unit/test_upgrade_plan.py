@@ -107,6 +107,9 @@ def test_mismatches_name_each_table() -> None:
 
 
 def test_removal_note_lists_the_old_volumes() -> None:
-    note = u.removal_note("shop", ["db-primary", "db-replica-1"], "/out/.deploystack/db-upgrade-X")
+    old = u.old_volumes_of("shop", ["shop_db-replica-1-data", "shop_db-node-1-data", "shop_db-primary-data",
+                                    "shop_etcd-1-data", "shopping_db-primary-data", "shop_db-replica-x-data"])
+    assert old == ["shop_db-primary-data", "shop_db-replica-1-data"]
+    note = u.removal_note(old, "/out/.deploystack/db-upgrade-X")
     assert "docker volume rm shop_db-primary-data shop_db-replica-1-data" in note
     assert "/out/.deploystack/db-upgrade-X" in note
