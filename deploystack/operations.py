@@ -135,7 +135,7 @@ def up(target: Target, report: Reporter, ca_bundle: Path | None = None,
     docker_client = client.connect()
     with project_lock(target.output):
         stack = load_stack(target.spec)
-        _refuse_pending_upgrade(docker_client, stack.project, stack.dbc.ha == "patroni")  # before writing
+        refuse_pending_upgrade(docker_client, stack.project, stack.dbc.ha == "patroni")  # before writing
         rendered = _generated(target, ca_bundle, report, stack)
         if services:
             rendered = dataclasses.replace(rendered, plan=subset(rendered.plan, services))
@@ -252,7 +252,7 @@ def _converge(docker_client: DockerClient, rendered: Rendered, report: Reporter,
     from deploystack.plan.dbc import wanted_slots
 
     if not partial:  # scale, deploy: the same refusal as up's
-        _refuse_pending_upgrade(docker_client, rendered.plan.project,
+        refuse_pending_upgrade(docker_client, rendered.plan.project,
                                 DB_ROUTER in {s.name for s in rendered.plan.services})
     images.require_registry_images(docker_client, rendered, report)
     images.ensure_base_images(docker_client, rendered, report)
@@ -268,7 +268,7 @@ def _converge(docker_client: DockerClient, rendered: Rendered, report: Reporter,
     return outcome
 
 
-def _refuse_pending_upgrade(docker_client: DockerClient, project: str, patroni: bool) -> None:
+def refuse_pending_upgrade(docker_client: DockerClient, project: str, patroni: bool) -> None:
     """`ha: patroni` on a stack whose data is still on its PostgreSQL 15 volume: never an empty cluster
     beside it; `db upgrade` moves the data."""
     from deploystack.engine import upgrade

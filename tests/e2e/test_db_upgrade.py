@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import docker
+import docker.errors
 import pytest
 import requests
 import urllib3
@@ -83,6 +84,7 @@ def test_upgrade_keeps_every_row(old_stack: StackUnderTest) -> None:
     refused = cli(stack, "up")
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert "deploystack db upgrade" in refused.stderr
+    assert not (stack.target.output / "config/patroni").exists()  # refused before writing anything
     client = docker.from_env()
     assert not client.containers.list(all=True, filters={"name": f"{stack.project}-db-node"}), \
         "up started a cluster beside the old data"
@@ -159,13 +161,18 @@ def test_etcd_members_are_replaced_one_at_a_time(old_stack: StackUnderTest) -> N
 
     done = threading.Event()
     fewest_up = [3]
+    samples = [0]
     writes = {"ok": 0, "failed": 0}
 
     def watch() -> None:
         while not done.wait(0.2):
-            up = sum(1 for c in client.containers.list(filters={"name": f"{stack.project}-etcd-"})
-                     if (c.attrs.get("State", {}).get("Health") or {}).get("Status") == "healthy")
+            try:
+                up = sum(1 for c in client.containers.list(filters={"name": f"{stack.project}-etcd-"})
+                         if (c.attrs.get("State", {}).get("Health") or {}).get("Status") == "healthy")
+            except docker.errors.NotFound:
+                continue  # a member removed between the listing and its inspection: look again
             fewest_up[0] = min(fewest_up[0], up)
+            samples[0] += 1
 
     def write() -> None:
         session = requests.Session()
@@ -191,9 +198,10 @@ def test_etcd_members_are_replaced_one_at_a_time(old_stack: StackUnderTest) -> N
         for thread in threads:
             thread.join(timeout=30)
     print(f"\netcd members replaced in {time.monotonic() - started:.1f}s; fewest healthy members "
-          f"{fewest_up[0]}; writes {writes}")
+          f"{fewest_up[0]} ({samples[0]} samples); writes {writes}")
     after = {name: client.containers.get(c).id for name, c in members.items()}
     assert all(after[name] != before[name] for name in members)  # each one was replaced
+    assert samples[0] >= 20  # the watch ran all along
     assert fewest_up[0] >= 2  # a quorum all along
     assert writes["failed"] == 0 and writes["ok"] > 0
     assert json.loads(cli(stack, "db", "status", "--json").stdout)["leader"] == leader
