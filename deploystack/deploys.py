@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING
 from deploystack import gitsource, history
 from deploystack.engine.report import Reporter
 from deploystack.errors import DeployError, StackError, UsageError
-from deploystack.operations import Target, project_lock, render, require_generated, write_rendered
+from deploystack.operations import (
+    Target,
+    project_lock,
+    refuse_pending_upgrade,
+    render,
+    require_generated,
+    write_rendered,
+)
 from deploystack.plan.apc import migrate_job, worker_service
 from deploystack.plan.project import subset
 from deploystack.render.project import Rendered
@@ -68,6 +75,7 @@ def deploy(target: Target, app: str | None, ref: str | None, report: Reporter,
     names = apps_to_deploy(stack, app, ref)
     require_generated(target, stack.project)
     docker_client = client.connect()
+    refuse_pending_upgrade(docker_client, stack.project, stack.dbc.ha == "patroni")
     with project_lock(target.output, wait_s, report):
         return [Deployer(docker_client, target, stack, name, trigger or default_trigger(), report,
                          descendants_only=descendants_only).deploy(ref)
@@ -81,6 +89,7 @@ def rollback(target: Target, app: str | None, report: Reporter, trigger: str | N
     stack = load_stack(target.spec)
     require_generated(target, stack.project)
     docker_client = client.connect()
+    refuse_pending_upgrade(docker_client, stack.project, stack.dbc.ha == "patroni")
     with project_lock(target.output, wait_s, report):
         records = history.read(target.output)
         names = apps_to_deploy(stack, app, None) if app else sorted({r.app for r in records if r.result == history.OK})

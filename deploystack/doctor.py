@@ -249,6 +249,23 @@ def overlay_encryption_check(stack: Stack, facts: EngineFacts, config: dict[str,
     return Check(name, "ok", f"{nodes}; this kernel has ESP and AES-GCM for the encrypted private network")
 
 
+def database_check(stack: Stack, volumes: Sequence[str] | None) -> Check:
+    """Which PostgreSQL the spec runs and whether `db upgrade` applies (`volumes`: the project's on the
+    engine, None when the engine did not answer)."""
+    from deploystack.plan import upgrade
+
+    if stack.dbc.ha == "patroni":
+        if volumes is not None and upgrade.pending(stack.project, volumes):
+            return Check("database", "FAIL", upgrade.pending_message(stack.project),
+                         "deploystack db upgrade (docs/db.md)")
+        return Check("database", "ok", f"PostgreSQL {upgrade.NEW_MAJOR} under Patroni (dbc.ha: patroni)")
+    kept = volumes is not None and upgrade.old_volume(stack.project) in volumes
+    return Check("database", "ok", f"PostgreSQL {upgrade.OLD_MAJOR}, streaming replicas (no dbc.ha)"
+                 + ("; its data stays on it" if kept else "")
+                 + f": `deploystack db upgrade` is available to move it to Patroni + PostgreSQL {upgrade.NEW_MAJOR} "
+                   "(set dbc.ha: patroni first; docs/db.md)")
+
+
 def run(spec: Path) -> list[Check]:
     spec_result, stack = spec_check(spec)
     engine_result, engine = engine_check()
@@ -256,6 +273,11 @@ def run(spec: Path) -> list[Check]:
               *(base_image_check(engine, base) for base in base_images(stack)), ca_bundle_check()]
     if stack is not None:
         checks += port_checks(stack, engine)
+        volumes = None
+        if engine.client is not None:
+            with contextlib.suppress(EngineError):
+                volumes = probe.volume_names(engine.client, stack.project)
+        checks.append(database_check(stack, volumes))
         if engine.facts is not None and engine.facts.swarm_nodes:
             checks.append(overlay_encryption_check(stack, engine.facts, kernel_config()))
     else:

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from deploystack.engine.client import DockerClient
     from deploystack.engine.patroni import ClusterStatus
     from deploystack.engine.report import Reporter
+    from deploystack.engine.upgrade import Result
     from deploystack.envlist import EnvRow
     from deploystack.plan.model import AppDatabase
 
@@ -133,7 +134,9 @@ def up(target: Target, report: Reporter, ca_bundle: Path | None = None,
 
     docker_client = client.connect()
     with project_lock(target.output):
-        rendered = _generated(target, ca_bundle, report)
+        stack = load_stack(target.spec)
+        refuse_pending_upgrade(docker_client, stack.project, stack.dbc.ha == "patroni")  # before writing
+        rendered = _generated(target, ca_bundle, report, stack)
         if services:
             rendered = dataclasses.replace(rendered, plan=subset(rendered.plan, services))
         return _converge(docker_client, rendered, report, partial=bool(services))
@@ -248,6 +251,9 @@ def _converge(docker_client: DockerClient, rendered: Rendered, report: Reporter,
     from deploystack.engine import apply, db, images
     from deploystack.plan.dbc import wanted_slots
 
+    if not partial:  # scale, deploy: the same refusal as up's
+        refuse_pending_upgrade(docker_client, rendered.plan.project,
+                                DB_ROUTER in {s.name for s in rendered.plan.services})
     images.require_registry_images(docker_client, rendered, report)
     images.ensure_base_images(docker_client, rendered, report)
     images.build_images(docker_client, rendered, report)
@@ -262,12 +268,23 @@ def _converge(docker_client: DockerClient, rendered: Rendered, report: Reporter,
     return outcome
 
 
-def _generated(target: Target, ca_bundle: Path | None, report: Reporter | None = None) -> Rendered:
+def refuse_pending_upgrade(docker_client: DockerClient, project: str, patroni: bool) -> None:
+    """`ha: patroni` on a stack whose data is still on its PostgreSQL 15 volume: never an empty cluster
+    beside it; `db upgrade` moves the data."""
+    from deploystack.engine import upgrade
+    from deploystack.plan.upgrade import pending_message
+
+    if patroni and upgrade.pending(docker_client, project):
+        raise UsageError(pending_message(project))
+
+
+def _generated(target: Target, ca_bundle: Path | None, report: Reporter | None = None,
+               stack: Stack | None = None) -> Rendered:
     """The rendered project, written to the output first when it differs (generate if stale).
 
     The caller holds the project lock.
     """
-    rendered = render(target, ca_bundle)
+    rendered = render(target, ca_bundle, stack)
     write_rendered(rendered, report)
     return rendered
 
@@ -496,12 +513,16 @@ def db_promote(target: Target, replica: str, force: bool, report: Reporter) -> s
 
 
 def db_cluster(target: Target) -> ClusterStatus | None:
-    """Patroni's view of the nodes (leader, lag, timeline) when dbc.ha is patroni; else None."""
-    from deploystack.engine import client, patroni
+    """Patroni's view of the nodes (leader, lag, timeline) when dbc.ha is patroni; else (also while the data
+    still waits for `db upgrade` on PostgreSQL 15) None."""
+    from deploystack.engine import client, patroni, upgrade
     from deploystack.plan.patroni import enabled, node_names
 
     stack = stack_of(target)
-    return patroni.status(client.connect(), stack.project, node_names(stack)) if enabled(stack) else None
+    docker_client = client.connect()
+    if not enabled(stack) or upgrade.pending(docker_client, stack.project):
+        return None
+    return patroni.status(docker_client, stack.project, node_names(stack))
 
 
 def db_switchover(target: Target, to: str | None, report: Reporter) -> str:
@@ -515,6 +536,54 @@ def db_switchover(target: Target, to: str | None, report: Reporter) -> str:
                          "primary is lost)")
     with project_lock(target.output):
         return patroni.change_leader(client.connect(), stack.project, node_names(stack), to, False, report)
+
+
+def _upgrade_pair(target: Target, ca_bundle: Path | None = None) -> tuple[Stack, Rendered, Rendered]:
+    """(the spec; the stack as it runs, on PostgreSQL 15; the stack as the spec has it, on Patroni)."""
+    from deploystack.plan.patroni import enabled
+
+    stack = load_stack(target.spec)
+    if not enabled(stack):
+        raise UsageError("db upgrade moves a stack to Patroni and PostgreSQL 17: set `ha: patroni` under dbc "
+                         "in the spec first")
+    require_generated(target, stack.project)
+    old_dbc = stack.dbc.model_copy(update={"ha": "streaming", "synchronous": False})
+    old = render(target, ca_bundle, stack.model_copy(update={"dbc": old_dbc}))
+    return stack, old, render(target, ca_bundle, stack)
+
+
+def db_upgrade_steps(target: Target) -> list[str]:
+    """What `db upgrade` would do (nothing is changed)."""
+    from deploystack.engine import client, upgrade
+    from deploystack.plan import upgrade as plan_upgrade
+
+    stack, old, _ = _upgrade_pair(target)
+    docker_client = client.connect()
+    if not upgrade.pending(docker_client, stack.project):
+        raise UsageError(plan_upgrade.nothing_message(stack.project))
+    writers = [c.name or "" for c in upgrade.writers(docker_client, old)]
+    return plan_upgrade.steps(stack, writers, plan_upgrade.old_services(stack),
+                              str(upgrade_folder(target, "<UTC time>")))
+
+
+def upgrade_folder(target: Target, stamp: str) -> Path:
+    return target.output.resolve() / STATE_DIR / f"db-upgrade-{stamp}"
+
+
+def db_upgrade(target: Target, report: Reporter, ca_bundle: Path | None = None) -> Result:
+    """Move a PostgreSQL 15 stack to Patroni + PostgreSQL 17 by dump and restore (engine/upgrade.py)."""
+    from deploystack.dbparse import timestamp
+    from deploystack.engine import client, upgrade
+
+    docker_client = client.connect()
+    with project_lock(target.output):
+        _, old, new = _upgrade_pair(target, ca_bundle)
+
+        def converge(rendered: Rendered, partial: bool) -> object:
+            return _converge(docker_client, rendered, report, partial=partial)
+
+        return upgrade.upgrade(docker_client, old, new, upgrade_folder(target, timestamp()), converge,
+                               lambda rendered: write_rendered(rendered, report), report)
 
 
 def export_replica(target: Target, folder: Path, ca_bundle: Path | None = None) -> writer.Changes:

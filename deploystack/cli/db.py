@@ -1,4 +1,4 @@
-"""`deploystack db ...`: status of the primary and its replicas, backups, restore."""
+"""`deploystack db ...`: status of the primary and its replicas, backups, restore, the upgrade to Patroni."""
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -58,6 +58,8 @@ def status(
                       ["slot", "type", "active", "health", "restart lsn", "wal status", "retained WAL"],
                       [(s.name, s.type, "yes" if s.active else "no", s.health, _or_dash(s.restart_lsn),
                         _or_dash(s.wal_status), _lag_bytes(s.retained_bytes)) for s in result.slots])
+    console.say("PostgreSQL 15, streaming replicas: `deploystack db upgrade` moves it to Patroni + PostgreSQL 17 "
+                "(set dbc.ha: patroni first; docs/db.md)")
 
 
 def _cluster_table(cluster: "ClusterStatus", as_json: bool) -> None:
@@ -137,6 +139,28 @@ def switchover(
 
     leader = operations.db_switchover(Target.of(file, output), to, console.Progress())
     console.say(f"{leader} leads now")
+
+
+@db_app.command()
+def upgrade(
+    file: SpecOpt = None,
+    output: OutOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do it without asking")] = False,
+) -> None:
+    """Move a PostgreSQL 15 stack to Patroni + PostgreSQL 17 (set dbc.ha: patroni first), rows checked."""
+    from deploystack import operations
+
+    target = Target.of(file, output)
+    steps = operations.db_upgrade_steps(target)
+    console.say("db upgrade will:\n" + "\n".join(f"  {n}. {step}" for n, step in enumerate(steps, 1)))
+    console.say("The apps are down from step 1 until step 6. A failure before step 6 rolls back: the old stack "
+                "runs again as it was.")
+    if not yes and not typer.confirm("Upgrade now?", default=False):
+        raise typer.Exit(1)
+    result = operations.db_upgrade(target, console.Progress())
+    console.say(f"upgraded to Patroni + PostgreSQL 17 in {result.seconds:.1f}s: {result.rows} rows in "
+                f"{result.tables} tables of {len(result.databases)} databases, the same before and after")
+    console.say(result.note)
 
 
 @db_app.command()

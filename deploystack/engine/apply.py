@@ -29,7 +29,7 @@ from deploystack.engine.report import Reporter
 from deploystack.errors import EngineError
 from deploystack.plan.dbc import PRIMARY
 from deploystack.plan.model import ProjectPlan, Service
-from deploystack.plan.names import DB_ROUTER, NODE_PREFIX, Role, network_name, volume_name
+from deploystack.plan.names import DB_ROUTER, ETCD_PREFIX, NODE_PREFIX, Role, network_name, volume_name
 from deploystack.render.project import Rendered
 
 APPLIED_HASH_FILE = "/run/deploystack-config-hash"  # inside a reloadable container: config it has loaded
@@ -90,6 +90,11 @@ class Converger:
             nodes = [s for s in batch if s.name.startswith(NODE_PREFIX)]
             if nodes:
                 self._roll_db_nodes(nodes, existing)
+                existing = [observed(c) for c in project_containers(self.client, self.plan.project)]
+            # etcd's members too (none depends on another): one at a time, so that a quorum stays.
+            members = [s for s in batch if s.name.startswith(ETCD_PREFIX)]
+            if len(members) > 1:
+                self._roll_etcd(members, existing)
                 existing = [observed(c) for c in project_containers(self.client, self.plan.project)]
             for service in batch:
                 mine = [o for o in existing if o.service == service.name]
@@ -200,6 +205,30 @@ class Converger:
         if roll.leader is not None:
             patroni.change_leader(self.client, self.plan.project, names, None, False, self.report)
             self._replace_node(*to_replace[roll.leader], names)
+
+    def _roll_etcd(self, members: list[Service], existing: list[converge.Observed]) -> None:
+        """Replace the etcd members whose configuration changed one at a time, each healthy (it answers
+        /health only once it sees a leader and a quorum) before the next goes: Patroni keeps its store and
+        the leader its key. Its data volume stays, so a member comes back as itself."""
+        steps: dict[str, tuple[Service, converge.Step]] = {}
+        for service in members:
+            specs = [converge.Wanted(service.name, s.number, s.name, s.config_hash)
+                     for s in wanted_specs(self.rendered, service)]
+            for step in converge.plan_service(specs, [o for o in existing if o.service == service.name]):
+                if step.action == converge.Action.RECREATE:
+                    steps[service.name] = (service, step)
+        running = [o.service for o in existing if o.status == "running" and o.service in {s.name for s in members}]
+        order = converge.roll_members(list(steps), running, len(members))
+        if order is None:
+            return  # nothing to replace, or too few members up for a quorum: together, as before
+        self.report.step(f"rolling replacement of {', '.join(order)}")
+        for name in order:
+            service, step = steps[name]
+            spec = next(s for s in wanted_specs(self.rendered, service) if s.number == step.number)
+            self._remove(step)
+            self._create(spec)
+            wait_ready(self.client, spec.name, service, self.report).wait()
+            self.outcome.steps.append(step)
 
     def _replace_node(self, service: Service, step: converge.Step, nodes: list[str]) -> None:
         """Recreate one Patroni node and wait until Patroni reports it streaming from the leader."""

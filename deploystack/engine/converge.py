@@ -102,3 +102,17 @@ def roll_nodes(to_replace: Collection[str], leader: str | None, streaming: Colle
     if not any(n != leader for n in streaming):
         return None
     return NodeRoll(tuple(standbys), leader)
+
+
+def roll_members(to_replace: Collection[str], running: Collection[str], members: int) -> tuple[str, ...] | None:
+    """The order in which to replace etcd members `to_replace` one at a time (each healthy again, so back
+    in the quorum, before the next goes), or None when replacing one would leave no quorum (too few
+    members running): then they are replaced together, as any other service.
+
+    Stopped members go first (they serve no one, and each one back makes room for the next)."""
+    if not to_replace:
+        return None
+    quorum = members // 2 + 1
+    if len(set(running) | set(to_replace)) < quorum + 1:
+        return None
+    return tuple(sorted(to_replace, key=lambda m: (m in running, m)))

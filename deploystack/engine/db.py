@@ -147,7 +147,7 @@ def primary_container(client: docker.DockerClient, project: str) -> Container:
 # -- backups ----------------------------------------------------------------------------------------
 
 
-def _stream_to_file(client: docker.DockerClient, container: Container, command: list[str], path: Path,
+def stream_to_file(client: docker.DockerClient, container: Container, command: list[str], path: Path,
                     doing: str) -> None:
     """Run `command` in `container`, its stdout going to `path` as it comes (binary, flat memory).
 
@@ -189,7 +189,7 @@ def backup(client: docker.DockerClient, project: str, database: str, folder: Pat
     else:
         command = ["pg_dump", "-h", "/run/postgresql", "-U", "postgres", "-d", database, "-Fc"]
         report.step(f"dumping database {database} from {container.name} to {path}")
-    _stream_to_file(client, container, command, path, "pg_basebackup" if physical else "pg_dump")
+    stream_to_file(client, container, command, path, "pg_basebackup" if physical else "pg_dump")
     report.step(f"wrote {path.name} ({path.stat().st_size} bytes)")
     for old in to_remove((p.name for p in folder.iterdir()), project, physical, keep):
         report.step(f"removing old backup {old} (keeping {keep})")
@@ -222,17 +222,22 @@ def _chunks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
             yield chunk
 
 
+def put_file(container: Container, path: Path, inside: str, report: Reporter) -> None:
+    """Stream the host's file `path` into the container's /tmp as `inside` (a one-file tar, flat memory)."""
+    size = path.stat().st_size
+    report.step(f"copying {path.name} ({size} bytes) into {container.name}")
+    with engine_errors(f"copying {path.name} into {container.name}"):
+        if not container.put_archive("/tmp", single_file_tar(inside, size, _chunks(path), path.stat().st_mtime)):
+            raise StackError(f"copying {path.name} into {container.name} failed")
+
+
 def restore(client: docker.DockerClient, project: str, database: str, owner: str, dump: Path,
             report: Reporter) -> None:
     """pg_restore `dump` into `database` on the primary, in one transaction; then wait (bounded) for the
     replicas to replay it."""
     container = primary_container(client, project)
     inside = f"deploystack-restore-{timestamp()}.dump"
-    size = dump.stat().st_size
-    report.step(f"copying {dump.name} ({size} bytes) into {container.name}")
-    with engine_errors(f"copying {dump.name} into {container.name}"):
-        if not container.put_archive("/tmp", single_file_tar(inside, size, _chunks(dump), dump.stat().st_mtime)):
-            raise StackError(f"copying {dump.name} into {container.name} failed")
+    put_file(container, dump, inside, report)
     try:
         report.step(f"restoring database {database} from {dump.name}")
         code, out, err = _exec(client, container, [

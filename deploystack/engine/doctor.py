@@ -15,6 +15,7 @@ import requests.exceptions
 from deploystack import labels
 from deploystack.engine.client import engine_errors, first_line, host
 from deploystack.engine.images import image_exists
+from deploystack.engine.lookup import project_volumes
 
 TIMEOUT_S = 10
 
@@ -69,6 +70,10 @@ def published_ports(client: docker.DockerClient, project: str, service: str) -> 
                 for container in containers
                 for bindings in (container.ports or {}).values()
                 for binding in bindings or ()]
+
+
+def volume_names(client: docker.DockerClient, project: str) -> list[str]:
+    return project_volumes(client, project)
 
 
 def engine_fix() -> str:

@@ -22,6 +22,12 @@ def project_containers(client: docker.DockerClient, project: str, oneoffs: bool 
     return [c for c in found if oneoffs or not is_oneoff(c)]
 
 
+def project_volumes(client: docker.DockerClient, project: str) -> list[str]:
+    """The engine names of the project's volumes (made by up, labelled with the project)."""
+    with engine_errors("listing the project's volumes"):
+        return [v.name or "" for v in client.volumes.list(filters={"label": f"{labels.PROJECT}={project}"})]
+
+
 def service_container(client: docker.DockerClient, project: str, service: str, number: int = 1,
                       running: bool = False) -> Container:
     """Replica `number` of `service`; with `running`, only a running one. UsageError when there is none."""

@@ -641,9 +641,10 @@ class DBC(Model):
     offsite: Offsite | None = Field(None, description="a disaster-recovery replica on another host "
                                                       "(`deploystack export replica` writes what it runs)")
     ha: Literal["streaming", "patroni"] = Field(
-        "streaming", description="streaming: PostgreSQL 15, a primary and streaming replicas, `db promote` by "
-                                 "hand; patroni (opt-in, new stacks): PostgreSQL 17 on replicas + 1 Patroni "
-                                 "nodes with etcd, automatic failover, clients reach the leader through a router")
+        "streaming", description="streaming (stacks made before): PostgreSQL 15, a primary and streaming replicas, "
+                                 "`db promote` by hand; patroni (init writes it; `db upgrade` moves a stack there): "
+                                 "PostgreSQL 17 on replicas + 1 Patroni nodes with etcd, automatic failover, clients "
+                                 "reach the leader through a router")
     synchronous: bool = Field(False, description="with ha: patroni, Patroni's synchronous mode: a commit is "
                                                  "acknowledged once a standby has it (no acknowledged write lost "
                                                  "at a failover; each commit waits for a standby)")

@@ -66,7 +66,7 @@ def test_shell_completion_is_offered_and_completes() -> None:
     assert shown.returncode == 0 and "_DEPLOYSTACK_COMPLETE=complete_bash" in shown.stdout
     completed = subprocess.run([script], capture_output=True, text=True, timeout=60, env={
         **os.environ, "_DEPLOYSTACK_COMPLETE": "complete_bash", "COMP_WORDS": "deploystack db ", "COMP_CWORD": "2"})
-    assert completed.stdout.split() == ["status", "backup", "restore", "promote", "switchover", "shell"]
+    assert completed.stdout.split() == ["status", "backup", "restore", "promote", "switchover", "upgrade", "shell"]
 
 
 def test_file_before_the_command_and_from_the_environment(spec: Path, tmp_path: Path) -> None:
@@ -308,3 +308,11 @@ def test_the_live_display_numbers_steps_times_them_and_names_what_is_awaited() -
 
 def test_plain_lines_when_not_on_a_terminal() -> None:
     assert type(console.progress()) is console.Progress  # pytest's stderr is no terminal
+
+
+def test_db_upgrade_needs_ha_patroni_in_the_spec(spec: Path) -> None:
+    result = cli("db", "upgrade", "--yes", "-f", str(spec))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "error: db upgrade moves a stack to Patroni and PostgreSQL 17: set `ha: patroni` under dbc in the spec first"]
+    assert not (spec.parent / "stack").exists()  # nothing written

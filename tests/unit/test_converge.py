@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from deploystack.engine.converge import Action, NodeRoll, Observed, Wanted, orphans, plan_service, roll_nodes
+from deploystack.engine.converge import (
+    Action,
+    NodeRoll,
+    Observed,
+    Wanted,
+    orphans,
+    plan_service,
+    roll_members,
+    roll_nodes,
+)
 
 
 def wanted(n: int, h: str = "h1", one_shot: bool = False) -> list[Wanted]:
@@ -65,3 +74,21 @@ def test_no_rolling_without_a_leader_or_a_standby_to_hand_over_to() -> None:
     assert roll_nodes([], "db-node-1", NODES) is None
     assert roll_nodes(NODES, None, NODES) is None
     assert roll_nodes(["db-node-1"], "db-node-1", ["db-node-1"]) is None
+
+
+def test_etcd_members_roll_one_at_a_time_stopped_first() -> None:
+    members = ["etcd-1", "etcd-2", "etcd-3"]
+    assert roll_members(members, members, 3) == ("etcd-1", "etcd-2", "etcd-3")
+    # A stopped member serves no one: it goes first, and once back it makes room for the others.
+    assert roll_members(members, ["etcd-1", "etcd-3"], 3) == ("etcd-2", "etcd-1", "etcd-3")
+    assert roll_members(["etcd-3"], ["etcd-1", "etcd-2", "etcd-3"], 3) == ("etcd-3",)
+    assert roll_members([], members, 3) is None
+
+
+def test_etcd_members_are_replaced_together_when_no_quorum_would_stay() -> None:
+    # One member up of three: replacing it alone leaves none; the two stopped ones coming back first
+    # would do, so that is the order.
+    assert roll_members(["etcd-1", "etcd-2", "etcd-3"], ["etcd-1"], 3) == ("etcd-2", "etcd-3", "etcd-1")
+    # Only the running member changes while the others are down: no quorum either way, together as before.
+    assert roll_members(["etcd-1"], ["etcd-1"], 3) is None
+    assert roll_members(["etcd-1"], [], 3) is None

@@ -82,7 +82,8 @@ def test_json_output(tmp_path: Path) -> None:
     checks = by_name(result)
     # One check per base the spec needs: the roles' Debian 12, and Debian 13 for its 3.13 app.
     assert list(checks) == ["spec", "engine", "disk", "base image bookworm", "base image trixie", "CA bundle",
-                            "lbc http port", "lbc https port"]
+                            "lbc http port", "lbc https port", "database"]
+    assert "`deploystack db upgrade` is available" in checks["database"]["detail"]  # no dbc.ha: PostgreSQL 15
     assert checks["engine"]["status"] == "FAIL" and "dockerd" in checks["engine"]["fix"]
     assert checks["spec"]["status"] == "ok"
     assert checks["lbc http port"]["status"] == checks["lbc https port"]["status"] == "ok"
@@ -169,3 +170,18 @@ def test_report_lines() -> None:
     lines = report_lines([Check("spec", "ok", "fine"), Check("engine", "FAIL", "down\nreally", "start it")])
     assert lines == ["ok    spec    fine", "FAIL  engine  down", "              really",
                      "              fix: start it", "1 failed, 0 warning(s): up would fail"]
+
+
+def test_database_check_says_when_db_upgrade_applies(tmp_path: Path) -> None:
+    from deploystack.doctor import database_check
+    from deploystack.spec import load_stack
+
+    spec = spec_with_ports(tmp_path, free_port(), free_port())
+    old = load_stack(spec)
+    check = database_check(old, ["shop_db-primary-data"])
+    assert check.status == "ok" and "PostgreSQL 15" in check.detail and "`deploystack db upgrade`" in check.detail
+    patroni = old.model_copy(update={"dbc": old.dbc.model_copy(update={"ha": "patroni"})})
+    waiting = database_check(patroni, [f"{old.project}_db-primary-data"])
+    assert waiting.status == "FAIL" and waiting.fix.startswith("deploystack db upgrade")
+    assert database_check(patroni, [f"{old.project}_db-primary-data", f"{old.project}_db-node-1-data"]).status == "ok"
+    assert database_check(patroni, None).status == "ok"  # no engine: nothing known of its volumes
