@@ -11,8 +11,9 @@ import contextlib
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import docker
 import docker.errors
@@ -86,8 +87,10 @@ def docker_cli(*args: str) -> str:
     return result.stdout
 
 
-def deploy(client: docker.DockerClient, rendered: SwarmRendered, report: Reporter, registry: bool = False) -> None:
-    """`registry`: the images come from the spec's registry; the nodes get this client's login for it."""
+def deploy(client: docker.DockerClient, rendered: SwarmRendered, report: Reporter, registry: bool = False,
+           alongside: Alongside | None = None) -> None:
+    """`registry`: the images come from the spec's registry; the nodes get this client's login for it.
+    `alongside`: started once the stack is made, checked while it converges (the provisioning job)."""
     project = rendered.plan.project
     require_manager(client)
     require_node_labels(client, labels_used(YAML(typ="safe").load(rendered.stack_yaml)))
@@ -98,7 +101,9 @@ def deploy(client: docker.DockerClient, rendered: SwarmRendered, report: Reporte
     detach = ["--detach=true"] if "--detach" in docker_cli("stack", "deploy", "--help") else []
     docker_cli("stack", "deploy", "--compose-file", str(rendered.stack_file), "--resolve-image", "never",
                "--prune", *detach, *(["--with-registry-auth"] if registry else []), project)
-    wait_converged(client, project, report, since)
+    if alongside is not None:
+        alongside.start()
+    wait_converged(client, project, report, since, check=alongside.check if alongside is not None else None)
 
 
 def scale(client: docker.DockerClient, project: str, replicas: dict[str, int], report: Reporter) -> None:
@@ -145,6 +150,14 @@ def remove_gone_replicas(client: docker.DockerClient, plan: ProjectPlan, report:
         report.step(f"{PRIMARY} runs on another node: drop the slots of removed replicas there "
                     "(docs/swarm.md says how)")
     db.remove_stale_replica_volumes(client, project, replicas, report, project_label=NAMESPACE)
+
+
+class Alongside(Protocol):
+    """Work that runs while a deployed stack converges (a thread)."""
+
+    def start(self) -> None: ...
+
+    def check(self) -> None: ...
 
 
 @dataclass
@@ -204,11 +217,14 @@ def service_state(client: docker.DockerClient, service: Any, project: str, one_s
 
 
 def wait_converged(client: docker.DockerClient, project: str, report: Reporter, since: str,
-                   timeout_s: float = CONVERGE_TIMEOUT_S) -> None:
-    """Until every service runs its wanted number of healthy tasks and every job completed."""
+                   timeout_s: float = CONVERGE_TIMEOUT_S, check: Callable[[], None] | None = None) -> None:
+    """Until every service runs its wanted number of healthy tasks and every job completed. `check`
+    raises when something the stack waits for has failed (it would wait for it in vain)."""
     deadline = time.monotonic() + timeout_s
     last = ""
     while True:
+        if check is not None:
+            check()
         with engine_errors("listing the stack's services"):
             services = client.services.list(filters={"label": f"{NAMESPACE}={project}"})
             states = [service_state(client, s, project, labels.ONE_SHOT in (s.attrs["Spec"].get("Labels") or {}),

@@ -70,6 +70,40 @@ def test_replicas_on_several_nodes_serve_through_the_edge(deployed: Deployed) ->
     assert len(seen) >= 2, f"every request was served on one node: {seen}"
 
 
+def psql_on_node(deployed: Deployed, host_engine: docker.DockerClient, service: str, query: str) -> str:
+    """`query` as postgres in the service's task, through its node's own engine (deploystack drives node 1)."""
+    (task,) = deployed.tasks(service)
+    node = host_engine.containers.get(deployed.node_names()[task["NodeID"]])
+    code, out = node.exec_run(["docker", "exec", task["Status"]["ContainerStatus"]["ContainerID"],
+                               "psql", "-X", "-U", "postgres", "-d", "postgres", "-tAc", query])
+    assert code == 0, out.decode()
+    return str(out.decode().strip())
+
+
+def test_the_apps_roles_are_made_on_a_primary_that_runs_on_another_node(
+        deployed: Deployed, host_engine: docker.DockerClient) -> None:
+    """`up` drives node 1; the primary runs on node 2, where it cannot `docker exec`: the provisioning job
+    on the private network made the app's own role and database there, and the app writes with them."""
+    (primary,) = deployed.tasks("db-primary")
+    assert deployed.node_names()[primary["NodeID"]] == deployed.cluster.node(2)
+    assert deployed.cluster.manager.info()["Name"] == deployed.cluster.node(1)
+    roles = psql_on_node(deployed, host_engine, "db-primary",
+                         "SELECT rolname, rolsuper, rolcanlogin FROM pg_roles WHERE rolname = 'backend'")
+    assert roles == "backend|f|t", roles
+    owner = psql_on_node(deployed, host_engine, "db-primary",
+                         "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'backend'")
+    assert owner == "backend"
+    migrations = deployed.cluster.manager.api.tasks(filters={"service": f"{deployed.project}_backend-migrate"})
+    assert "complete" in {t["Status"]["State"] for t in migrations}, [t["Status"] for t in migrations]
+    created = requests.post(f"https://127.0.0.1:{deployed.cluster.https_port}/api/notes/",
+                            json={"text": "on node 2"}, verify=False, timeout=10)
+    assert created.status_code == 201, created.text
+    # The job is gone once done.
+    services = deployed.cluster.manager.services.list(
+        filters={"label": f"com.docker.stack.namespace={deployed.project}"})
+    assert f"{deployed.project}_db-provision" not in {s.name for s in services}
+
+
 @dataclass
 class Load:
     """GETs one after the other through the LBC until stopped (or LOAD_MAX_S): failures and the longest
