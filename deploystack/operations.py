@@ -172,7 +172,7 @@ def scale(target: Target, args: list[str], report: Reporter, ca_bundle: Path | N
             _write_swarm(exported)  # the stack file says the new counts too
             if "dbc" in replicas:  # database replicas are services of their own: a deploy adds or prunes them
                 engine_swarm.deploy(docker_client, exported, report, registry=bool(new_stack.swarm.registry))
-                engine_swarm.remove_gone_replicas(docker_client, exported.plan, report)
+                engine_swarm.remove_gone_replicas(docker_client, exported.plan, rendered.secrets, report)
             apps = {name: count for name, count in replicas.items() if name != "dbc"}
             if apps:
                 engine_swarm.scale(docker_client, new_stack.project, apps, report)

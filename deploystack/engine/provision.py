@@ -129,30 +129,38 @@ def swarm_provision(client: docker.DockerClient, plan: ProjectPlan, secrets: dic
     tenancy = plan.tenancy
     if tenancy is None:
         return
+    report.step(f"database roles of {', '.join(d.app for d in tenancy.databases)}: a job on the private network")
+    run_sql_job(client, plan, secrets, provision_sql(tenancy), [d.password_secret for d in tenancy.databases],
+                "provisioning the apps' database roles", timeout_s)
+
+
+def run_sql_job(client: docker.DockerClient, plan: ProjectPlan, secrets: dict[str, str], sql: str,
+                secret_names: list[str], what: str, timeout_s: float = JOB_TIMEOUT_S) -> str:
+    """Run the psql script `sql` as the superuser against the primary (or Patroni's leader), from the
+    one-shot service PROJECT_db-provision on the private network; `secret_names`: the stack's secrets it
+    reads besides the superuser's (`\\getenv`). Its output, once it completed; EngineError otherwise."""
     project = plan.project
     host, port, image_of = swarm_target(plan)
     name = service_name(project, JOB)
-    names = [SUPERUSER_SECRET, *(d.password_secret for d in tenancy.databases)]
     with engine_errors(f"starting the job {name}"):
         image = client.services.get(service_name(project, image_of)).attrs["Spec"]["TaskTemplate"][
             "ContainerSpec"]["Image"]
         for leftover in client.services.list(filters={"name": name}):
             if leftover.name == name:
                 leftover.remove()
-        refs = [_secret_reference(client, project, n, secrets[n]) for n in names]
+        refs = [_secret_reference(client, project, n, secrets[n]) for n in (SUPERUSER_SECRET, *secret_names)]
         service = client.services.create(
             image, command=["sh", "-c", job_script(host, port)], name=name,
-            env=[f"{SQL_VARIABLE}={provision_sql(tenancy)}"], networks=[_network_id(client, project, "private")],
+            env=[f"{SQL_VARIABLE}={sql}"], networks=[_network_id(client, project, "private")],
             secrets=refs, user=SUPERUSER, read_only=True, cap_drop=["ALL"],
             restart_policy=RestartPolicy(condition="none"),
             # The stack's label: `docker stack rm` takes a job left behind too.
             labels={NAMESPACE: project, labels.ONE_SHOT: "true", labels.ROLE: Role.DBC.value})
-    report.step(f"database roles of {', '.join(d.app for d in tenancy.databases)}: job {name} on {host}:{port}")
     try:
         state, why = _wait_job(client, service.id, timeout_s)
         if state != "complete":
-            raise EngineError(f"provisioning the apps' database roles ({name}) {state}: {why}\n"
-                              + _job_logs(service)[-4000:])
+            raise EngineError(f"{what} ({name} on {host}:{port}) {state}: {why}\n" + _job_logs(service)[-4000:])
+        return _job_logs(service)
     finally:
         with engine_errors(f"removing the job {name}"), contextlib.suppress(docker.errors.NotFound):
             service.remove()

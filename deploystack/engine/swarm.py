@@ -8,6 +8,7 @@ through the SDK.
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import subprocess
 import time
@@ -118,12 +119,13 @@ def scale(client: docker.DockerClient, project: str, replicas: dict[str, int], r
     wait_converged(client, project, report, since)
 
 
-def remove_gone_replicas(client: docker.DockerClient, plan: ProjectPlan, report: Reporter,
+def remove_gone_replicas(client: docker.DockerClient, plan: ProjectPlan, secrets: dict[str, str], report: Reporter,
                          timeout_s: float = 120.0) -> None:
     """After a deploy that pruned database replicas (`scale dbc=N` down): once their tasks have stopped,
-    drop their slots on the primary (a slot left behind pins WAL until the disk fills) and remove their
-    volumes. Both only where this engine reaches: the primary's node and this node's volumes."""
-    from deploystack.engine import db
+    drop their slots on the primary (a slot left behind pins WAL until the disk fills), on any node: by
+    `docker exec` on this one, else by a job on the private network; and remove their volumes where this
+    engine reaches them (this node's)."""
+    from deploystack.engine import db, provision
     from deploystack.plan.dbc import wanted_slots
 
     project = plan.project
@@ -147,8 +149,12 @@ def remove_gone_replicas(client: docker.DockerClient, plan: ProjectPlan, report:
     if primaries:
         db.drop_slots_except(client, primaries[0], slots, report)
     else:
-        report.step(f"{PRIMARY} runs on another node: drop the slots of removed replicas there "
-                    "(docs/swarm.md says how)")
+        # The replicas' tasks ran on other nodes too: the job waits until their walsenders are gone.
+        sql = (f"\\pset tuples_only on\n\\pset format unaligned\n{db.await_slots_released_sql(slots, 60)};\n"
+               f"{db.drop_slots_sql(slots)};\n")
+        out = provision.run_sql_job(client, plan, secrets, sql, [], "dropping the removed replicas' slots")
+        for slot in re.findall(r"^((?:replica|offsite)_\w+)\|$", out, re.MULTILINE):  # a row each, among retries
+            report.step(f"dropped replication slot {slot} (its replica is gone)")
     db.remove_stale_replica_volumes(client, project, replicas, report, project_label=NAMESPACE)
 
 

@@ -19,7 +19,8 @@ import pytest
 import requests
 import urllib3
 
-from tests.cluster.conftest import APP_REPLICAS, NODES, Cluster, Deployed, host_swarm_state
+from tests.cluster.cluster import NODES, Cluster, host_swarm_state
+from tests.cluster.conftest import APP_REPLICAS, Deployed
 from tests.conftest import eventually
 
 pytestmark = pytest.mark.docker
@@ -70,32 +71,42 @@ def test_replicas_on_several_nodes_serve_through_the_edge(deployed: Deployed) ->
     assert len(seen) >= 2, f"every request was served on one node: {seen}"
 
 
-def psql_on_node(deployed: Deployed, host_engine: docker.DockerClient, service: str, query: str) -> str:
-    """`query` as postgres in the service's task, through its node's own engine (deploystack drives node 1)."""
-    (task,) = deployed.tasks(service)
-    node = host_engine.containers.get(deployed.node_names()[task["NodeID"]])
-    code, out = node.exec_run(["docker", "exec", task["Status"]["ContainerStatus"]["ContainerID"],
-                               "psql", "-X", "-U", "postgres", "-d", "postgres", "-tAc", query])
-    assert code == 0, out.decode()
-    return str(out.decode().strip())
+def test_a_node_without_the_image_pulls_it_from_the_registry(deployed: Deployed) -> None:
+    """The registry's copy of the backend image taken off every node: new tasks start only by pulling it."""
+    (image,) = {t["Spec"]["ContainerSpec"]["Image"] for t in deployed.tasks("backend")}
+    nodes = [deployed.cluster.node(n) for n in range(1, NODES + 1)]
+    before = {t["ID"] for t in deployed.tasks("backend")}
+    for node in nodes:
+        deployed.node_docker(node, "image", "rm", "--force", image.split("@")[0])
+        assert deployed.node_docker(node, "image", "inspect", image.split("@")[0])[0] != 0
+    deployed.docker.services.get(f"{deployed.project}_backend").force_update()
+
+    def replaced() -> bool:
+        running = {t["ID"] for t in deployed.tasks("backend")}
+        return len(running) == APP_REPLICAS and not running & before
+
+    eventually(replaced, f"{APP_REPLICAS} new backend tasks running", 180)
+    pulled = [node for node in nodes if deployed.node_docker(node, "image", "inspect", image.split("@")[0])[0] == 0]
+    assert len(pulled) >= 2, f"the image was pulled back on {pulled} only"
+    assert deployed.get("/api/health/").json()["app"] == "backend"
 
 
-def test_the_apps_roles_are_made_on_a_primary_that_runs_on_another_node(
-        deployed: Deployed, host_engine: docker.DockerClient) -> None:
+def test_the_apps_roles_are_made_on_a_primary_that_runs_on_another_node(deployed: Deployed) -> None:
     """`up` drives node 1; the primary runs on node 2, where it cannot `docker exec`: the provisioning job
     on the private network made the app's own role and database there, and the app writes with them."""
     (primary,) = deployed.tasks("db-primary")
     assert deployed.node_names()[primary["NodeID"]] == deployed.cluster.node(2)
     assert deployed.cluster.manager.info()["Name"] == deployed.cluster.node(1)
-    roles = psql_on_node(deployed, host_engine, "db-primary",
-                         "SELECT rolname, rolsuper, rolcanlogin FROM pg_roles WHERE rolname = 'backend'")
-    assert roles == "backend|f|t", roles
-    owner = psql_on_node(deployed, host_engine, "db-primary",
-                         "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'backend'")
-    assert owner == "backend"
+    psql = ["psql", "-X", "-U", "postgres", "-d", "postgres", "-tAc"]
+    roles = deployed.exec("db-primary", [*psql, "SELECT rolname, rolsuper, rolcanlogin FROM pg_roles "
+                                                "WHERE rolname = 'backend'"])
+    assert roles == (0, "backend|f|t\n"), roles
+    owner = deployed.exec("db-primary", [*psql, "SELECT pg_get_userbyid(datdba) FROM pg_database "
+                                                "WHERE datname = 'backend'"])
+    assert owner == (0, "backend\n"), owner
     migrations = deployed.cluster.manager.api.tasks(filters={"service": f"{deployed.project}_backend-migrate"})
     assert "complete" in {t["Status"]["State"] for t in migrations}, [t["Status"] for t in migrations]
-    created = requests.post(f"https://127.0.0.1:{deployed.cluster.https_port}/api/notes/",
+    created = requests.post(deployed.https + "/api/notes/",
                             json={"text": "on node 2"}, verify=False, timeout=10)
     assert created.status_code == 201, created.text
     # The job is gone once done.
