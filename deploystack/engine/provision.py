@@ -39,8 +39,8 @@ from deploystack.render.swarm import secret_key
 SQL_VARIABLE = "DEPLOYSTACK_PROVISION_SQL"
 SWARM_SERVICE = "com.docker.swarm.service.name"
 JOB = "db-provision"  # on a swarm: the one-shot service that provisions (swarm_provision)
-JOB_TIMEOUT_S = 600.0
-JOB_CONNECT_TRIES = 100  # 3 s apart: the primary's first start (initdb) fits, a dead one ends the job
+JOB_TIMEOUT_S = 720.0
+JOB_CONNECT_TRIES = 180  # 3 s apart (9 min): nodes pulling the images and a first initdb fit
 FINAL_STATES = ("complete", "failed", "rejected", "shutdown", "orphaned", "remove")
 PSQL = ["timeout", "600", "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "/run/postgresql",
         "-U", "postgres", "-d", "postgres"]

@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 import docker
@@ -220,6 +220,42 @@ def service_state(client: docker.DockerClient, service: Any, project: str, one_s
     done = len(running) == want == len(wanted) and not leaving and update not in ("updating",)
     why = f"{len(running)}/{want} healthy" + (f", {len(leaving)} stopping" if leaving else "")
     return ServiceState(name, done, why + (f" ({errors[-1]})" if errors else ""))
+
+
+@dataclass(frozen=True)
+class TaskRow:
+    """`ps --engine swarm`: the current task of each slot of a service (each node, for a global one)."""
+
+    service: str
+    task: str  # <service>.<slot>, or <service>.<node> for a global service
+    node: str
+    state: str  # the task's: `starting` until its health check passes, then `running`; a job's `complete`
+    desired: str
+    error: str
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def ps(client: docker.DockerClient, project: str) -> list[TaskRow]:
+    """Which task runs where: the newest task of every slot, through a manager, whatever node it is on."""
+    with engine_errors("listing the stack's tasks"):
+        services = {s.id: unscoped(project, s.name)
+                    for s in client.services.list(filters={"label": f"{NAMESPACE}={project}"})}
+        nodes = {n.id: n.attrs["Description"]["Hostname"] for n in client.nodes.list()}
+        tasks = client.api.tasks(filters={"service": list(services)}) if services else []
+    latest: dict[tuple[str, Any], dict[str, Any]] = {}
+    for task in tasks:
+        if task["ServiceID"] not in services:
+            continue
+        key = (task["ServiceID"], task.get("Slot") or task.get("NodeID"))
+        if key not in latest or created(task) > created(latest[key]):
+            latest[key] = task
+    rows = [TaskRow(service=services[service_id], node=nodes.get(task.get("NodeID", ""), "-"),
+                    task=f"{services[service_id]}.{slot if task.get('Slot') else nodes.get(slot, slot)}",
+                    state=task["Status"]["State"], desired=task["DesiredState"], error=task["Status"].get("Err", ""))
+            for (service_id, slot), task in latest.items()]
+    return sorted(rows, key=lambda r: (r.service, r.task))
 
 
 def wait_converged(client: docker.DockerClient, project: str, report: Reporter, since: str,

@@ -8,6 +8,7 @@ as a machine that loses power), while a client sends requests through the LBC.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter
@@ -69,6 +70,18 @@ def test_replicas_on_several_nodes_serve_through_the_edge(deployed: Deployed) ->
         assert response.status_code == 200 and response.json()["app"] == "backend"
         seen[where[response.headers["X-Served-By"]]] += 1
     assert len(seen) >= 2, f"every request was served on one node: {seen}"
+
+
+def test_ps_shows_each_task_and_the_node_it_runs_on(deployed: Deployed) -> None:
+    rows = json.loads(deployed.cli("ps", "--engine", "swarm", "--json").stdout)
+    backend = [r for r in rows if r["service"] == "backend"]
+    assert len(backend) == APP_REPLICAS and {r["state"] for r in backend} == {"running"}, backend
+    assert sorted(r["node"] for r in backend) == sorted(deployed.served_by("backend").values())
+    assert [r["node"] for r in rows if r["service"] == "db-primary"] == [deployed.cluster.node(2)]
+    assert [r["state"] for r in rows if r["service"] == "backend-migrate"] == ["complete"]
+    assert "db-provision" not in {r["service"] for r in rows}
+    table = deployed.cli("ps", "--engine", "swarm").stdout
+    assert "backend-migrate" in table and "complete" in table
 
 
 def test_a_node_without_the_image_pulls_it_from_the_registry(deployed: Deployed) -> None:
