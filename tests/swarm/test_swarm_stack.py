@@ -182,10 +182,13 @@ def test_a_failing_update_rolls_back_and_the_old_tasks_keep_serving(swarm_stack:
     before = hostnames(stack, "backend")
     # The APC entrypoint refuses APP_WORKERS=0: the new task exits before its health check ever passes.
     stack.edit_spec(lambda spec: spec["apc"]["apps"]["backend"].setdefault("env", {}).update({"APP_WORKERS": "0"}))
-    with LoadLoop(stack.https + "/api/health/", threads=4, max_requests=10_000, max_seconds=300) as load:
-        load.wait_for(200)
-        result = stack.cli("up", *SWARM, check=False)
-        load.wait_for(load.result.total + 200)
+    try:
+        with LoadLoop(stack.https + "/api/health/", threads=4, max_requests=10_000, max_seconds=300) as load:
+            load.wait_for(200)
+            result = stack.cli("up", *SWARM, check=False)
+            load.wait_for(load.result.total + 200)
+    finally:
+        stack.edit_spec(lambda spec: spec["apc"]["apps"]["backend"]["env"].pop("APP_WORKERS"))  # as it was
     assert result.returncode == 4, result.stdout + result.stderr
     assert "backend: the rolling update failed and was rolled back" in result.stderr
     assert "Traceback" not in result.stderr
@@ -197,7 +200,6 @@ def test_a_failing_update_rolls_back_and_the_old_tasks_keep_serving(swarm_stack:
         assert time.monotonic() < deadline, service.attrs["UpdateStatus"]
         time.sleep(1)
     assert "APP_WORKERS=0" not in service.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Env"]
-    stack.edit_spec(lambda spec: spec["apc"]["apps"]["backend"]["env"].pop("APP_WORKERS"))  # as it was
 
 
 def test_up_refuses_a_swarm_without_the_labels_it_places_services_by(swarm_stack: Stack) -> None:
