@@ -30,16 +30,29 @@ down: venv ## stop the demo stack (volumes kept), and an engine that make starte
 	$(BIN)/deploystack down -f $(DEMO)
 	@scripts/engine.sh stop
 
-test: venv ## unit, one-role integration (testcontainers), end-to-end, then Docker Swarm tests on a real engine
+# The swarm tests run on Docker-in-Docker nodes (tests/cluster/cluster.py, one cluster for both folders):
+# the host's engine never joins a swarm, so they run beside the end-to-end tests' Compose stacks, in the
+# background (their output follows the e2e tests'); SWARM_BESIDE_E2E=0 runs them after tests/e2e instead.
+# Both always finish (and remove their cluster) before the engine is stopped.
+SWARM_TESTS := tests/swarm tests/cluster
+SWARM_LOG := .swarm-tests.log
+SWARM_BESIDE_E2E ?= 1
+
+test: venv ## unit, one-role integration (testcontainers), then end-to-end beside the multi-node swarm tests
 	@scripts/engine.sh start
-	@status=0; $(PYTEST) tests/unit && $(PYTEST) tests/integration && $(PYTEST) tests/e2e \
-	  && $(PYTEST) tests/swarm || status=$$?; \
+	@status=0; $(PYTEST) tests/unit && $(PYTEST) tests/integration || status=$$?; \
+	  if [ $$status = 0 ] && [ "$(SWARM_BESIDE_E2E)" = 1 ]; then \
+	    $(PYTEST) -p no:cacheprovider $(SWARM_TESTS) >$(SWARM_LOG) 2>&1 & swarm=$$!; \
+	    $(PYTEST) tests/e2e || status=$$?; \
+	    wait $$swarm || status=$$((status ? status : $$?)); \
+	    echo "== $(SWARM_TESTS) (run beside tests/e2e) =="; cat $(SWARM_LOG); \
+	  elif [ $$status = 0 ]; then \
+	    $(PYTEST) tests/e2e && $(PYTEST) $(SWARM_TESTS) || status=$$?; \
+	  fi; \
 	  scripts/engine.sh stop; exit $$status
 
-# A swarm test may make a swarm and leave it, which drops the DNS records of bridge-network containers:
-# never run it beside a Compose stack (make test runs it last, after the e2e stacks are gone).
-swarm: venv engine ## the Docker Swarm tests alone (single-node swarm made and left by the tests)
-	$(PYTEST) tests/swarm
+swarm: venv engine ## the Docker Swarm tests alone, on a Docker-in-Docker cluster they make (safe beside stacks)
+	$(PYTEST) $(SWARM_TESTS)
 
 # The cluster's swarm lives in Docker-in-Docker nodes: the host's engine never joins it (docs/swarm.md).
 cluster: engine ## a 3-node Docker-in-Docker swarm with a registry on this machine (DOCKER_HOST it prints)
@@ -48,7 +61,7 @@ cluster: engine ## a 3-node Docker-in-Docker swarm with a registry on this machi
 cluster-down: ## remove what make cluster made (containers, volumes, network)
 	@scripts/cluster.sh down
 
-cluster-test: venv engine ## multi-node swarm tests on a cluster of their own (made and removed by the tests)
+cluster-test: venv engine ## tests/cluster alone, on a cluster of their own (made and removed by the tests)
 	$(PYTEST) tests/cluster
 
 unit: venv ## unit tests only (no Docker; installs graphviz for the diagram tests if missing)

@@ -175,7 +175,7 @@ def scale(target: Target, args: list[str], report: Reporter, ca_bundle: Path | N
             _write_swarm(exported)  # the stack file says the new counts too
             if "dbc" in replicas:  # database replicas are services of their own: a deploy adds or prunes them
                 engine_swarm.deploy(docker_client, exported, report, registry=bool(new_stack.swarm.registry))
-                engine_swarm.remove_gone_replicas(docker_client, exported.plan, report)
+                engine_swarm.remove_gone_replicas(docker_client, exported.plan, rendered.secrets, report)
             apps = {name: count for name, count in replicas.items() if name != "dbc"}
             if apps:
                 engine_swarm.scale(docker_client, new_stack.project, apps, report)
@@ -212,8 +212,8 @@ def _write_swarm(swarm: SwarmRendered) -> None:
 
 def up_swarm(target: Target, report: Reporter, ca_bundle: Path | None = None) -> SwarmRendered:
     """Export, build what is missing (and push it with `swarm.registry`), `docker stack deploy`, then
-    wait until every service runs its healthy tasks and every migration job completed; meanwhile, the
-    apps' database roles are provisioned on the primary's task as soon as it is healthy."""
+    wait until every service runs its healthy tasks and every migration job completed; meanwhile, a job
+    on the stack's private network provisions the apps' database roles on the primary."""
     from deploystack.engine import client, images, provision, swarm
 
     address = client.engine_address()
@@ -233,16 +233,15 @@ def up_swarm(target: Target, report: Reporter, ca_bundle: Path | None = None) ->
             rendered, builds=tuple(b for b in rendered.builds if b.image in wanted)), report)
         if registry:
             swarm.push_images(builder, sorted(wanted), registry, report)
+        # The apps' roles: a job on the private network, started once the stack is made (it reaches the
+        # primary on any node); the migrations and apps retry until it has run.
         provisioner = None
         if exported.plan.tenancy is not None:
-            provisioner = provision.SwarmProvisioner(docker_client, exported.plan.project, exported.plan.tenancy,
-                                                     rendered.secrets, report)
-            provisioner.start()
-        swarm.deploy(docker_client, exported, report, registry=bool(registry))
+            provisioner = provision.SwarmProvisioner(docker_client, exported.plan, rendered.secrets, report)
+        swarm.deploy(docker_client, exported, report, registry=bool(registry), alongside=provisioner)
         if provisioner is not None:
             provisioner.join(timeout=60)
-            if provisioner.error is not None:
-                raise provisioner.error
+            provisioner.check()
         return exported
 
 

@@ -9,6 +9,9 @@ from typing import Any
 
 import pytest
 
+# The multi-node swarm, one per session for tests/cluster and tests/swarm (made only when a test asks).
+from tests.cluster.cluster import cluster, host_engine  # noqa: F401
+
 REPO = Path(__file__).resolve().parent.parent
 BLUEPRINTS = REPO / "blueprints"
 

@@ -223,12 +223,25 @@ def prune(
 def ps(
     file: SpecOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    engine: EngineOpt = Engine.compose,
 ) -> None:
-    """Services, replicas, state and health."""
+    """Services, replicas, state and health (on a swarm: each task and the node it runs on)."""
     from deploystack import operations
     from deploystack.engine import client, status
 
     project = operations.project_name(Target.of(file, None))
+    if engine is Engine.swarm:
+        from deploystack.engine import swarm
+
+        docker_client = client.connect()
+        swarm.require_manager(docker_client)
+        tasks = swarm.ps(docker_client, project)
+        if as_json:
+            console.as_json([task.as_dict() for task in tasks])
+            return
+        console.table(f"swarm stack {project}", ["service", "task", "node", "state", "error"],
+                      [(t.service, t.task, t.node, t.state, t.error) for t in tasks])
+        return
     rows = status.ps(client.connect(), project)
     if as_json:
         console.as_json([row.as_dict() for row in rows])

@@ -300,15 +300,30 @@ def drop_stale_slots(client: docker.DockerClient, project: str, wanted: Sequence
     drop_slots_except(client, container, wanted, report)
 
 
+def _gone_slots(wanted: Sequence[str]) -> str:
+    """The replica and offsite slots not in `wanted` (slot names: [a-z0-9_], from the plan)."""
+    keep = ",".join(wanted)
+    return ("slot_type = 'physical' AND (slot_name LIKE 'replica\\_%' OR slot_name LIKE 'offsite\\_%') "
+            f"AND slot_name <> ALL (string_to_array('{keep}', ','))")
+
+
+def drop_slots_sql(wanted: Sequence[str]) -> str:
+    """Drops the inactive replica and offsite slots not in `wanted`; a row each."""
+    return ("SELECT slot_name, pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+            f"WHERE NOT active AND {_gone_slots(wanted)}")
+
+
+def await_slots_released_sql(wanted: Sequence[str], seconds: int) -> str:
+    """Waits (at most `seconds`) until no removed replica streams through its slot any more: run where the
+    replicas' containers cannot be watched (a swarm's other nodes) before drop_slots_sql."""
+    return (f"DO $$ BEGIN FOR i IN 1..{seconds * 2} LOOP EXIT WHEN NOT EXISTS (SELECT FROM pg_replication_slots "
+            f"WHERE active AND {_gone_slots(wanted)}); PERFORM pg_sleep(0.5); END LOOP; END $$")
+
+
 def drop_slots_except(client: docker.DockerClient, container: Container, wanted: Sequence[str],
                       report: Reporter) -> None:
     """In the primary `container`: drop the inactive replica and offsite slots not in `wanted`."""
-    keep = ",".join(wanted)
-    sql = ("SELECT slot_name, pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-           "WHERE slot_type = 'physical' AND NOT active "
-           "AND (slot_name LIKE 'replica\\_%' OR slot_name LIKE 'offsite\\_%') "
-           f"AND slot_name <> ALL (string_to_array('{keep}', ','))")
-    out, error = psql(client, container, sql)
+    out, error = psql(client, container, drop_slots_sql(wanted))
     if error is not None:
         report.detail(f"could not drop stale replication slots: {error}")
         return

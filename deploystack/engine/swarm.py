@@ -8,11 +8,13 @@ through the SDK.
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
 
 import docker
 import docker.errors
@@ -86,8 +88,10 @@ def docker_cli(*args: str) -> str:
     return result.stdout
 
 
-def deploy(client: docker.DockerClient, rendered: SwarmRendered, report: Reporter, registry: bool = False) -> None:
-    """`registry`: the images come from the spec's registry; the nodes get this client's login for it."""
+def deploy(client: docker.DockerClient, rendered: SwarmRendered, report: Reporter, registry: bool = False,
+           alongside: Alongside | None = None) -> None:
+    """`registry`: the images come from the spec's registry; the nodes get this client's login for it.
+    `alongside`: started once the stack is made, checked while it converges (the provisioning job)."""
     project = rendered.plan.project
     require_manager(client)
     require_node_labels(client, labels_used(YAML(typ="safe").load(rendered.stack_yaml)))
@@ -98,7 +102,9 @@ def deploy(client: docker.DockerClient, rendered: SwarmRendered, report: Reporte
     detach = ["--detach=true"] if "--detach" in docker_cli("stack", "deploy", "--help") else []
     docker_cli("stack", "deploy", "--compose-file", str(rendered.stack_file), "--resolve-image", "never",
                "--prune", *detach, *(["--with-registry-auth"] if registry else []), project)
-    wait_converged(client, project, report, since)
+    if alongside is not None:
+        alongside.start()
+    wait_converged(client, project, report, since, check=alongside.check if alongside is not None else None)
 
 
 def scale(client: docker.DockerClient, project: str, replicas: dict[str, int], report: Reporter) -> None:
@@ -113,12 +119,13 @@ def scale(client: docker.DockerClient, project: str, replicas: dict[str, int], r
     wait_converged(client, project, report, since)
 
 
-def remove_gone_replicas(client: docker.DockerClient, plan: ProjectPlan, report: Reporter,
+def remove_gone_replicas(client: docker.DockerClient, plan: ProjectPlan, secrets: dict[str, str], report: Reporter,
                          timeout_s: float = 120.0) -> None:
     """After a deploy that pruned database replicas (`scale dbc=N` down): once their tasks have stopped,
-    drop their slots on the primary (a slot left behind pins WAL until the disk fills) and remove their
-    volumes. Both only where this engine reaches: the primary's node and this node's volumes."""
-    from deploystack.engine import db
+    drop their slots on the primary (a slot left behind pins WAL until the disk fills), on any node: by
+    `docker exec` on this one, else by a job on the private network; and remove their volumes where this
+    engine reaches them (this node's)."""
+    from deploystack.engine import db, provision
     from deploystack.plan.dbc import wanted_slots
 
     project = plan.project
@@ -142,9 +149,21 @@ def remove_gone_replicas(client: docker.DockerClient, plan: ProjectPlan, report:
     if primaries:
         db.drop_slots_except(client, primaries[0], slots, report)
     else:
-        report.step(f"{PRIMARY} runs on another node: drop the slots of removed replicas there "
-                    "(docs/swarm.md says how)")
+        # The replicas' tasks ran on other nodes too: the job waits until their walsenders are gone.
+        sql = (f"\\pset tuples_only on\n\\pset format unaligned\n{db.await_slots_released_sql(slots, 60)};\n"
+               f"{db.drop_slots_sql(slots)};\n")
+        out = provision.run_sql_job(client, plan, secrets, sql, [], "dropping the removed replicas' slots")
+        for slot in re.findall(r"^((?:replica|offsite)_\w+)\|$", out, re.MULTILINE):  # a row each, among retries
+            report.step(f"dropped replication slot {slot} (its replica is gone)")
     db.remove_stale_replica_volumes(client, project, replicas, report, project_label=NAMESPACE)
+
+
+class Alongside(Protocol):
+    """Work that runs while a deployed stack converges (a thread)."""
+
+    def start(self) -> None: ...
+
+    def check(self) -> None: ...
 
 
 @dataclass
@@ -203,12 +222,51 @@ def service_state(client: docker.DockerClient, service: Any, project: str, one_s
     return ServiceState(name, done, why + (f" ({errors[-1]})" if errors else ""))
 
 
+@dataclass(frozen=True)
+class TaskRow:
+    """`ps --engine swarm`: the current task of each slot of a service (each node, for a global one)."""
+
+    service: str
+    task: str  # <service>.<slot>, or <service>.<node> for a global service
+    node: str
+    state: str  # the task's: `starting` until its health check passes, then `running`; a job's `complete`
+    desired: str
+    error: str
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def ps(client: docker.DockerClient, project: str) -> list[TaskRow]:
+    """Which task runs where: the newest task of every slot, through a manager, whatever node it is on."""
+    with engine_errors("listing the stack's tasks"):
+        services = {s.id: unscoped(project, s.name)
+                    for s in client.services.list(filters={"label": f"{NAMESPACE}={project}"})}
+        nodes = {n.id: n.attrs["Description"]["Hostname"] for n in client.nodes.list()}
+        tasks = client.api.tasks(filters={"service": list(services)}) if services else []
+    latest: dict[tuple[str, Any], dict[str, Any]] = {}
+    for task in tasks:
+        if task["ServiceID"] not in services:
+            continue
+        key = (task["ServiceID"], task.get("Slot") or task.get("NodeID"))
+        if key not in latest or created(task) > created(latest[key]):
+            latest[key] = task
+    rows = [TaskRow(service=services[service_id], node=nodes.get(task.get("NodeID", ""), "-"),
+                    task=f"{services[service_id]}.{slot if task.get('Slot') else nodes.get(slot, slot)}",
+                    state=task["Status"]["State"], desired=task["DesiredState"], error=task["Status"].get("Err", ""))
+            for (service_id, slot), task in latest.items()]
+    return sorted(rows, key=lambda r: (r.service, r.task))
+
+
 def wait_converged(client: docker.DockerClient, project: str, report: Reporter, since: str,
-                   timeout_s: float = CONVERGE_TIMEOUT_S) -> None:
-    """Until every service runs its wanted number of healthy tasks and every job completed."""
+                   timeout_s: float = CONVERGE_TIMEOUT_S, check: Callable[[], None] | None = None) -> None:
+    """Until every service runs its wanted number of healthy tasks and every job completed. `check`
+    raises when something the stack waits for has failed (it would wait for it in vain)."""
     deadline = time.monotonic() + timeout_s
     last = ""
     while True:
+        if check is not None:
+            check()
         with engine_errors("listing the stack's services"):
             services = client.services.list(filters={"label": f"{NAMESPACE}={project}"})
             states = [service_state(client, s, project, labels.ONE_SHOT in (s.attrs["Spec"].get("Labels") or {}),

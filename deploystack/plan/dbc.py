@@ -7,7 +7,7 @@ from deploystack.plan.model import Build, ConfigFile, HealthCheck, Mount, Port, 
 from deploystack.plan.names import PRIMARY as PRIMARY  # where the other role modules found it
 from deploystack.plan.names import Role, data_volume, is_replica, network_name, slot_name
 from deploystack.plan.names import replica_names as numbered_replicas
-from deploystack.plan.secrets import ref
+from deploystack.plan.secrets import SUPERUSER_SECRET, ref
 from deploystack.plan.tenancy import APPS_GROUP
 from deploystack.spec.models import DBC, Offsite, Stack
 
@@ -55,7 +55,8 @@ def postgresql_conf(dbc: DBC, tls: bool) -> dict[str, object]:
     }
 
 
-def pg_hba_conf(stack: Stack, offsite: Offsite | None) -> dict[str, object]:
+def pg_hba_conf(stack: Stack, offsite: Offsite | None, superuser: bool = False) -> dict[str, object]:
+    """`superuser`: postgres may log in over TCP with its password (on a swarm: the provisioning job)."""
     # Without an offsite replica nothing outside the private network reaches PostgreSQL. With one, the
     # published port is the same listener the apps use, so the app and in-stack replication roles are
     # limited to the containers of the private network, by name: PostgreSQL looks the client address up
@@ -63,10 +64,14 @@ def pg_hba_conf(stack: Stack, offsite: Offsite | None) -> dict[str, object]:
     # from a gateway or a remote address, which has no such name. 127.0.0.1 is `db backup --physical`.
     clients = ["127.0.0.1/32", f".{network_name(stack.project, 'private')}"] if offsite else ["all"]
     return {"apps_group": APPS_GROUP, "replication_user": REPLICATION_USER,
-            "clients": clients, "offsite_user": offsite_role(offsite) if offsite else None}
+            "clients": clients, "offsite_user": offsite_role(offsite) if offsite else None,
+            "superuser": superuser}
 
 
-def plan_dbc(stack: Stack) -> tuple[list[Service], list[str], list[ConfigFile]]:
+def plan_dbc(stack: Stack, swarm: bool = False) -> tuple[list[Service], list[str], list[ConfigFile]]:
+    """`swarm`: the primary also takes the superuser over TCP, with a password (DB_SUPERUSER_PASSWORD):
+    on a swarm the apps' roles are made by a job on the private network, as the primary may run on a node
+    whose engine deploystack does not reach (engine/provision.py). Compose provisions through the socket."""
     dbc = stack.dbc
     offsite = dbc.offsite
     build = Build(role="db", repo="deploystack/db", context="build/db")
@@ -86,6 +91,8 @@ def plan_dbc(stack: Stack) -> tuple[list[Service], list[str], list[ConfigFile]]:
     config = CONFIG_DIR
     replicas = replica_names(stack)
     primary_env: tuple[tuple[str, str], ...] = (("DB_ROLE", "primary"), *common)
+    if swarm:
+        primary_env += (("SUPERUSER_PASSWORD", ref(SUPERUSER_SECRET)),)
     published: tuple[Port, ...] = ()
     networks: tuple[str, ...] = ("private",)
     if offsite is not None:
@@ -120,6 +127,6 @@ def plan_dbc(stack: Stack) -> tuple[list[Service], list[str], list[ConfigFile]]:
     configs = [
         ConfigFile(f"{config}/postgresql.conf", "db/templates/postgresql.conf.j2",
                    postgresql_conf(dbc, tls=offsite is not None)),
-        ConfigFile(f"{config}/pg_hba.conf", "db/templates/pg_hba.conf.j2", pg_hba_conf(stack, offsite)),
+        ConfigFile(f"{config}/pg_hba.conf", "db/templates/pg_hba.conf.j2", pg_hba_conf(stack, offsite, swarm)),
     ]
     return services, [m.source for s in services for m in s.mounts], configs

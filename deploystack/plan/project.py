@@ -35,7 +35,7 @@ def build_plan(stack: Stack, project_dir: str = "..", swarm: bool = False,
     `swarm`: the plan for Docker Swarm: the LBC finds apps through Docker's DNS, and there is no CDC (it
     drives one engine through its socket and mounts the project folder, neither of which a swarm has).
     """
-    db_services, db_volumes, db_configs = plan_patroni(stack) if patroni_enabled(stack) else plan_dbc(stack)
+    db_services, db_volumes, db_configs = plan_patroni(stack) if patroni_enabled(stack) else plan_dbc(stack, swarm)
     acc_services, acc_volumes = plan_acc(stack)
     mmc_services, mmc_volumes = plan_mmc(stack)
     cdc_services, cdc_configs = plan_cdc(stack, project_dir) if not swarm else ([], [])

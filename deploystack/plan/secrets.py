@@ -15,11 +15,15 @@ from deploystack.plan.tenancy import (
 )
 from deploystack.spec.models import Stack
 
+SUPERUSER_SECRET = "DB_SUPERUSER_PASSWORD"  # the .env name of the database superuser's password
+
 
 def secret_names(stack: Stack) -> tuple[str, ...]:
     # Each app its own Django key and database password (plan/tenancy.py). The shared DJANGO_SECRET_KEY
     # and POSTGRES_PASSWORD of stacks made before stay in their .env, unused.
-    names = ["REPLICATION_PASSWORD"]
+    # DB_SUPERUSER_PASSWORD: Patroni's superuser, and on a swarm the plain primary's, for the provisioning
+    # job that reaches it over the private network (engine/provision.py); unused by Compose's primary.
+    names = ["REPLICATION_PASSWORD", SUPERUSER_SECRET]
     for app in stack.apc.apps:
         names += [secret_key_secret(app), db_password_secret(app)]
     if stack.acc.redis.enabled:
@@ -37,7 +41,7 @@ def secret_names(stack: Stack) -> tuple[str, ...]:
     if stack.dbc.offsite is not None:
         names.append("OFFSITE_REPLICATION_PASSWORD")
     if stack.dbc.ha == "patroni":
-        names += ["DB_SUPERUSER_PASSWORD", "PATRONI_RESTAPI_PASSWORD"]  # plan/patroni.py SECRETS
+        names.append("PATRONI_RESTAPI_PASSWORD")  # plan/patroni.py SECRETS
     return tuple(names)
 
 

@@ -58,6 +58,11 @@ def content_name(stem: str, data: bytes) -> str:
     return f"{stem}-{hashlib.sha256(data).hexdigest()[:10]}"
 
 
+def secret_key(name: str, value: str) -> str:
+    """The stack file's name of secret `name` (`docker stack deploy` makes it `<project>_<key>`)."""
+    return content_name(name.lower().replace("_", "-"), value.encode())
+
+
 def all_secrets(plan: ProjectPlan) -> tuple[str, ...]:
     """The generated secrets and the apps' values from outside the spec: Swarm secrets, both."""
     return (*plan.secrets, *plan.app_secrets)
@@ -192,8 +197,7 @@ def stack_data(plan: ProjectPlan, images: dict[str, str], settings: Settings, co
     where swarm_files puts them."""
     config_keys = {path: content_name(path.removeprefix("config/").replace("/", "-"), data)
                    for path, data in sorted(configs.items())}
-    secret_keys = {name: content_name(name.lower().replace("_", "-"), secrets[name].encode())
-                   for name in used_secrets(plan)}
+    secret_keys = {name: secret_key(name, secrets[name]) for name in used_secrets(plan)}
     return {
         "services": {s.name: service_data(plan, s, images[s.name], settings, config_keys, secret_keys)
                      for s in plan.services},

@@ -8,6 +8,7 @@ as a machine that loses power), while a client sends requests through the LBC.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter
@@ -19,7 +20,8 @@ import pytest
 import requests
 import urllib3
 
-from tests.cluster.conftest import APP_REPLICAS, NODES, Cluster, Deployed, host_swarm_state
+from tests.cluster.cluster import NODES, Cluster, host_swarm_state
+from tests.cluster.conftest import APP_REPLICAS, Deployed
 from tests.conftest import eventually
 
 pytestmark = pytest.mark.docker
@@ -68,6 +70,62 @@ def test_replicas_on_several_nodes_serve_through_the_edge(deployed: Deployed) ->
         assert response.status_code == 200 and response.json()["app"] == "backend"
         seen[where[response.headers["X-Served-By"]]] += 1
     assert len(seen) >= 2, f"every request was served on one node: {seen}"
+
+
+def test_ps_shows_each_task_and_the_node_it_runs_on(deployed: Deployed) -> None:
+    rows = json.loads(deployed.cli("ps", "--engine", "swarm", "--json").stdout)
+    backend = [r for r in rows if r["service"] == "backend"]
+    assert len(backend) == APP_REPLICAS and {r["state"] for r in backend} == {"running"}, backend
+    assert sorted(r["node"] for r in backend) == sorted(deployed.served_by("backend").values())
+    assert [r["node"] for r in rows if r["service"] == "db-primary"] == [deployed.cluster.node(2)]
+    assert [r["state"] for r in rows if r["service"] == "backend-migrate"] == ["complete"]
+    assert "db-provision" not in {r["service"] for r in rows}
+    table = deployed.cli("ps", "--engine", "swarm").stdout
+    assert "backend-migrate" in table and "complete" in table
+
+
+def test_a_node_without_the_image_pulls_it_from_the_registry(deployed: Deployed) -> None:
+    """The registry's copy of the backend image taken off every node: new tasks start only by pulling it."""
+    (image,) = {t["Spec"]["ContainerSpec"]["Image"] for t in deployed.tasks("backend")}
+    nodes = [deployed.cluster.node(n) for n in range(1, NODES + 1)]
+    before = {t["ID"] for t in deployed.tasks("backend")}
+    for node in nodes:
+        deployed.node_docker(node, "image", "rm", "--force", image.split("@")[0])
+        assert deployed.node_docker(node, "image", "inspect", image.split("@")[0])[0] != 0
+    deployed.docker.services.get(f"{deployed.project}_backend").force_update()
+
+    def replaced() -> bool:
+        running = {t["ID"] for t in deployed.tasks("backend")}
+        return len(running) == APP_REPLICAS and not running & before
+
+    eventually(replaced, f"{APP_REPLICAS} new backend tasks running", 180)
+    pulled = [node for node in nodes if deployed.node_docker(node, "image", "inspect", image.split("@")[0])[0] == 0]
+    assert len(pulled) >= 2, f"the image was pulled back on {pulled} only"
+    assert deployed.get("/api/health/").json()["app"] == "backend"
+
+
+def test_the_apps_roles_are_made_on_a_primary_that_runs_on_another_node(deployed: Deployed) -> None:
+    """`up` drives node 1; the primary runs on node 2, where it cannot `docker exec`: the provisioning job
+    on the private network made the app's own role and database there, and the app writes with them."""
+    (primary,) = deployed.tasks("db-primary")
+    assert deployed.node_names()[primary["NodeID"]] == deployed.cluster.node(2)
+    assert deployed.cluster.manager.info()["Name"] == deployed.cluster.node(1)
+    psql = ["psql", "-X", "-U", "postgres", "-d", "postgres", "-tAc"]
+    roles = deployed.exec("db-primary", [*psql, "SELECT rolname, rolsuper, rolcanlogin FROM pg_roles "
+                                                "WHERE rolname = 'backend'"])
+    assert roles == (0, "backend|f|t\n"), roles
+    owner = deployed.exec("db-primary", [*psql, "SELECT pg_get_userbyid(datdba) FROM pg_database "
+                                                "WHERE datname = 'backend'"])
+    assert owner == (0, "backend\n"), owner
+    migrations = deployed.cluster.manager.api.tasks(filters={"service": f"{deployed.project}_backend-migrate"})
+    assert "complete" in {t["Status"]["State"] for t in migrations}, [t["Status"] for t in migrations]
+    created = requests.post(deployed.https + "/api/notes/",
+                            json={"text": "on node 2"}, verify=False, timeout=10)
+    assert created.status_code == 201, created.text
+    # The job is gone once done.
+    services = deployed.cluster.manager.services.list(
+        filters={"label": f"com.docker.stack.namespace={deployed.project}"})
+    assert f"{deployed.project}_db-provision" not in {s.name for s in services}
 
 
 @dataclass

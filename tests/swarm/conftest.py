@@ -1,65 +1,49 @@
-"""A single-node swarm made for these tests, and the default blueprint deployed on it.
+"""The default blueprint on the session's multi-node swarm (tests/cluster/cluster.py: Docker-in-Docker nodes;
+the host's engine never joins a swarm, so these tests run beside Compose stacks), deployed by the
+deploystack command through DOCKER_HOST with the cluster's registry. The database primary and the data
+services run on node 2, the database replica on node 3, the LBC on node 1; apps anywhere.
 
-The engine is put in a swarm (`docker swarm init --advertise-addr 127.0.0.1`) only when it is not in one
-already, and then leaves it at the end, `docker_gwbridge` included; the node's labels are put back as they
-were either way. Leaving a swarm drops the DNS records of containers already running on bridge networks,
-so these tests never run beside a Compose stack (`make test` runs them in a step of their own).
-
-DEPLOYSTACK_SWARM_PROJECT=NAME deploys under a fixed project name whose images are kept (for an engine
-that cannot build them, e.g. one without network access, loaded with `docker load` beforehand).
+The stack is package-scoped: it is gone before tests/cluster deploys its own (one LBC on the edge node's
+ports at a time).
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
+import secrets
 from collections.abc import Iterator
 from typing import Any
 
 import docker
 import pytest
+from ruamel.yaml import YAML
 
-from deploystack.render.swarm import NODE_LABELS
 from deploystack.resources import blueprints_root
-from deploystack.testing import StackUnderTest
-from tests.e2e.conftest import Stack
-
-GWBRIDGE = "docker_gwbridge"
+from deploystack.testing import derive_spec
+from tests.cluster.cluster import Cluster, ClusterStack, deployed_stack, swarm_settings
 
 
-def docker_cli(*args: str) -> None:
-    subprocess.run(["docker", *args], check=True, capture_output=True, text=True, timeout=120)
+@pytest.fixture(scope="package")
+def swarm_node(cluster: Cluster) -> docker.DockerClient:
+    """The swarm manager deploystack drives (node 1)."""
+    return cluster.manager
 
 
-@pytest.fixture(scope="session")
-def swarm_node() -> Iterator[docker.DockerClient]:
-    client = docker.from_env(timeout=120)
-    made_swarm = client.info()["Swarm"]["LocalNodeState"] != "active"
-    had_gwbridge = bool(client.networks.list(names=[GWBRIDGE]))
-    if made_swarm:
-        docker_cli("swarm", "init", "--advertise-addr", "127.0.0.1")
-    node = client.nodes.get(client.info()["Swarm"]["NodeID"])
-    labels_before = dict(node.attrs["Spec"].get("Labels") or {})
-    node.update({**node.attrs["Spec"], "Labels": labels_before | {label: "true" for label in NODE_LABELS}})
-    try:
-        yield client
-    finally:
-        if made_swarm:
-            docker_cli("swarm", "leave", "--force")
-            if not had_gwbridge:
-                for network in client.networks.list(names=[GWBRIDGE]):
-                    network.remove()
-        else:
-            node.reload()
-            node.update({**node.attrs["Spec"], "Labels": labels_before})
-
-
-@pytest.fixture(scope="session")
-def swarm_stack(swarm_node: docker.DockerClient) -> Iterator[Stack]:
-    spec = blueprints_root() / "default" / "deploystack.yaml"
-    under_test = StackUnderTest(spec, engine="swarm", project=os.environ.get("DEPLOYSTACK_SWARM_PROJECT"))
-    with under_test:
-        yield Stack(under_test, swarm_node)
+@pytest.fixture(scope="package")
+def swarm_stack(cluster: Cluster, host_engine: docker.DockerClient,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterStack]:
+    folder = tmp_path_factory.mktemp("swarm-stack")
+    spec = derive_spec(blueprints_root() / "default" / "deploystack.yaml", folder, f"dsw{secrets.token_hex(2)}",
+                       0, 0)
+    yaml = YAML()
+    data = yaml.load(spec)
+    swarm_settings(data, cluster)
+    # The load loops here are one client (this host) sending from 4 threads without pause, to count failed
+    # requests during updates: on the edge node that client is not the host's own gateway (its traffic comes
+    # through the node's container), so lift the per-client limits that would answer it 429.
+    data["lbc"]["limits"] = {"rate": 10_000, "burst": 100_000, "connections": 10_000}
+    yaml.dump(data, spec)
+    with deployed_stack(cluster, host_engine, spec) as stack:
+        yield stack
 
 
 def wanted_tasks(client: docker.DockerClient, project: str, service: str) -> list[dict[str, Any]]:
@@ -70,9 +54,3 @@ def wanted_tasks(client: docker.DockerClient, project: str, service: str) -> lis
 def tasks(client: docker.DockerClient, project: str, service: str) -> list[dict[str, Any]]:
     """The service's tasks that run now (healthy: a task with a health check runs once it passes)."""
     return [t for t in wanted_tasks(client, project, service) if t["Status"]["State"] == "running"]
-
-
-def task_container(client: docker.DockerClient, project: str, service: str) -> docker.models.containers.Container:
-    label = f"com.docker.swarm.service.name={project}_{service}"
-    (container,) = client.containers.list(filters={"label": label, "status": "running"})
-    return container
