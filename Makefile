@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO := blueprints/default/deploystack.yaml
 PYTEST := $(BIN)/python -m pytest
+# the slowest tests of each suite, in the CI log: where its time goes
+SLOWEST := --durations=15
 
 .PHONY: help venv engine demo down test unit e2e swarm cluster cluster-down cluster-test lint bench clean
 
@@ -42,12 +44,12 @@ test: venv ## unit, one-role integration (testcontainers), then end-to-end besid
 	@scripts/engine.sh start
 	@status=0; $(PYTEST) tests/unit && $(PYTEST) tests/integration || status=$$?; \
 	  if [ $$status = 0 ] && [ "$(SWARM_BESIDE_E2E)" = 1 ]; then \
-	    $(PYTEST) -p no:cacheprovider $(SWARM_TESTS) >$(SWARM_LOG) 2>&1 & swarm=$$!; \
-	    $(PYTEST) tests/e2e || status=$$?; \
+	    $(PYTEST) $(SLOWEST) -p no:cacheprovider $(SWARM_TESTS) >$(SWARM_LOG) 2>&1 & swarm=$$!; \
+	    $(PYTEST) $(SLOWEST) tests/e2e || status=$$?; \
 	    wait $$swarm || status=$$((status ? status : $$?)); \
 	    echo "== $(SWARM_TESTS) (run beside tests/e2e) =="; cat $(SWARM_LOG); \
 	  elif [ $$status = 0 ]; then \
-	    $(PYTEST) tests/e2e && $(PYTEST) $(SWARM_TESTS) || status=$$?; \
+	    $(PYTEST) $(SLOWEST) tests/e2e && $(PYTEST) $(SWARM_TESTS) || status=$$?; \
 	  fi; \
 	  scripts/engine.sh stop; exit $$status
 
