@@ -632,8 +632,6 @@ def _is_ip(value: str) -> bool:
 # the previous backup of that type (plan/backups.py). One minute at least: a backup must end before the next.
 SCHEDULE = re.compile(r"^(hourly|daily|weekly|[1-9][0-9]{0,3}[mhdw])$")
 BACKUP_BUCKET = "backups"  # the repository's bucket on the stack's own store
-ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
-
 
 def schedule(value: str) -> str:
     if not SCHEDULE.match(value):
@@ -654,8 +652,8 @@ class BackupTarget(Model):
     region: str = Field("us-east-1", pattern=r"^[a-z0-9-]{1,32}$", description="the store's region")
     verify_tls: bool = Field(True, description="check the endpoint's certificate (false: a self-signed one)")
     path_style: bool = Field(True, description="path-style URLs (MinIO, SeaweedFS); false: virtual-host style")
-    access_key_env: str = Field(pattern=ENV_NAME, description="the variable holding the access key")
-    secret_key_env: str = Field(pattern=ENV_NAME, description="the variable holding the secret key")
+    access_key_env: str = Field(pattern=ENV_NAME.pattern, description="the variable holding the access key")
+    secret_key_env: str = Field(pattern=ENV_NAME.pattern, description="the variable holding the secret key")
     env_file: str | None = Field(None, description="a file of NAME=value lines (beside the spec) to read "
                                                    "the keys from; default: deploystack's own environment")
 
