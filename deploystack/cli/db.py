@@ -218,8 +218,9 @@ def verify(
     for line in summary:
         console.say(line)
     if not ok:
-        last = out.strip().splitlines()[-1:] or ["no output"]
-        console.warning(f"verification failed after {_time.monotonic() - started:.1f}s: {last[0]}")
+        errors = [line.strip() for line in out.splitlines() if "ERROR" in line or "backup-verify:" in line]
+        console.warning(f"verification failed after {_time.monotonic() - started:.1f}s:\n"
+                        + "\n".join(errors[-3:] or out.strip().splitlines()[-3:] or ["no output"]))
         raise typer.Exit(1)
     console.say(f"verified in {_time.monotonic() - started:.1f}s")
 
