@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -131,7 +132,7 @@ def _time(value: str | None) -> dt.datetime | None:
     return dt.datetime.fromisoformat(value).astimezone(dt.UTC)
 
 
-def parse_archiver(row: dict[str, str | None]) -> Archiver:
+def parse_archiver(row: Mapping[str, str | None]) -> Archiver:
     """A row of ARCHIVER_SQL (engine/backups.py) as psql --csv prints it."""
     def integer(key: str) -> int:
         return int(row.get(key) or 0)

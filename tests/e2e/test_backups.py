@@ -88,40 +88,28 @@ def test_point_in_time_restore_gives_exactly_the_rows_of_that_moment(stack: Stac
     assert sql(stack, "SELECT count(*) FROM ledger") == "101"
 
 
-def test_scheduled_backups_fire_and_retention_keeps_two(stack: StackUnderTest) -> None:
-    def rotated() -> dict[str, Any] | None:
-        data = backups(stack)
-        labels = [b["label"] for b in data["backups"]]
-        # At least three full backups seen, the oldest of them expired, two kept (keep_full: 2).
-        return data if len(seen_labels) >= 3 and seen_labels[0] not in labels and len(labels) == 2 else None
-
-    data = eventually(rotated, "three scheduled full backups, the oldest expired", timeout=240)
-    assert all(b["type"] == "full" for b in data["backups"])
-    window = data["window"]
-    assert window["from"] == data["backups"][0]["start"] and window["to"] >= data["backups"][-1]["stop"]
-    durations = [time.mktime(time.strptime(b["stop"][:19], "%Y-%m-%dT%H:%M:%S"))
-                 - time.mktime(time.strptime(b["start"][:19], "%Y-%m-%dT%H:%M:%S")) for b in data["backups"]]
-    print(f"\nbackups seen: {seen_labels}; kept: {[b['label'] for b in data['backups']]}; "
-          f"durations {durations} s; sizes {[b['size'] for b in data['backups']]} B")
-    code, _ = stack.exec("backup", ["backup-health"])
-    assert code == 0
-
-
 def test_verify_passes_then_fails_on_a_damaged_repository_file(stack: StackUnderTest) -> None:
-    label = eventually(lambda: recorded_backup(stack), "a backup with its record")["label"]
-    started = time.monotonic()
-    out = cli(stack, "db", "verify", "--backup", label).stdout
-    print(f"\ndb verify {label}: {time.monotonic() - started:.1f}s\n{out}")
-    assert "backend:" in out and "as recorded" in out
-    relation = sql(stack, "SELECT pg_relation_filepath('ledger')")
-    # Random bytes in place of the table's file in that backup (written raw: not encrypted, not compressed).
-    code, out = stack.exec("backup", ["sh", "-c", "head -c 8192 /dev/urandom | setpriv --reuid=postgres "
-                                      "--regid=postgres --init-groups pgbackrest repo-put --raw "
-                                      f"backup/db/{label}/pg_data/{relation}.zst"])
-    assert code == 0, out
-    failed = cli(stack, "db", "verify", "--backup", label, check=False)
-    assert failed.returncode == 1, failed.stdout + failed.stderr
-    assert "verification failed" in failed.stdout + failed.stderr
+    # The schedule paused meanwhile: the backup checked must not be expired under the test (full: 1m).
+    stack.exec("backup", ["touch", "/run/postgresql/backup-paused"])
+    try:
+        eventually(lambda: "running=\n" in stack.exec("backup", ["cat", "/run/postgresql/backup-state"])[1],
+                   "no backup running", timeout=120)
+        label = eventually(lambda: recorded_backup(stack), "a backup with its record")["label"]
+        started = time.monotonic()
+        out = cli(stack, "db", "verify", "--backup", label).stdout
+        print(f"\ndb verify {label}: {time.monotonic() - started:.1f}s\n{out}")
+        assert "backend: 12 tables" in out and "as recorded" in out
+        relation = sql(stack, "SELECT pg_relation_filepath('ledger')")
+        # Random bytes in place of the table's file in that backup (written raw: not encrypted, not compressed).
+        code, out = stack.exec("backup", ["sh", "-c", "head -c 8192 /dev/urandom | setpriv --reuid=postgres "
+                                          "--regid=postgres --init-groups pgbackrest repo-put --raw "
+                                          f"backup/db/{label}/pg_data/{relation}.zst"])
+        assert code == 0, out
+        failed = cli(stack, "db", "verify", "--backup", label, check=False)
+        assert failed.returncode == 1, failed.stdout + failed.stderr
+        assert f"pgbackrest could not restore backup {label}" in failed.stdout + failed.stderr
+    finally:
+        stack.exec("backup", ["rm", "-f", "/run/postgresql/backup-paused"])
 
 
 def test_a_failing_archive_is_loud(stack: StackUnderTest) -> None:
@@ -144,5 +132,31 @@ def test_a_failing_archive_is_loud(stack: StackUnderTest) -> None:
         assert "archive_command fails" in doctor.stdout + doctor.stderr
     finally:
         subprocess.run(["docker", "start", backup], check=True, capture_output=True)
-    eventually(lambda: not json.loads(cli(stack, "db", "status", "--json").stdout)["archive"]["failing"] or None,
-               "archiving again once the backup service is back", timeout=120)
+    def archiving_again() -> bool:
+        # A new segment wakes the archiver, which otherwise waits a minute after three failures.
+        sql(stack, "INSERT INTO ledger VALUES (3000, 'wake') ON CONFLICT DO NOTHING; SELECT pg_switch_wal()")
+        time.sleep(3)
+        archive = json.loads(cli(stack, "db", "status", "--json").stdout)["archive"]
+        return not archive["failing"] and archive["pending_segments"] == 0
+
+    eventually(archiving_again, "archiving again once the backup service is back", timeout=120)
+
+
+def test_scheduled_backups_fire_and_retention_keeps_two(stack: StackUnderTest) -> None:
+    """Last: the backups fired meanwhile (every minute) are usually enough already."""
+    def rotated() -> dict[str, Any] | None:
+        data = backups(stack)
+        labels = [b["label"] for b in data["backups"]]
+        # At least three full backups seen, the oldest of them expired, two kept (keep_full: 2).
+        return data if len(seen_labels) >= 3 and seen_labels[0] not in labels and len(labels) == 2 else None
+
+    data = eventually(rotated, "three scheduled full backups, the oldest expired", timeout=240)
+    assert all(b["type"] == "full" for b in data["backups"])
+    window = data["window"]
+    assert window["from"] == data["backups"][0]["start"] and window["to"] >= data["backups"][-1]["stop"]
+    durations = [time.mktime(time.strptime(b["stop"][:19], "%Y-%m-%dT%H:%M:%S"))
+                 - time.mktime(time.strptime(b["start"][:19], "%Y-%m-%dT%H:%M:%S")) for b in data["backups"]]
+    print(f"\nbackups seen: {seen_labels}; kept: {[b['label'] for b in data['backups']]}; "
+          f"durations {durations} s; sizes {[b['size'] for b in data['backups']]} B")
+    code, _ = stack.exec("backup", ["backup-health"])
+    assert code == 0

@@ -226,3 +226,20 @@ def test_state_and_restore_time() -> None:
     assert restore_time("2026-12-01T14:01:00.250Z") == "2026-12-01 14:01:00.250000+00"
     with pytest.raises(UsageError, match="expected YYYY-MM-DD HH:MM:SS"):
         restore_time("yesterday")
+
+
+def test_doctor_fails_on_a_failing_archive_and_names_the_wal_held_back() -> None:
+    from deploystack.doctor import archive_check
+
+    row = {"archived_count": "7", "last_archived_wal": "000000010000000000000004",
+           "last_archived_time": "2026-12-02 02:20:00+00", "failed_count": "2",
+           "last_failed_wal": "000000010000000000000005", "last_failed_time": "2026-12-02 02:21:00+00",
+           "pending": "3", "segment_size": "16777216"}
+    failing = archive_check(parse_archiver(row), None)
+    assert failing.status == "FAIL"
+    assert failing.detail == ("archive_command fails: 2 failures, last 000000010000000000000005 at 2026-12-02 "
+                              "02:21:00; 3 segments (50331648 bytes) held back in pg_wal")
+    healthy = archive_check(parse_archiver(row | {"last_archived_time": "2026-12-02 02:22:00+00", "pending": "0"}),
+                            None)
+    assert healthy.status == "ok" and "7 segments archived" in healthy.detail
+    assert archive_check(None, "project x is not up").status == "warn"
