@@ -130,8 +130,10 @@ def node_conf(stack: Stack) -> dict[str, object]:
     client = [("repo1-host", SERVICE), ("repo1-host-type", "tls"), ("repo1-host-port", str(TLS_PORT)),
               ("repo1-host-ca-file", ca), ("repo1-host-cert-file", f"{RUN_TLS}/cert.crt"),
               ("repo1-host-key-file", f"{RUN_TLS}/cert.key")]
+    # A repository host that does not answer fails archive-push within io-timeout (default 60 s, retried):
+    # PostgreSQL's archiver then reports it and retries sooner once the backup service is back.
     return {"sections": [
-        ("global", [*client, *_tls_server(ca, BACKUP_CN), *_LOGS]),
+        ("global", [*client, ("io-timeout", "15"), *_tls_server(ca, BACKUP_CN), *_LOGS]),
         (STANZA, [("pg1-path", PGDATA), ("pg1-socket-path", "/run/postgresql"), ("pg1-port", "5432")]),
     ]}
 
