@@ -72,6 +72,15 @@ def test_point_in_time_restore_gives_exactly_the_rows_of_that_moment(stack: Stac
     sql(stack, "INSERT INTO ledger SELECT g, 'after' FROM generate_series(101, 200) g")
     sql(stack, "DELETE FROM ledger WHERE id <= 40")
     assert sql(stack, "SELECT count(*) FROM ledger") == "160"
+    # Archive latency: a segment switched out reaches the repository (pg_stat_archiver) after this long.
+    leader = json.loads(cli(stack, "db", "status", "--json").stdout)["leader"]
+    psql = ["psql", "-X", "-U", "postgres", "-d", "backend", "-qtAc"]
+    code, segment = stack.exec(leader, [*psql, "SELECT pg_walfile_name(pg_switch_wal())"])
+    switched = time.monotonic()
+    assert code == 0, segment
+    eventually(lambda: stack.exec(leader, [*psql, "SELECT last_archived_wal FROM pg_stat_archiver"])[1].strip()
+               >= segment.strip(), f"segment {segment.strip()} archived", timeout=60)
+    print(f"\nsegment {segment.strip()} archived {time.monotonic() - switched:.2f}s after the switch")
     started = time.monotonic()
     out = cli(stack, "db", "restore", "--time", moment, "--yes").stdout
     took = time.monotonic() - started
