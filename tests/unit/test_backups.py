@@ -243,3 +243,24 @@ def test_doctor_fails_on_a_failing_archive_and_names_the_wal_held_back() -> None
                             None)
     assert healthy.status == "ok" and "7 segments archived" in healthy.detail
     assert archive_check(None, "project x is not up").status == "warn"
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["db", "restore"], "db restore needs a dump file or folder, or one of --time, --latest, --backup"),
+    (["db", "restore", "--latest", "--backup", "X", "--yes"], "give one of --time, --latest, --backup"),
+    (["db", "restore", "--time", "2026-12-01 14:01:00"], "db restore replaces the whole database: add --yes"),
+    (["db", "restore", "--time", "yesterday", "--yes"], "--time 'yesterday': expected YYYY-MM-DD HH:MM:SS"),
+])
+def test_restore_options_are_checked_before_anything_runs(tmp_path: Path, args: list[str], expected: str) -> None:
+    """Exit 2 with the reason, no Docker reached (a confirmation without a terminal is refused, not assumed)."""
+    from typer.testing import CliRunner
+
+    from deploystack.cli import app
+
+    spec = write_spec(tmp_path, SPEC.format(backups=DEFAULT))
+    (tmp_path / "stack").mkdir()
+    (tmp_path / "stack" / ".env").write_text("")
+    result = CliRunner().invoke(app, [*args, "-f", str(spec)], env={"DOCKER_HOST": "unix:///nonexistent.sock"})
+    # main() maps a UsageError to its message and exit code 2 (tests/unit/test_cli.py runs it whole).
+    assert isinstance(result.exception, UsageError), result.output
+    assert result.exception.exit_code == 2 and expected in str(result.exception)
