@@ -24,6 +24,7 @@ pytestmark = pytest.mark.docker
 
 SPEC = Path(__file__).parents[1] / "fixtures/projects/backups-pitr/deploystack.yaml"
 seen_labels: list[str] = []  # every backup label the module saw, oldest first
+before_restore: set[str] = set()  # the labels of the backups taken before the point-in-time restore
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +82,7 @@ def test_point_in_time_restore_gives_exactly_the_rows_of_that_moment(stack: Stac
     eventually(lambda: stack.exec(leader, [*psql, "SELECT last_archived_wal FROM pg_stat_archiver"])[1].strip()
                >= segment.strip(), f"segment {segment.strip()} archived", timeout=60)
     print(f"\nsegment {segment.strip()} archived {time.monotonic() - switched:.2f}s after the switch")
+    before_restore.update(b["label"] for b in backups(stack)["backups"])
     started = time.monotonic()
     out = cli(stack, "db", "restore", "--time", moment, "--yes").stdout
     took = time.monotonic() - started
@@ -98,16 +100,20 @@ def test_point_in_time_restore_gives_exactly_the_rows_of_that_moment(stack: Stac
 
 
 def test_verify_passes_then_fails_on_a_damaged_repository_file(stack: StackUnderTest) -> None:
+    # A backup of the restored database (it holds the table `ledger`), taken by the schedule.
+    eventually(lambda: (b := recorded_backup(stack)) is not None and b["label"] not in before_restore,
+               "a scheduled backup after the restore", timeout=180)
     # The schedule paused meanwhile: the backup checked must not be expired under the test (full: 1m).
     stack.exec("backup", ["touch", "/run/postgresql/backup-paused"])
     try:
         eventually(lambda: "running=\n" in stack.exec("backup", ["cat", "/run/postgresql/backup-state"])[1],
                    "no backup running", timeout=120)
         label = eventually(lambda: recorded_backup(stack), "a backup with its record")["label"]
+        assert label not in before_restore
         started = time.monotonic()
         out = cli(stack, "db", "verify", "--backup", label).stdout
         print(f"\ndb verify {label}: {time.monotonic() - started:.1f}s\n{out}")
-        assert "backend: 12 tables" in out and "as recorded" in out
+        assert "backend: 12 tables" in out and "as recorded" in out  # Django's 11 and `ledger`
         relation = sql(stack, "SELECT pg_relation_filepath('ledger')")
         # Random bytes in place of the table's file in that backup (written raw: not encrypted, not compressed).
         code, out = stack.exec("backup", ["sh", "-c", "head -c 8192 /dev/urandom | setpriv --reuid=postgres "
