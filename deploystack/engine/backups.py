@@ -145,18 +145,21 @@ def verify(client: docker.DockerClient, rendered: Rendered, nodes: Sequence[str]
 
 
 def _pause(backup: Container, report: Reporter) -> None:
-    """Stop the scheduler from starting a backup, and wait for one that runs to end."""
+    """Stop the scheduler from starting a backup: it acknowledges (paused=yes) at the top of its loop, after
+    a backup that runs has ended, so none starts once this returns."""
     _exec(backup, ["touch", PAUSED], "pausing the backup schedule")
     deadline = time.monotonic() + PAUSE_WAIT_S
     while True:
         _, out = _exec(backup, ["cat", STATE], "reading the scheduler's state")
-        running = parse_state(out).get("running", "")
-        if not running:
+        state = parse_state(out)
+        if state.get("paused") == "yes":
             return
         if time.monotonic() > deadline:
-            raise StackError(f"a backup ({running}) still runs after {PAUSE_WAIT_S:.0f}s: try again later")
-        report.step(f"waiting for the running backup ({running}) to end")
-        time.sleep(2)
+            raise StackError(f"the backup schedule did not pause within {PAUSE_WAIT_S:.0f}s (running: "
+                             f"{state.get('running') or 'nothing'}): try again later")
+        if state.get("running"):
+            report.step(f"waiting for the running backup ({state['running']}) to end")
+        time.sleep(1)
 
 
 def _resume(backup: Container) -> None:
