@@ -17,11 +17,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
+from deploystack.backupinfo import Archiver
 from deploystack.engine import doctor as probe
 from deploystack.engine.client import DockerClient, connect, host, is_local
 from deploystack.engine.doctor import EngineFacts, Published
 from deploystack.errors import EngineError, SpecError
 from deploystack.plan import build_plan
+from deploystack.plan.backups import enabled as backups_enabled
 from deploystack.plan.bases import ALL_BASES, PYTHON_RELEASES, ROLE_BASE, base_image, slim_image
 from deploystack.render.project import DEFAULT_CA_BUNDLE
 from deploystack.spec import Stack, load_stack
@@ -266,6 +268,19 @@ def database_check(stack: Stack, volumes: Sequence[str] | None) -> Check:
                    "(set dbc.ha: patroni first; docs/db.md)")
 
 
+def archive_check(found: Archiver | None, error: str | None) -> Check:
+    """dbc.backups: PostgreSQL's archiver on the leader (pg_stat_archiver) and the WAL it holds back."""
+    name = "WAL archive"
+    if found is None:
+        return Check(name, "warn", f"not checked: {error}", "deploystack up, then doctor again")
+    held = f"{found.pending_segments} segments ({found.pending_bytes} bytes) held back in pg_wal"
+    if found.failing:
+        return Check(name, "FAIL", f"archive_command fails: {found.failed_count} failures, last "
+                                   f"{found.last_failed_wal} at {found.last_failed_time:%Y-%m-%d %H:%M:%S}; {held}",
+                     "see `docker logs` of the backup service and of the leader; the disk fills until it works")
+    return Check(name, "ok", f"{found.archived_count} segments archived, last {found.last_archived_wal or '-'}; {held}")
+
+
 def run(spec: Path) -> list[Check]:
     spec_result, stack = spec_check(spec)
     engine_result, engine = engine_check()
@@ -278,6 +293,10 @@ def run(spec: Path) -> list[Check]:
             with contextlib.suppress(EngineError):
                 volumes = probe.volume_names(engine.client, stack.project)
         checks.append(database_check(stack, volumes))
+        if engine.client is not None and backups_enabled(stack):
+            from deploystack.engine.backups import archiver
+
+            checks.append(archive_check(*archiver(engine.client, stack.project)))
         if engine.facts is not None and engine.facts.swarm_nodes:
             checks.append(overlay_encryption_check(stack, engine.facts, kernel_config()))
     else:

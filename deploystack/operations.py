@@ -33,6 +33,7 @@ from deploystack.target import DEFAULT_SPEC as DEFAULT_SPEC
 from deploystack.target import Target as Target
 
 if TYPE_CHECKING:
+    from deploystack.backupinfo import BackupsReport
     from deploystack.engine.apply import Outcome
     from deploystack.engine.client import DockerClient
     from deploystack.engine.patroni import ClusterStatus
@@ -648,3 +649,77 @@ def _exec(stack: Stack, service: str, number: int, command: list[str]) -> int:
 
     names = [s.name for s in build_plan(stack).services]
     return oneoff.exec_in(client.connect(), stack.project, service, number, command, names)
+
+
+# -- pgBackRest (dbc.backups on dbc.ha: patroni) -------------------------------------------------------
+
+
+def _backups_stack(target: Target, command: str) -> Stack:
+    from deploystack.plan.backups import enabled
+
+    stack = stack_of(target)
+    if not enabled(stack):
+        raise UsageError(f"db {command} needs dbc.backups (with dbc.ha: patroni) in {target.spec}; "
+                         "`db backup DIR` / `db restore DIR` make and restore pg_dump files on any stack")
+    return stack
+
+
+def backup_repository(stack: Stack) -> tuple[str, bool]:
+    """Where the repository is, said plainly, and whether it is off this host."""
+    from deploystack.plan.backups import local_store
+    from deploystack.spec.models import BACKUP_BUCKET
+
+    backups = stack.dbc.backups
+    assert backups is not None
+    if local_store(stack) or backups.target is None:
+        return (f"s3://{BACKUP_BUCKET}/{stack.project} on the stack's own media store "
+                "(same host, not a disaster copy)"), False
+    return f"s3://{backups.target.bucket}/{stack.project} at {backups.target.endpoint} (off-host)", True
+
+
+def db_archiver(target: Target) -> dict[str, object] | None:
+    """dbc.backups: the leader's pg_stat_archiver as data for `db status` (None without dbc.backups)."""
+    from deploystack.engine import backups, client
+    from deploystack.plan.backups import enabled
+
+    stack = stack_of(target)
+    if not enabled(stack):
+        return None
+    found, error = backups.archiver(client.connect(), stack.project)
+    if found is None:
+        return {"error": error}
+    return found.as_dict()
+
+
+def db_backups(target: Target) -> BackupsReport:
+    """The repository's backups, the recoverable window, the archiver's and the scheduler's state."""
+    from deploystack.engine import backups, client
+
+    stack = _backups_stack(target, "backups")
+    repository, off_host = backup_repository(stack)
+    return backups.report(client.connect(), stack.project, repository, off_host)
+
+
+def db_pitr_restore(target: Target, kind: str, value: str, report: Reporter) -> None:
+    """Restore the running stack's database from the repository: `kind` time (value: a timestamp, UTC when
+    it names no zone), latest, or backup (value: a label)."""
+    from deploystack.backupinfo import restore_time
+    from deploystack.engine import backups, client
+    from deploystack.plan.patroni import node_names
+
+    stack = _backups_stack(target, "restore --time/--latest/--backup")
+    value = restore_time(value) if kind == "time" else value
+    require_generated(target, stack.project)
+    with project_lock(target.output):
+        rendered = render(target, stack=stack)
+        backups.restore(client.connect(), rendered, node_names(stack), kind, value, report)
+
+
+def db_verify(target: Target, label: str | None, report: Reporter) -> tuple[bool, str]:
+    """Restore a backup (default: the newest) into a throwaway container and check it."""
+    from deploystack.engine import backups, client
+    from deploystack.plan.patroni import node_names
+
+    stack = _backups_stack(target, "verify")
+    require_generated(target, stack.project)
+    return backups.verify(client.connect(), render(target, stack=stack), node_names(stack), label, report)

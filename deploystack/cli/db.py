@@ -1,13 +1,16 @@
 """`deploystack db ...`: status of the primary and its replicas, backups, restore, the upgrade to Patroni."""
 
+import sys
+import time as _time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from deploystack import console
 from deploystack.cli.media import human
 from deploystack.cli.options import OutOpt, SpecOpt, check_folder
+from deploystack.errors import UsageError
 from deploystack.target import Target
 
 if TYPE_CHECKING:
@@ -39,7 +42,13 @@ def status(
 
     cluster = operations.db_cluster(Target.of(file, output))
     if cluster is not None:  # dbc.ha: patroni
+        archive = operations.db_archiver(Target.of(file, output))
+        if as_json:
+            console.as_json(cluster.as_dict() | ({"archive": archive} if archive is not None else {}))
+            return
         _cluster_table(cluster, as_json)
+        if archive is not None:
+            _archive_lines(archive)
         return
     result = operations.db_status(Target.of(file, output))
     if as_json:
@@ -76,6 +85,20 @@ def _cluster_table(cluster: "ClusterStatus", as_json: bool) -> None:
         console.warning(cluster.error)
 
 
+def _archive_lines(archive: dict[str, Any]) -> None:
+    """dbc.backups: the leader's WAL archiver (pg_stat_archiver), loud when archive_command fails."""
+    if archive.get("error"):
+        console.warning(f"WAL archive: not read ({archive['error']})")
+        return
+    held = f"{archive['pending_segments']} segments ({human(archive['pending_bytes'])}) waiting in pg_wal"
+    console.say(f"WAL archive: {archive['archived_count']} archived, last {archive['last_archived_wal'] or '-'} "
+                f"at {archive['last_archived_time'] or '-'}; {held}")
+    if archive["failing"]:
+        console.warning(f"WAL ARCHIVING FAILS: {archive['failed_count']} failures, last {archive['last_failed_wal']} "
+                        f"at {archive['last_failed_time']}; {held} (the disk fills until it works: see "
+                        "`deploystack db backups` and the backup service's logs)")
+
+
 AppOpt = Annotated[str | None, typer.Option(
     "--app", help="whose database (each app has its own); default: the spec's first app")]
 
@@ -101,16 +124,105 @@ def backup(
 
 @db_app.command()
 def restore(
-    path: Annotated[Path, typer.Argument(help="a dump made by `db backup`, or a folder (its newest dump)")],
+    path: Annotated[Path | None, typer.Argument(
+        help="a dump made by `db backup`, or a folder (its newest dump); not with --time/--latest/--backup",
+        show_default=False)] = None,
     file: SpecOpt = None,
     output: OutOpt = None,
     app: AppOpt = None,
+    time: Annotated[str | None, typer.Option(
+        "--time", help="dbc.backups: the whole database as it was then, 'YYYY-MM-DD HH:MM:SS[+TZ]' (UTC "
+                       "when no zone)", show_default=False)] = None,
+    latest: Annotated[bool, typer.Option(
+        "--latest", help="dbc.backups: the whole database up to the last archived transaction")] = False,
+    backup_id: Annotated[str | None, typer.Option(
+        "--backup", help="dbc.backups: the whole database as of the end of this backup (a label of "
+                         "`db backups`)", show_default=False)] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="do not ask for confirmation (--time/--latest/--backup)")] = False,
 ) -> None:
-    """Restore a dump into an app's database on the primary (backed up beside it first); replicas follow."""
+    """Restore a dump into an app's database on the primary (backed up beside it first); replicas follow.
+    With dbc.backups: --time, --latest or --backup restore the whole database from the pgBackRest repository."""
     from deploystack import operations
 
-    dump = operations.db_restore(Target.of(file, output), path, console.Progress(), app)
-    console.say(f"restored from {dump}")
+    chosen = [(kind, value) for kind, value, given in (("time", time or "", time is not None),
+                                                       ("latest", "", latest),
+                                                       ("backup", backup_id or "", backup_id is not None)) if given]
+    if not chosen:
+        if path is None:
+            raise UsageError("db restore needs a dump file or folder, or one of --time, --latest, --backup")
+        dump = operations.db_restore(Target.of(file, output), path, console.Progress(), app)
+        console.say(f"restored from {dump}")
+        return
+    if len(chosen) > 1 or path is not None or app is not None:
+        raise UsageError("give one of --time, --latest, --backup, without a dump path or --app (the whole "
+                         "database is restored)")
+    kind, value = chosen[0]
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UsageError("db restore replaces the whole database: add --yes to confirm")
+        typer.confirm(f"Replace the whole database with its state {'at ' + value if kind == 'time' else kind} "
+                      "(the apps stop meanwhile)?", abort=True)
+    started = _time.monotonic()
+    operations.db_pitr_restore(Target.of(file, output), kind, value, console.Progress())
+    console.say(f"restored ({kind}{' ' + value if value else ''}) in {_time.monotonic() - started:.1f}s")
+
+
+@db_app.command()
+def backups(
+    file: SpecOpt = None,
+    output: OutOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """dbc.backups: the backups in the pgBackRest repository, the recoverable window, where the repository is."""
+    from deploystack import operations
+
+    result = operations.db_backups(Target.of(file, output))
+    if as_json:
+        console.as_json(result.as_dict())
+        return
+    console.table(
+        f"backups of project {result.project}: {result.repository}",
+        ["backup", "type", "start (UTC)", "stop (UTC)", "duration", "database", "in repository", "record"],
+        [(b.label, b.type, f"{b.start:%Y-%m-%d %H:%M:%S}", f"{b.stop:%Y-%m-%d %H:%M:%S}",
+          f"{(b.stop - b.start).total_seconds():.0f}s", human(b.size), human(b.repo_size),
+          "yes" if b.recorded else "no") for b in result.backups],
+    )
+    window = result.window
+    console.say("recoverable: " + (f"from {window[0]:%Y-%m-%d %H:%M:%S} to {window[1]:%Y-%m-%d %H:%M:%S} UTC"
+                                   if window else "nothing yet (no backup)"))
+    if result.archiver is not None:
+        a = result.archiver
+        console.say(f"WAL archived: {a.archived_count} segments, last {a.last_archived_wal or '-'} at "
+                    f"{a.last_archived_time or '-'}; waiting: {a.pending_segments} ({human(a.pending_bytes)})")
+    state = result.scheduler
+    if state.get("last_label"):
+        console.say(f"scheduler: last backup {state['last_label']} {state.get('last_result', '')}")
+    for problem in result.problems:
+        console.warning(problem)
+
+
+@db_app.command()
+def verify(
+    file: SpecOpt = None,
+    output: OutOpt = None,
+    backup_id: Annotated[str | None, typer.Option(
+        "--backup", help="the backup to check (default: the newest)", show_default=False)] = None,
+) -> None:
+    """dbc.backups: restore a backup into a throwaway container, run pg_amcheck, compare each table's rows with
+    the backup's record; exit 0 only when it holds."""
+    from deploystack import operations
+
+    started = _time.monotonic()
+    ok, out = operations.db_verify(Target.of(file, output), backup_id, console.Progress())
+    summary = [line for line in out.splitlines() if "tables," in line or "verified" in line]
+    for line in summary:
+        console.say(line)
+    if not ok:
+        errors = [line.strip() for line in out.splitlines() if "ERROR" in line or "backup-verify:" in line]
+        console.warning(f"verification failed after {_time.monotonic() - started:.1f}s:\n"
+                        + "\n".join(errors[-3:] or out.strip().splitlines()[-3:] or ["no output"]))
+        raise typer.Exit(1)
+    console.say(f"verified in {_time.monotonic() - started:.1f}s")
 
 
 @db_app.command()

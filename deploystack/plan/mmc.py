@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from deploystack.plan import backups
 from deploystack.plan import hardening as h
 from deploystack.plan.model import Build, HealthCheck, Mount, Service
 from deploystack.plan.names import Role
@@ -25,6 +26,10 @@ def app_identities(stack: Stack) -> tuple[tuple[str, str], ...]:
         access, secret = s3_key_secrets(app)
         keys += [(access, ref(access)), (secret, ref(secret))]
         lines.append(" ".join((f"app-{app}", access, secret, *s3_actions(stack, app))))
+    backup_identity = backups.media_identity(stack)  # the database backups' key: their bucket only
+    if backup_identity is not None:
+        keys += [(name, ref(name)) for name in backups.S3_KEYS]
+        lines.append(backup_identity)
     return (*keys, ("S3_APP_IDENTITIES", ";".join(lines)))
 
 
@@ -38,7 +43,8 @@ def plan_mmc(stack: Stack) -> tuple[list[Service], list[str]]:
             name="media", role=Role.MMC,
             build=Build(role="media", repo="deploystack/media", context="build/media"),
             # The first bucket holds Django's media, which the LBC serves at /media/ without signing.
-            environment=(*keys, ("S3_BUCKETS", ",".join(mmc.buckets)), ("S3_PUBLIC_BUCKETS", mmc.buckets[0]),
+            environment=(*keys, ("S3_BUCKETS", ",".join((*mmc.buckets, *backups.media_buckets(stack)))),
+                         ("S3_PUBLIC_BUCKETS", mmc.buckets[0]),
                          *app_identities(stack)),
             mounts=(Mount("media-data", "/data"),),
             healthcheck=HealthCheck(test=("media-health",), start_period_s=60),

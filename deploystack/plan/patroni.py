@@ -12,6 +12,7 @@ HAProxy as the router the apps connect to.
 
 from __future__ import annotations
 
+from deploystack.plan import backups
 from deploystack.plan import hardening as h
 from deploystack.plan.bases import base_image
 from deploystack.plan.model import Build, ConfigFile, HealthCheck, Mount, Service
@@ -133,7 +134,8 @@ def patroni_config(stack: Stack) -> dict[str, object]:
                 # Not strict: with no standby left the leader still takes writes (synchronous again
                 # as soon as one is back).
                 "synchronous_mode_strict": False,
-                "postgresql": {"use_pg_rewind": True, "use_slots": True, "parameters": parameters(dbc)},
+                "postgresql": {"use_pg_rewind": True, "use_slots": True,
+                               "parameters": parameters(dbc) | backups.archive_parameters(stack)},
             },
             "initdb": [{"encoding": "UTF8"}, {"locale": "C.UTF-8"}, "data-checksums"],
         },
@@ -172,8 +174,9 @@ def router_conf(stack: Stack) -> dict[str, object]:
     }
 
 
-def node_env(name: str) -> tuple[tuple[str, str], ...]:
+def node_env(stack: Stack, name: str) -> tuple[tuple[str, str], ...]:
     return (
+        *backups.node_env(stack),
         ("PATRONI_NAME", name),
         ("PATRONI_SUPERUSER_PASSWORD", ref(SUPERUSER_SECRET)),
         ("PATRONI_REPLICATION_PASSWORD", ref("REPLICATION_PASSWORD")),
@@ -216,7 +219,7 @@ def plan_patroni(stack: Stack) -> tuple[list[Service], list[str], list[ConfigFil
     nodes = node_names(stack)
     for name in nodes:
         services.append(Service(
-            name=name, role=Role.DBC, build=node_build, environment=node_env(name),
+            name=name, role=Role.DBC, build=node_build, environment=node_env(stack, name),
             mounts=(Mount(f"{name}-data", PGDATA),),
             healthcheck=HealthCheck(test=("patroni-health",), interval_s=2, start_period_s=180),
             depends_on=tuple(etcds), config_dir=CONFIG_DIR, stop_grace_s=60,
@@ -233,8 +236,11 @@ def plan_patroni(stack: Stack) -> tuple[list[Service], list[str], list[ConfigFil
         cap_add=(h.SETUID, h.SETGID), read_only=True, tmpfs=(h.RUN, h.TMP), mem_limit="256m",
         pids_limit=h.PIDS,
     ))
+    backup_services, backup_configs = backups.plan_backups(stack, base)
+    services += backup_services
     configs = [
         ConfigFile(f"{CONFIG_DIR}/patroni.yml", "", patroni_config(stack), yaml=True),
         ConfigFile(f"{ROUTER_CONFIG_DIR}/haproxy.cfg", "db-router/templates/haproxy.cfg.j2", router_conf(stack)),
+        *backup_configs,
     ]
     return services, [m.source for s in services for m in s.mounts], configs

@@ -11,6 +11,8 @@ from deploystack import history
 from deploystack.errors import UsageError
 from deploystack.gitsource import checkout_dir, head
 from deploystack.plan import ProjectPlan, build_plan
+from deploystack.plan.backups import TARGET_KEYS
+from deploystack.plan.backups import enabled as backups_enabled
 from deploystack.plan.cdc import HOST_ENV_FROM_OUTPUT, OUTPUT_PATH, PROJECT_PATH, SPEC_PATH
 from deploystack.plan.model import Build, ConfigFile
 from deploystack.plan.secrets import app_secret
@@ -21,7 +23,7 @@ from deploystack.render.sourcetree import FileData
 from deploystack.render.swarm import Settings, secret_files, stack_data
 from deploystack.render.templates import render_template
 from deploystack.spec.appenv import ENV_FILE as ENV_FILE_SOURCE
-from deploystack.spec.appenv import AppEnv, resolve_app_env
+from deploystack.spec.appenv import AppEnv, parse_env_text, resolve_app_env
 from deploystack.spec.models import Stack
 
 COMPOSE_FILE = "compose.yaml"
@@ -110,6 +112,10 @@ def render_project(stack: Stack, spec_path: Path, output: Path, ca_bundle: bytes
         from deploystack.render.dbtls import offsite_tls  # cryptography: only a stack with an offsite replica
 
         files |= offsite_tls(stack.project, stack.dbc.offsite.host, output)
+    if backups_enabled(stack):
+        from deploystack.render.backuptls import backup_tls  # cryptography: only a stack with backups
+
+        files |= backup_tls(stack.project, output)
 
     records = history.read(output)
     images: dict[str, str] = {}
@@ -137,7 +143,7 @@ def render_project(stack: Stack, spec_path: Path, output: Path, ca_bundle: bytes
             images[service.name] = pinned or images[service.name]
 
     kept = {k: v for k, v in previous.items() if not k.startswith(APP_SECRET_PREFIX)}
-    secrets = complete_secrets(plan.secrets, kept)
+    secrets = complete_secrets(plan.secrets, kept) | backup_target_keys(stack, spec_dir, environ)
     if stack.cdc.enabled:
         secrets |= {PROJECT_PATH: str(spec_dir), SPEC_PATH: str(spec_path.resolve()),
                     OUTPUT_PATH: str(output.resolve())}
@@ -146,6 +152,30 @@ def render_project(stack: Stack, spec_path: Path, output: Path, ca_bundle: bytes
     files[COMPOSE_FILE] = FileData(dump_yaml(compose_data(plan, images)).encode())
     return Rendered(plan, output, files, images, tuple(builds.values()), secrets, source_images,
                     frozenset(history.recent_images(records)), app_env)
+
+
+def backup_target_keys(stack: Stack, spec_dir: Path, environ: Mapping[str, str]) -> dict[str, str]:
+    """The off-host backup target's keys (dbc.backups.target), by the names the spec gives, from its env file
+    or deploystack's environment: written into .env at every generate, never into the spec."""
+    target = stack.dbc.backups.target if stack.dbc.backups is not None else None
+    if target is None:
+        return {}
+    source: Mapping[str, str] = environ
+    where = "deploystack's environment"
+    if target.env_file is not None:
+        path = spec_dir / target.env_file
+        try:
+            source, errors = parse_env_text(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"dbc.backups.target.env_file: cannot read {path}: {exc}") from None
+        if errors:
+            raise UsageError(f"dbc.backups.target.env_file {path}: {errors[0]}")
+        where = str(path)
+    missing = [name for name in (target.access_key_env, target.secret_key_env) if not source.get(name)]
+    if missing:
+        raise UsageError(f"dbc.backups.target: {', '.join(missing)} not set in {where}")
+    access, secret = TARGET_KEYS
+    return {access: source[target.access_key_env], secret: source[target.secret_key_env]}
 
 
 def env_file_names(app_env: AppEnv) -> dict[str, list[str]]:

@@ -628,6 +628,61 @@ def _is_ip(value: str) -> bool:
     return True
 
 
+# A backup schedule: hourly, daily, weekly, or an interval (`10m`, `6h`, `2d`, `1w`) counted from the end of
+# the previous backup of that type (plan/backups.py). One minute at least: a backup must end before the next.
+SCHEDULE = re.compile(r"^(hourly|daily|weekly|[1-9][0-9]{0,3}[mhdw])$")
+BACKUP_BUCKET = "backups"  # the repository's bucket on the stack's own store
+
+def schedule(value: str) -> str:
+    if not SCHEDULE.match(value):
+        raise ValueError(f"{value!r} is not a schedule: hourly, daily, weekly, or an interval such as 10m, 6h, "
+                         "2d, 1w (minutes, hours, days, weeks; from 1 to 9999)")
+    return value
+
+
+Schedule = Annotated[str, AfterValidator(schedule)]
+
+
+class BackupTarget(Model):
+    """An S3-compatible store on another host for the pgBackRest repository (HTTPS). The keys are named,
+    never written here: read from deploystack's environment, or from `env_file`, at `generate`."""
+
+    endpoint: str = Field(description="host[:port] of the S3 endpoint, reached over HTTPS")
+    bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$", description="an existing bucket")
+    region: str = Field("us-east-1", pattern=r"^[a-z0-9-]{1,32}$", description="the store's region")
+    verify_tls: bool = Field(True, description="check the endpoint's certificate (false: a self-signed one)")
+    path_style: bool = Field(True, description="path-style URLs (MinIO, SeaweedFS); false: virtual-host style")
+    access_key_env: str = Field(pattern=ENV_NAME.pattern, description="the variable holding the access key")
+    secret_key_env: str = Field(pattern=ENV_NAME.pattern, description="the variable holding the secret key")
+    env_file: str | None = Field(None, description="a file of NAME=value lines (beside the spec) to read "
+                                                   "the keys from; default: deploystack's own environment")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        host, _, port = value.partition(":")
+        if not (HOST_NAME.match(host) or _is_ip(host)) or (port and not (port.isdigit() and 0 < int(port) < 65536)):
+            raise ValueError(f"{value!r} is not host[:port] (no scheme: the store is reached over HTTPS)")
+        return value
+
+
+class Backups(Model):
+    """Continuous WAL archiving and scheduled base backups with pgBackRest (ha: patroni only)."""
+
+    full: Schedule = Field("weekly", description="how often a full backup is taken")
+    diff: Schedule | None = Field("daily", description="how often a differential backup is taken (none: never)")
+    keep_full: int = Field(4, ge=1, le=999, description="full backups kept (older ones, and the WAL only they "
+                                                        "need, are expired)")
+    keep_diff: int | None = Field(None, ge=1, le=999, description="differential backups kept (default: all of "
+                                                                  "the kept full backups')")
+    archive_timeout: int = Field(60, ge=10, le=3600, description="seconds after which a partly filled WAL "
+                                                                 "segment is archived anyway: at most this "
+                                                                 "much is lost with the host")
+    target: BackupTarget | None = Field(None, description="an off-host S3 store; default: the bucket `backups` "
+                                                          "on the stack's own media store (same host: not a "
+                                                          "disaster copy)")
+
+
 class DBC(Model):
     replicas: int = Field(1, ge=0, le=16, description="streaming replicas of the primary (reads go there)")
     database: str = Field("app", pattern=r"^[a-z_][a-z0-9_]{0,62}$",
@@ -648,6 +703,8 @@ class DBC(Model):
     synchronous: bool = Field(False, description="with ha: patroni, Patroni's synchronous mode: a commit is "
                                                  "acknowledged once a standby has it (no acknowledged write lost "
                                                  "at a failover; each commit waits for a standby)")
+    backups: Backups | None = Field(None, description="with ha: patroni, pgBackRest: WAL archiving, scheduled "
+                                                      "backups, point-in-time restore (docs/db.md)")
 
     @field_validator("shared_buffers")
     @classmethod
@@ -660,6 +717,9 @@ class DBC(Model):
             raise ValueError("synchronous: true needs ha: patroni (streaming replicas are asynchronous)")
         if self.ha == "patroni" and self.offsite is not None:
             raise ValueError("offsite is not available with ha: patroni yet: drop one of them")
+        if self.backups is not None and self.ha != "patroni":
+            raise ValueError("dbc.backups needs ha: patroni (PostgreSQL 17 with pgBackRest): set dbc.ha: patroni on "
+                             "a new stack, or move this one with `deploystack db upgrade`")
         return self
 
 
@@ -724,7 +784,26 @@ class Stack(Model):
         """Every env file the spec names (relative to the spec's folder, as written), shared ones first.
         They hold secrets: nothing may copy them into a build context or an image."""
         paths = [*self.apc.env_file, *(f for app in self.apc.apps.values() for f in app.env_file)]
+        target = self.dbc.backups.target if self.dbc.backups is not None else None
+        if target is not None and target.env_file is not None:
+            paths.append(target.env_file)
         return tuple(dict.fromkeys(paths))
+
+    @model_validator(mode="after")
+    def _backup_store(self) -> Stack:
+        """The default backup repository is a bucket of the stack's own SeaweedFS, which no app may use."""
+        backups = self.dbc.backups
+        if backups is None or backups.target is not None:
+            return self
+        if not self.mmc.enabled or self.mmc.backend != "seaweedfs":
+            raise ValueError("dbc.backups without a target keeps the repository on the stack's own SeaweedFS: "
+                             "enable mmc (backend: seaweedfs), or give dbc.backups.target")
+        taken = [name for name in (*self.mmc.buckets, *(b for a in self.apc.apps.values() for b in a.buckets))
+                 if name == BACKUP_BUCKET]
+        if taken:
+            raise ValueError(f"the bucket {BACKUP_BUCKET!r} holds the database backups (dbc.backups): "
+                             "no app or mmc bucket may take that name")
+        return self
 
     _domain = field_validator("domain")(values.host_name)
 

@@ -66,7 +66,8 @@ def test_shell_completion_is_offered_and_completes() -> None:
     assert shown.returncode == 0 and "_DEPLOYSTACK_COMPLETE=complete_bash" in shown.stdout
     completed = subprocess.run([script], capture_output=True, text=True, timeout=60, env={
         **os.environ, "_DEPLOYSTACK_COMPLETE": "complete_bash", "COMP_WORDS": "deploystack db ", "COMP_CWORD": "2"})
-    assert completed.stdout.split() == ["status", "backup", "restore", "promote", "switchover", "upgrade", "shell"]
+    assert completed.stdout.split() == ["status", "backup", "restore", "backups", "verify", "promote", "switchover",
+                                        "upgrade", "shell"]
 
 
 def test_file_before_the_command_and_from_the_environment(spec: Path, tmp_path: Path) -> None:
