@@ -268,6 +268,17 @@ def database_check(stack: Stack, volumes: Sequence[str] | None) -> Check:
                    "(set dbc.ha: patroni first; docs/db.md)")
 
 
+def media_isolation_check(stack: Stack) -> Check | None:
+    """mmc.backend minio: every app holds the store's root key (per-app MinIO users and policies are not
+    built: docs/security.md). None when the store gives each app its own identity, or there is none."""
+    if not stack.mmc.enabled or stack.mmc.backend != "minio":
+        return None
+    return Check("media isolation", "warn",
+                 f"mmc.backend minio: the apps ({', '.join(stack.apc.apps)}) share MinIO's root key, so each can "
+                 "read, overwrite and delete every app's objects",
+                 "mmc.backend: seaweedfs gives each app its own S3 identity (docs/security.md)")
+
+
 def archive_check(found: Archiver | None, error: str | None) -> Check:
     """dbc.backups: PostgreSQL's archiver on the leader (pg_stat_archiver) and the WAL it holds back."""
     name = "WAL archive"
@@ -293,6 +304,8 @@ def run(spec: Path) -> list[Check]:
             with contextlib.suppress(EngineError):
                 volumes = probe.volume_names(engine.client, stack.project)
         checks.append(database_check(stack, volumes))
+        if (isolation := media_isolation_check(stack)) is not None:
+            checks.append(isolation)
         if engine.client is not None and backups_enabled(stack):
             from deploystack.engine.backups import archiver
 

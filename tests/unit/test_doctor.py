@@ -185,3 +185,15 @@ def test_database_check_says_when_db_upgrade_applies(tmp_path: Path) -> None:
     assert waiting.status == "FAIL" and waiting.fix.startswith("deploystack db upgrade")
     assert database_check(patroni, [f"{old.project}_db-primary-data", f"{old.project}_db-node-1-data"]).status == "ok"
     assert database_check(patroni, None).status == "ok"  # no engine: nothing known of its volumes
+
+
+def test_minio_warns_that_the_apps_share_its_root_key(tmp_path: Path) -> None:
+    from deploystack.doctor import media_isolation_check
+    from deploystack.spec import load_stack
+
+    stack = load_stack(spec_with_ports(tmp_path, free_port(), free_port()))
+    assert media_isolation_check(stack) is None  # SeaweedFS: an identity per app
+    minio = stack.model_copy(update={"mmc": stack.mmc.model_copy(update={"backend": "minio"})})
+    check = media_isolation_check(minio)
+    assert check is not None and check.status == "warn" and "root key" in check.detail
+    assert all(app in check.detail for app in stack.apc.apps)
