@@ -258,6 +258,17 @@ def ps(client: docker.DockerClient, project: str) -> list[TaskRow]:
     return sorted(rows, key=lambda r: (r.service, r.task))
 
 
+def stack_states(client: docker.DockerClient, project: str, since: str) -> list[ServiceState]:
+    """The state of each of the stack's services. One removed while it is read is no longer the stack's:
+    skipped (the provisioning job carries the stack's label and is removed once it completed)."""
+    states = []
+    for service in client.services.list(filters={"label": f"{NAMESPACE}={project}"}):
+        one_shot = labels.ONE_SHOT in (service.attrs["Spec"].get("Labels") or {})
+        with contextlib.suppress(docker.errors.NotFound):
+            states.append(service_state(client, service, project, one_shot, since))
+    return states
+
+
 def wait_converged(client: docker.DockerClient, project: str, report: Reporter, since: str,
                    timeout_s: float = CONVERGE_TIMEOUT_S, check: Callable[[], None] | None = None) -> None:
     """Until every service runs its wanted number of healthy tasks and every job completed. `check`
@@ -268,11 +279,9 @@ def wait_converged(client: docker.DockerClient, project: str, report: Reporter, 
         if check is not None:
             check()
         with engine_errors("listing the stack's services"):
-            services = client.services.list(filters={"label": f"{NAMESPACE}={project}"})
-            states = [service_state(client, s, project, labels.ONE_SHOT in (s.attrs["Spec"].get("Labels") or {}),
-                                    since) for s in services]
+            states = stack_states(client, project, since)
         waiting = [s for s in states if not s.done]
-        if services and not waiting:
+        if states and not waiting:
             report.step(f"all {len(states)} services of {project} are up")
             return
         summary = ", ".join(f"{s.name} {s.why}" for s in sorted(waiting, key=lambda s: s.name))

@@ -94,3 +94,30 @@ def test_the_job_retries_while_it_gets_no_session_and_passes_secrets_as_variable
 def test_the_job_stops_at_an_sql_error(tmp_path: Path) -> None:
     code, calls = run_job(tmp_path, [3, 0])
     assert code == 3 and calls.count("ARGS ") == 1
+
+
+def test_a_job_removed_while_the_stack_is_read_is_skipped_not_an_error() -> None:
+    """The provisioning job carries the stack's label and is removed once it completed: a convergence
+    check that lists the services just before must not fail on it (found by tests/swarm beside e2e)."""
+    from types import SimpleNamespace
+    from typing import Any
+
+    import docker.errors
+
+    from deploystack.engine.swarm import NAMESPACE, stack_states
+
+    def service(name: str) -> Any:
+        spec = {"Labels": {NAMESPACE: "p"}, "Mode": {"Replicated": {"Replicas": 1}}}
+        return SimpleNamespace(id=name, name=f"p_{name}", attrs={"Spec": spec})
+
+    def tasks(filters: dict[str, str]) -> list[dict[str, Any]]:
+        if filters["service"] == "db-provision":
+            raise docker.errors.NotFound("service db-provision not found")
+        return [{"Slot": 1, "DesiredState": "running", "CreatedAt": "2026-12-02T00:00:00Z",
+                 "Status": {"State": "running"}}]
+
+    client: Any = SimpleNamespace(services=SimpleNamespace(list=lambda filters: [service("web"),
+                                                                                 service("db-provision")]),
+                                  api=SimpleNamespace(tasks=tasks))
+    states = stack_states(client, "p", "2026-12-02T00:00:00Z")
+    assert [(s.name, s.done) for s in states] == [("web", True)]
