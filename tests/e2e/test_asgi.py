@@ -93,6 +93,7 @@ class Sockets:
     abnormal: list[str] = field(default_factory=list)  # no close frame: a reset, a timeout
     handshake_failures: list[str] = field(default_factory=list)
     echoes: int = 0
+    echoes_of: Counter[int] = field(default_factory=Counter)  # per client
     served_by: set[str] = field(default_factory=set)
 
 
@@ -125,8 +126,13 @@ class SocketLoad:
             thread.join(timeout=30)
         return self.result
 
-    def wait_for(self, echoes: int) -> None:
-        while self.result.echoes < echoes and time.monotonic() < self.deadline:
+    def wait_for_each(self, echoes: int) -> None:
+        """Until every client has echoed `echoes` more times: each has a working socket (a client still
+        reconnecting after a close would otherwise be stopped between two sockets, with none to close)."""
+        with self._lock:
+            wanted = {n: self.result.echoes_of[n] + echoes for n in range(self.clients)}
+        while (any(self.result.echoes_of[n] < want for n, want in wanted.items())
+               and time.monotonic() < self.deadline):
             time.sleep(0.05)
 
     def _running(self) -> bool:
@@ -153,6 +159,7 @@ class SocketLoad:
                         reply = echo(ws, f"client {number} message {sent}")
                         with self._lock:
                             self.result.echoes += 1
+                            self.result.echoes_of[number] += 1
                             self.result.served_by.add(reply["served_by"])
                         time.sleep(0.05)
                     ws.close()
@@ -206,14 +213,14 @@ def test_deploy_and_rollback_close_every_websocket_with_a_close_frame(chat: Stac
     with LoadLoop(chat.url("/api/hello/"), threads=2, max_requests=30_000, max_seconds=900) as http, \
             SocketLoad(chat, clients=clients, max_seconds=900) as sockets:
         for command, expected in (("deploy", "2"), ("rollback", "1")):
-            sockets.wait_for(sockets.result.echoes + clients * 5)
+            sockets.wait_for_each(5)
             before = set(sockets.result.served_by)
             result = cli(chat, command, "chat")
             assert version(chat) == expected, result.stdout
             # The clients reconnected to the new replica and echo there.
             eventually(lambda old=before: sockets.result.served_by - old,
                        f"echoes from the replica after {command}", timeout=60)
-        sockets.wait_for(sockets.result.echoes + clients * 5)
+        sockets.wait_for_each(5)
         http.wait_for(http.result.total + 100)
     outcome = sockets.result
     print(f"deploy and rollback under load: {sum(outcome.server_closed.values())} sockets closed by the server "
