@@ -9,7 +9,7 @@ import typer
 
 from deploystack import console
 from deploystack.cli.media import human
-from deploystack.cli.options import OutOpt, SpecOpt, check_folder
+from deploystack.cli.options import JsonOpt, OutOpt, SpecOpt, check_folder
 from deploystack.errors import UsageError
 from deploystack.target import Target
 
@@ -35,7 +35,7 @@ def _lag_seconds(value: float | None) -> str:
 def status(
     file: SpecOpt = None,
     output: OutOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Each node's role, state, LSN, replication lag (bytes, seconds) and replication slot."""
     from deploystack import operations
@@ -171,7 +171,7 @@ def restore(
 def backups(
     file: SpecOpt = None,
     output: OutOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """dbc.backups: the backups in the pgBackRest repository, the recoverable window, where the repository is."""
     from deploystack import operations

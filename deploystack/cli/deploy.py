@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 
 from deploystack import console
-from deploystack.cli.options import OutOpt, SpecOpt, VerboseOpt
+from deploystack.cli.options import JsonOpt, OutOpt, SpecOpt, VerboseOpt
 from deploystack.target import Target
 
 TriggerOpt = Annotated[str | None, typer.Option(help="who or what asked, for the history (default: cli (you))")]
@@ -39,7 +39,7 @@ def show_history(
     app: Annotated[str | None, typer.Argument(help="only this app")] = None, file: SpecOpt = None,
     output: OutOpt = None,
     last: Annotated[int, typer.Option("--last", "-n", help="how many records")] = 20,
-    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Deploys and rollbacks: app, ref, time, trigger, result."""
     from deploystack import history

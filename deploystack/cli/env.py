@@ -5,7 +5,7 @@ from typing import Annotated
 import typer
 
 from deploystack import console
-from deploystack.cli.options import OutOpt, SpecOpt
+from deploystack.cli.options import JsonOpt, OutOpt, SpecOpt
 from deploystack.target import Target
 
 
@@ -13,7 +13,7 @@ def env(
     app: Annotated[str, typer.Argument(help="the app", show_default=False)],
     file: SpecOpt = None, output: OutOpt = None,
     show: Annotated[bool, typer.Option("--show", help="print secret values instead of masking them")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """List the variables an app gets and where each comes from (secret values masked unless --show)."""
     from deploystack import operations

@@ -5,7 +5,7 @@ from typing import Annotated
 import typer
 
 from deploystack import console
-from deploystack.cli.options import SpecOpt
+from deploystack.cli.options import JsonOpt, SpecOpt
 from deploystack.target import Target
 
 lbc_app = typer.Typer(
@@ -18,7 +18,7 @@ lbc_app = typer.Typer(
 @lbc_app.command()
 def bans(
     file: SpecOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Banned client addresses, per fail2ban jail."""
     from deploystack import operations

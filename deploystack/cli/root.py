@@ -20,6 +20,7 @@ from deploystack.cli.options import (
     OUTPUT_ENV,
     OUTPUT_HELP,
     CaOpt,
+    JsonOpt,
     OutOpt,
     SpecLongOpt,
     SpecOpt,
@@ -222,7 +223,7 @@ def prune(
 @app.command()
 def ps(
     file: SpecOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    as_json: JsonOpt = False,
     engine: EngineOpt = Engine.compose,
 ) -> None:
     """Services, replicas, state and health (on a swarm: each task and the node it runs on)."""
@@ -306,7 +307,7 @@ def diagram(
 @app.command()
 def doctor(
     file: SpecOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Check what `up` needs (engine, disk, base image, CA bundle, LBC ports, spec); print a fix for each failure."""
     from deploystack import doctor as checkup

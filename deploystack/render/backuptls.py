@@ -8,11 +8,9 @@ when it no longer names what it must or nears its end.
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -28,7 +26,16 @@ from deploystack.plan.backups import (
     NODE_TLS,
     SERVICE,
 )
-from deploystack.render.dbtls import RENEW_DAYS, SERVER_DAYS, Pair, _builder, _key_pem, _new_ca, _pem, _read_pair
+from deploystack.render.dbtls import (
+    SERVER_DAYS,
+    Pair,
+    _builder,
+    _key_pem,
+    _new_ca,
+    _pem,
+    _read_pair,
+    still_good,
+)
 from deploystack.render.sourcetree import FileData
 
 
@@ -40,21 +47,11 @@ def backup_tls(project: str, output: Path) -> dict[str, FileData]:
     for (ca_path, cert_path, key_path), cn, names in ((NODE_TLS, NODE_CN, node_names),
                                                        (BACKUP_TLS, BACKUP_CN, [SERVICE])):
         pair = _read_pair(output / cert_path, output / key_path)
-        if pair is None or not _good(pair[0], ca[0], names):
+        if pair is None or not still_good(pair[0], ca[0], [x509.DNSName(name) for name in names]):
             pair = _issue(cn, names, ca)
         files |= {ca_path: FileData(_pem(ca[0])), cert_path: FileData(_pem(pair[0])),
                   key_path: FileData(_key_pem(pair[1]), 0o600)}
     return files
-
-
-def _good(cert: x509.Certificate, ca: x509.Certificate, names: list[str]) -> bool:
-    try:
-        cert.verify_directly_issued_by(ca)
-        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except (InvalidSignature, ValueError, TypeError, x509.ExtensionNotFound):
-        return False
-    left = cert.not_valid_after_utc - dt.datetime.now(dt.UTC)
-    return set(names) <= set(sans.get_values_for_type(x509.DNSName)) and left > dt.timedelta(days=RENEW_DAYS)
 
 
 def _issue(cn: str, names: list[str], ca: Pair) -> Pair:

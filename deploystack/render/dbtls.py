@@ -56,13 +56,18 @@ def _read_pair(cert_path: Path, key_path: Path) -> Pair | None:
 
 
 def _serves(cert: x509.Certificate, ca: x509.Certificate, host: str) -> bool:
+    return still_good(cert, ca, [_san(host)])
+
+
+def still_good(cert: x509.Certificate, ca: x509.Certificate, names: list[x509.GeneralName]) -> bool:
+    """`cert` was issued by `ca`, names every one of `names` and is not near its end: kept, not made again."""
     try:
         cert.verify_directly_issued_by(ca)
-        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except (InvalidSignature, ValueError, TypeError, x509.ExtensionNotFound):
         return False
     left = cert.not_valid_after_utc - dt.datetime.now(dt.UTC)
-    return _san(host) in names and left > dt.timedelta(days=RENEW_DAYS)
+    return all(name in sans for name in names) and left > dt.timedelta(days=RENEW_DAYS)
 
 
 def _san(host: str) -> x509.GeneralName:
