@@ -39,15 +39,21 @@ down: venv ## stop the demo stack (volumes kept), and an engine that make starte
 SWARM_TESTS := tests/swarm tests/cluster
 SWARM_LOG := .swarm-tests.log
 SWARM_BESIDE_E2E ?= 1
+# End-to-end modules with a stack of their own (no shared one): after the swarm tests, in the same
+# background lane, so that CI's two lanes take about as long as each other.
+E2E_BESIDE := tests/e2e/test_disaster_drill.py tests/e2e/test_media_backups.py tests/e2e/test_backups.py \
+  tests/e2e/test_offsite_patroni.py
 
 test: venv ## unit, one-role integration (testcontainers), then end-to-end beside the multi-node swarm tests
 	@scripts/engine.sh start
 	@status=0; $(PYTEST) tests/unit && $(PYTEST) tests/integration || status=$$?; \
 	  if [ $$status = 0 ] && [ "$(SWARM_BESIDE_E2E)" = 1 ]; then \
-	    $(PYTEST) $(SLOWEST) -p no:cacheprovider $(SWARM_TESTS) >$(SWARM_LOG) 2>&1 & swarm=$$!; \
-	    $(PYTEST) $(SLOWEST) tests/e2e || status=$$?; \
+	    { s=0; $(PYTEST) $(SLOWEST) -p no:cacheprovider $(SWARM_TESTS) || s=$$?; \
+	      $(PYTEST) $(SLOWEST) -p no:cacheprovider $(E2E_BESIDE) || s=$$((s ? s : $$?)); exit $$s; } \
+	      >$(SWARM_LOG) 2>&1 & swarm=$$!; \
+	    $(PYTEST) $(SLOWEST) tests/e2e $(addprefix --ignore=,$(E2E_BESIDE)) || status=$$?; \
 	    wait $$swarm || status=$$((status ? status : $$?)); \
-	    echo "== $(SWARM_TESTS) (run beside tests/e2e) =="; cat $(SWARM_LOG); \
+	    echo "== $(SWARM_TESTS), then $(E2E_BESIDE) (run beside tests/e2e) =="; cat $(SWARM_LOG); \
 	  elif [ $$status = 0 ]; then \
 	    $(PYTEST) $(SLOWEST) tests/e2e && $(PYTEST) $(SWARM_TESTS) || status=$$?; \
 	  fi; \

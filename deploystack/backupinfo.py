@@ -116,6 +116,24 @@ def parse_info(text: str) -> list[Backup]:
     return sorted(backups, key=lambda b: b.start)
 
 
+def restore_problem(text: str, label: str | None = None) -> str | None:
+    """Why `pgbackrest info --output=json` shows nothing to restore (None: it does): the stanza missing (an
+    empty repository, another project's, or a wrong bucket), no backup, the repository unreadable (pgBackRest's
+    status), or no backup `label`."""
+    backups = parse_info(text)
+    data = json.loads(text)
+    status = (data[0].get("status") or {}) if data else {}
+    if not data or status.get("code") in (1, 3):
+        return "the repository holds no backup of this stack (no stanza: an empty or another bucket or path?)"
+    if status.get("code") not in (0, 2) and not backups:
+        return f"pgBackRest reports: {status.get('message', 'an unknown status')}"
+    if not backups:
+        return "the repository holds no backup yet (WAL alone cannot be restored)"
+    if label is not None and label not in {b.label for b in backups}:
+        return f"no backup {label} (there are: {', '.join(b.label for b in backups)})"
+    return None
+
+
 def parse_state(text: str) -> dict[str, str]:
     """The scheduler's KEY=value state file."""
     state = {}
@@ -145,14 +163,17 @@ def parse_archiver(row: Mapping[str, str | None]) -> Archiver:
     )
 
 
-def restore_time(value: str) -> str:
-    """`--time` as PostgreSQL's recovery_target_time takes it, in UTC: `YYYY-MM-DD HH:MM:SS[.ffffff][+TZ]`,
-    no zone meaning UTC. UsageError (exit 2) otherwise."""
+def restore_moment(value: str) -> dt.datetime:
+    """`--time` (`YYYY-MM-DD HH:MM:SS[.ffffff][+TZ]`, no zone meaning UTC) as an aware UTC moment. UsageError
+    (exit 2) otherwise."""
     try:
         parsed = dt.datetime.fromisoformat(value.strip())
     except ValueError:
         raise UsageError(f"--time {value!r}: expected YYYY-MM-DD HH:MM:SS with an optional zone (+02:00); "
                          "no zone means UTC") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.UTC)
-    return parsed.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f+00")
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
+
+
+def restore_time(value: str) -> str:
+    """`--time` as PostgreSQL's recovery_target_time takes it, in UTC."""
+    return restore_moment(value).strftime("%Y-%m-%d %H:%M:%S.%f+00")

@@ -163,6 +163,14 @@ def assemble(project: str, observed: Sequence[tuple[str, str, str, dict[str, str
     return Status(project, nodes, slots)
 
 
+def offsite_status(name: str, replication_csv: str | None, slots_csv: str | None) -> tuple[Node, Slot | None]:
+    """The offsite replica (slot and application name `name`) and its slot, from a Patroni leader's
+    pg_stat_replication and pg_replication_slots (None: the leader did not answer)."""
+    senders = {row["application_name"]: row for row in parse_csv(replication_csv or "")}
+    slot = next((s for s in parse_slots(slots_csv or "") if s.name == name), None)
+    return _offsite_node(name, senders.get(name), slot, slots_csv is not None), slot
+
+
 def _offsite_node(name: str, sender: dict[str, str | None] | None, slot: Slot | None, primary_answered: bool) -> Node:
     """The offsite replica as the primary sees it: no container here, so its address stands in for one."""
     if sender is None:

@@ -194,13 +194,15 @@ def port_check(listener: Listener, own: Sequence[Published] | None) -> Check:
 
 
 def listeners(stack: Stack) -> list[Listener]:
-    """The LBC's two ports, and the primary's when an offsite replica is declared."""
+    """The LBC's two ports, and the primary's (Patroni: the offsite proxy's) when an offsite replica is declared."""
     lbc = stack.lbc
     found = [Listener(f"lbc {scheme} port", lbc.bind, port, "lbc", "LBC", "lbc.bind", "lbc.ports")
              for scheme, port in (("http", lbc.ports.http), ("https", lbc.ports.https))]
     offsite = stack.dbc.offsite
     if offsite is not None:
-        found.append(Listener("db offsite port", offsite.bind, offsite.port, "db-primary", "primary",
+        # With Patroni the port is the offsite proxy's (it leads to whichever node leads).
+        service, owner = ("db-offsite", "offsite proxy") if stack.dbc.ha == "patroni" else ("db-primary", "primary")
+        found.append(Listener("db offsite port", offsite.bind, offsite.port, service, owner,
                               "dbc.offsite.bind", "dbc.offsite.port"))
     return found
 
@@ -251,6 +253,37 @@ def overlay_encryption_check(stack: Stack, facts: EngineFacts, config: dict[str,
     return Check(name, "ok", f"{nodes}; this kernel has ESP and AES-GCM for the encrypted private network")
 
 
+def patroni_placement_check(stack: Stack, nodes: dict[str, frozenset[str]]) -> Check:
+    """Only asked of a swarm manager, for dbc.ha: patroni: one node per deploystack.db-member-K label, so
+    that a lost node takes one etcd member and at most one PostgreSQL node with it (docs/swarm.md)."""
+    from deploystack.plan.patroni import ETCD_MEMBERS
+    from deploystack.render.swarm import LABEL_DB_MEMBER_PREFIX, member_labels
+
+    name = "Patroni placement"
+    wanted = member_labels(stack)
+    fix = "one label on each of as many nodes: docker node update --label-add deploystack.db-member-K=true NODE " \
+          "(docs/swarm.md)"
+    holders = {label: sorted(node for node, labels in nodes.items() if label in labels) for label in wanted}
+    if missing := [label for label, held in holders.items() if not held]:
+        return Check(name, "FAIL", f"no node is labelled {', '.join(missing)}: the members (etcd-K, db-node-K) "
+                                   "placed there would never start", fix)
+    problems = []
+    for node, labels in sorted(nodes.items()):
+        mine = [label for label in wanted if label in labels]
+        places = [int(label.removeprefix(LABEL_DB_MEMBER_PREFIX)) for label in mine]
+        etcds, databases = sum(k <= ETCD_MEMBERS for k in places), sum(k <= stack.dbc.replicas + 1 for k in places)
+        if len(mine) > 1:
+            problems.append(f"{node} holds {', '.join(mine)}: losing it loses {databases} PostgreSQL node(s) and "
+                            f"{etcds} of the {ETCD_MEMBERS} etcd members"
+                            + (" (no quorum: no failover until it is back)" if 2 * etcds >= ETCD_MEMBERS else ""))
+    problems += [f"{label} is on {', '.join(held)}: the member may start on either, where its volume is not"
+                 for label, held in holders.items() if len(held) > 1]
+    if problems:
+        return Check(name, "warn", f"{len(wanted)} members for {len(nodes)} node(s): " + "; ".join(problems), fix)
+    return Check(name, "ok", f"{len(wanted)} members on {len(wanted)} nodes, one each ({', '.join(wanted)}): losing "
+                             f"a node loses one of the {ETCD_MEMBERS} etcd members and at most one PostgreSQL node")
+
+
 def database_check(stack: Stack, volumes: Sequence[str] | None) -> Check:
     """Which PostgreSQL the spec runs and whether `db upgrade` applies (`volumes`: the project's on the
     engine, None when the engine did not answer)."""
@@ -292,6 +325,14 @@ def archive_check(found: Archiver | None, error: str | None) -> Check:
     return Check(name, "ok", f"{found.archived_count} segments archived, last {found.last_archived_wal or '-'}; {held}")
 
 
+def schedule_check(problem: str | None) -> Check:
+    """dbc.backups: the backup service's own health check (a failed or missed backup, a stopped scheduler)."""
+    if problem is None:
+        return Check("backup schedule", "ok", "the backup service's health check passes")
+    return Check("backup schedule", "FAIL", problem,
+                 "see `deploystack db backups` and `docker logs` of the backup service")
+
+
 def run(spec: Path) -> list[Check]:
     spec_result, stack = spec_check(spec)
     engine_result, engine = engine_check()
@@ -307,11 +348,15 @@ def run(spec: Path) -> list[Check]:
         if (isolation := media_isolation_check(stack)) is not None:
             checks.append(isolation)
         if engine.client is not None and backups_enabled(stack):
-            from deploystack.engine.backups import archiver
+            from deploystack.engine.backups import archiver, scheduler_health
 
             checks.append(archive_check(*archiver(engine.client, stack.project)))
+            checks.append(schedule_check(scheduler_health(engine.client, stack.project)))
         if engine.facts is not None and engine.facts.swarm_nodes:
             checks.append(overlay_encryption_check(stack, engine.facts, kernel_config()))
+            if stack.dbc.ha == "patroni" and engine.client is not None:
+                with contextlib.suppress(EngineError):
+                    checks.append(patroni_placement_check(stack, probe.node_labels(engine.client)))
     else:
         checks.append(Check("ports", "warn", "not checked: the spec is not valid", "fix the spec first"))
     return checks

@@ -11,6 +11,9 @@ CONFIG_FILES = "com.docker.compose.project.config_files"
 NETWORK = "com.docker.compose.network"
 VOLUME = "com.docker.compose.volume"
 COMPOSE_VERSION = "com.docker.compose.version"
+# Compose v2's: the services this one depends on, `name:condition:restart` joined by commas. `down` reads it to
+# stop the services in reverse dependency order (engine/teardown.py).
+DEPENDS_ON = "com.docker.compose.depends_on"
 
 # Our own drift label: Compose recreates containers whose Compose hash differs from its own, so
 # drift detection must not depend on that one (DESIGN.md, "The source of truth").

@@ -23,11 +23,13 @@ from types import TracebackType
 
 from ruamel.yaml import YAML
 
-from deploystack import operations
 from deploystack.engine.report import Reporter
 from deploystack.errors import UsageError
 from deploystack.gitsource import resolve_url
-from deploystack.operations import Target, app_database
+from deploystack.operations import Session, Target
+from deploystack.operations import stack as stack_ops
+from deploystack.operations import swarm as swarm_ops
+from deploystack.operations.db import app_database
 from deploystack.plan.names import PRIMARY, replica_names, replica_of_alias
 from deploystack.render.envfile import read_env
 from deploystack.render.project import ENV_FILE
@@ -115,9 +117,9 @@ class StackUnderTest:
         """Build what is missing and bring the stack (or `services` and what they need) up, healthy."""
         try:
             if self.engine == "swarm":
-                operations.up_swarm(self.target, self.report)
+                swarm_ops.up_swarm(Session(self.target, self.report))
             else:
-                operations.up(self.target, self.report, services=self.services)
+                stack_ops.up(Session(self.target, self.report), services=self.services)
         except BaseException:
             self.stop(force=True)
             raise
@@ -129,9 +131,9 @@ class StackUnderTest:
             log.warning("keeping stack %s (spec %s): deploystack down --volumes -f %s",
                         self.project, self.spec, self.spec)
             return
-        operations.down(self.target, self.report, volumes=True, swarm=self.engine == "swarm")
+        stack_ops.down(Session(self.target, self.report), volumes=True, swarm=self.engine == "swarm")
         if self.own_images:
-            operations.remove_project_images(self.project, self.report)
+            stack_ops.remove_project_images(self.project, self.report)
         if self.own_output:
             shutil.rmtree(self.target.output, ignore_errors=True)
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -184,4 +186,4 @@ class StackUnderTest:
         return engine_testing.exec_in(self.project, service, number, list(command))
 
     def scale(self, app: str, replicas: int) -> None:
-        operations.scale(self.target, [f"{app}={replicas}"], self.report)
+        stack_ops.scale(Session(self.target, self.report), [f"{app}={replicas}"])

@@ -2,14 +2,16 @@
 # Start (or start again) the offsite replica on this host with plain docker: build the image from
 # image/ (Debian packages only), make the data volume, run the container. Idempotent.
 # Settings (environment, defaults in bundle.env): NAME (container; its volume is NAME-data), IMAGE,
-# BASE_IMAGE (the Debian bookworm image to build from), PUBLISH (ADDRESS:PORT for read-only clients, or
+# BASE_IMAGE (the Debian image to build from: bookworm for PostgreSQL 15, trixie for 17), PG_MAJOR (the
+# stack's PostgreSQL major: 15, or 17 on a Patroni stack), PUBLISH (ADDRESS:PORT for read-only clients, or
 # empty for none), ROLE (replica; promote.sh sets primary).
 set -o errexit -o pipefail -o nounset
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/bundle.env"
 ROLE=${ROLE:-replica}
 
-docker build --quiet --build-arg BASE_IMAGE="$BASE_IMAGE" --tag "$IMAGE" "$here/image" >/dev/null
+docker build --quiet --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg PG_MAJOR="${PG_MAJOR:-15}" \
+    --tag "$IMAGE" "$here/image" >/dev/null
 docker volume create "$NAME-data" >/dev/null
 if docker container inspect "$NAME" >/dev/null 2>&1; then
     docker start "$NAME" >/dev/null

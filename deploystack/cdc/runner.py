@@ -9,6 +9,7 @@ does not follow the deployed one. One deploy at a time: the project lock also qu
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from datetime import UTC, datetime
@@ -64,12 +65,13 @@ class Runner:
         return push
 
     def _deploy(self, push: queue.Push) -> None:
-        from deploystack import console, deploys, gitsource
+        from deploystack import console, gitsource
+        from deploystack.operations import Session, deploys
 
         log(f"deploying {push.sha} (delivery {push.delivery})")
         try:
-            deploys.deploy(self.target, None, push.sha, console.Progress(), f"webhook ({push.provider} push)",
-                           descendants_only=True)
+            deploys.deploy(Session(self.target, console.Progress()), None, push.sha,
+                           f"webhook ({push.provider} push)", descendants_only=True)
         except gitsource.NotDescendant as exc:
             log(f"refused {push.sha}, nothing deployed: {exc}")
         except DeployError as exc:
@@ -88,10 +90,17 @@ def main() -> None:
     target = Target.of(Path(os.environ[SPEC_PATH]), Path(os.environ[OUTPUT_PATH]))
     runner = Runner(Path(QUEUE_DIR), target, os.environ["CDC_BRANCH"])
     threading.Thread(target=heartbeat, daemon=True).start()
+    # PID 1 of its container: the kernel ignores a signal PID 1 has no handler for, so `docker stop` used to
+    # wait its whole grace period for the SIGKILL. Now an idle runner leaves within POLL_S; a deploy under
+    # way goes on until it ends (or the grace period does, as before).
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
     log(f"waiting for pushes to refs/heads/{runner.branch} in {QUEUE_DIR}/{queue.INCOMING}")
-    while True:
+    while not stopping.is_set():
         if not runner.once():
-            time.sleep(POLL_S)
+            stopping.wait(POLL_S)
+    log("stopped")
 
 
 if __name__ == "__main__":

@@ -38,11 +38,12 @@ def status(
     as_json: JsonOpt = False,
 ) -> None:
     """Each node's role, state, LSN, replication lag (bytes, seconds) and replication slot."""
-    from deploystack import operations
+    from deploystack.operations import Session, backups, db
 
-    cluster = operations.db_cluster(Target.of(file, output))
+    session = Session(Target.of(file, output))  # one spec, one engine client for the three looks
+    cluster = db.db_cluster(session)
     if cluster is not None:  # dbc.ha: patroni
-        archive = operations.db_archiver(Target.of(file, output))
+        archive = backups.db_archiver(session)
         if as_json:
             console.as_json(cluster.as_dict() | ({"archive": archive} if archive is not None else {}))
             return
@@ -50,7 +51,7 @@ def status(
         if archive is not None:
             _archive_lines(archive)
         return
-    result = operations.db_status(Target.of(file, output))
+    result = db.db_status(session)
     if as_json:
         console.as_json(result.as_dict())
         return
@@ -83,10 +84,26 @@ def _cluster_table(cluster: "ClusterStatus", as_json: bool) -> None:
     )
     if cluster.error:
         console.warning(cluster.error)
+    node, slot = cluster.offsite, cluster.offsite_slot
+    if node is not None:
+        console.table(
+            "offsite replica (as the leader sees it)",
+            ["replica", "from", "replication", "lag", "slot", "wal status", "retained WAL"],
+            [(node.service, node.container, _or_dash(node.replication), _lag_bytes(node.lag_bytes),
+              _or_dash(node.slot_health), _or_dash(slot.wal_status if slot else None),
+              _lag_bytes(slot.retained_bytes if slot else None))],
+        )
+        if slot is not None and slot.wal_status == "lost":
+            console.warning(f"the slot {node.service} lost WAL the offsite replica needs: clone it again "
+                            "(docs/db.md, An offsite replica)")
 
 
 def _archive_lines(archive: dict[str, Any]) -> None:
-    """dbc.backups: the leader's WAL archiver (pg_stat_archiver), loud when archive_command fails."""
+    """dbc.backups: the leader's WAL archiver (pg_stat_archiver), loud when archive_command fails, and the
+    backup service's health check when it fails (a failed or missed backup)."""
+    if archive.get("scheduler_problem"):
+        console.warning(f"BACKUPS: {archive['scheduler_problem']} (the backup service's health check; "
+                        "see `deploystack db backups` and its logs)")
     if archive.get("error"):
         console.warning(f"WAL archive: not read ({archive['error']})")
         return
@@ -115,10 +132,10 @@ def backup(
     app: AppOpt = None,
 ) -> None:
     """Back up an app's database (pg_dump custom format) into FOLDER; older ones beyond --keep go."""
-    from deploystack import operations
+    from deploystack.operations import Session, db
 
     check_folder(folder, "backup folder")
-    path = operations.db_backup(Target.of(file, output), folder, keep, physical, console.Progress(), app)
+    path = db.db_backup(Session(Target.of(file, output), console.Progress()), folder, keep, physical, app)
     console.say(f"backed up to {path}")
 
 
@@ -139,32 +156,42 @@ def restore(
         "--backup", help="dbc.backups: the whole database as of the end of this backup (a label of "
                          "`db backups`)", show_default=False)] = None,
     yes: Annotated[bool, typer.Option("--yes", help="do not ask for confirmation (--time/--latest/--backup)")] = False,
+    into: Annotated[Path | None, typer.Option(
+        "--into", help="with --time/--latest/--backup: restore into the stack of this other spec (brought up "
+                       "first; ha: patroni, no dbc.backups yet), leaving this one as it is", show_default=False,
+    )] = None,
 ) -> None:
     """Restore a dump into an app's database on the primary (backed up beside it first); replicas follow.
     With dbc.backups: --time, --latest or --backup restore the whole database from the pgBackRest repository."""
-    from deploystack import operations
+    from deploystack.operations import Session, backups, db
 
     chosen = [(kind, value) for kind, value, given in (("time", time or "", time is not None),
                                                        ("latest", "", latest),
                                                        ("backup", backup_id or "", backup_id is not None)) if given]
     if not chosen:
+        if into is not None:
+            raise UsageError("--into needs one of --time, --latest, --backup")
         if path is None:
             raise UsageError("db restore needs a dump file or folder, or one of --time, --latest, --backup")
-        dump = operations.db_restore(Target.of(file, output), path, console.Progress(), app)
+        dump = db.db_restore(Session(Target.of(file, output), console.Progress()), path, app)
         console.say(f"restored from {dump}")
         return
     if len(chosen) > 1 or path is not None or app is not None:
         raise UsageError("give one of --time, --latest, --backup, without a dump path or --app (the whole "
                          "database is restored)")
     kind, value = chosen[0]
+    whose = f"the database of {into}'s stack" if into is not None else "the whole database"
     if not yes:
         if not sys.stdin.isatty():
-            raise UsageError("db restore replaces the whole database: add --yes to confirm")
-        typer.confirm(f"Replace the whole database with its state {'at ' + value if kind == 'time' else kind} "
+            raise UsageError(f"db restore replaces {whose}: add --yes to confirm")
+        typer.confirm(f"Replace {whose} with this one's state {'at ' + value if kind == 'time' else kind} "
                       "(the apps stop meanwhile)?", abort=True)
     started = _time.monotonic()
-    operations.db_pitr_restore(Target.of(file, output), kind, value, console.Progress())
-    console.say(f"restored ({kind}{' ' + value if value else ''}) in {_time.monotonic() - started:.1f}s")
+    report = console.Progress()  # one for both sessions
+    backups.db_pitr_restore(Session(Target.of(file, output), report), kind, value,
+                            Session(Target.of(into, None), report) if into is not None else None)
+    console.say(f"restored ({kind}{' ' + value if value else ''}){' into ' + str(into) if into else ''} in "
+                f"{_time.monotonic() - started:.1f}s")
 
 
 @db_app.command()
@@ -174,9 +201,10 @@ def backups(
     as_json: JsonOpt = False,
 ) -> None:
     """dbc.backups: the backups in the pgBackRest repository, the recoverable window, where the repository is."""
-    from deploystack import operations
+    from deploystack.operations import Session
+    from deploystack.operations.backups import db_backups
 
-    result = operations.db_backups(Target.of(file, output))
+    result = db_backups(Session(Target.of(file, output)))
     if as_json:
         console.as_json(result.as_dict())
         return
@@ -210,10 +238,10 @@ def verify(
 ) -> None:
     """dbc.backups: restore a backup into a throwaway container, run pg_amcheck, compare each table's rows with
     the backup's record; exit 0 only when it holds."""
-    from deploystack import operations
+    from deploystack.operations import Session, backups
 
     started = _time.monotonic()
-    ok, out = operations.db_verify(Target.of(file, output), backup_id, console.Progress())
+    ok, out = backups.db_verify(Session(Target.of(file, output), console.Progress()), backup_id)
     summary = [line for line in out.splitlines() if "tables," in line or "verified" in line]
     for line in summary:
         console.say(line)
@@ -233,9 +261,9 @@ def promote(
     force: Annotated[bool, typer.Option(help="stop a primary that still runs, and promote anyway")] = False,
 ) -> None:
     """Promote a replica when the primary is lost: it becomes db-primary (apps reconnect), replicas re-clone."""
-    from deploystack import operations
+    from deploystack.operations import Session, db
 
-    kept = operations.db_promote(Target.of(file, output), replica, force, console.Progress())
+    kept = db.db_promote(Session(Target.of(file, output), console.Progress()), replica, force)
     console.say(f"{replica} promoted: it is db-primary now; the old primary's data is kept in volume {kept}")
 
 
@@ -247,9 +275,9 @@ def switchover(
     output: OutOpt = None,
 ) -> None:
     """Move the leader to another node (dbc.ha: patroni): the leader hands over, no acknowledged write is lost."""
-    from deploystack import operations
+    from deploystack.operations import Session, db
 
-    leader = operations.db_switchover(Target.of(file, output), to, console.Progress())
+    leader = db.db_switchover(Session(Target.of(file, output), console.Progress()), to)
     console.say(f"{leader} leads now")
 
 
@@ -260,16 +288,16 @@ def upgrade(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="do it without asking")] = False,
 ) -> None:
     """Move a PostgreSQL 15 stack to Patroni + PostgreSQL 17 (set dbc.ha: patroni first), rows checked."""
-    from deploystack import operations
+    from deploystack.operations import Session, upgrade
 
-    target = Target.of(file, output)
-    steps = operations.db_upgrade_steps(target)
+    session = Session(Target.of(file, output), console.Progress())  # the spec parsed once for both
+    steps = upgrade.db_upgrade_steps(session)
     console.say("db upgrade will:\n" + "\n".join(f"  {n}. {step}" for n, step in enumerate(steps, 1)))
     console.say("The apps are down from step 1 until step 6. A failure before step 6 rolls back: the old stack "
                 "runs again as it was.")
     if not yes and not typer.confirm("Upgrade now?", default=False):
         raise typer.Exit(1)
-    result = operations.db_upgrade(target, console.Progress())
+    result = upgrade.db_upgrade(session)
     console.say(f"upgraded to Patroni + PostgreSQL 17 in {result.seconds:.1f}s: {result.rows} rows in "
                 f"{result.tables} tables of {len(result.databases)} databases, the same before and after")
     console.say(result.note)
@@ -284,6 +312,6 @@ def shell(
     app: AppOpt = None,
 ) -> None:
     """psql on the primary, as an app's database role on its database."""
-    from deploystack import operations
+    from deploystack.operations import Session, db
 
-    raise typer.Exit(operations.db_shell(Target.of(file, output), arguments or [], app))
+    raise typer.Exit(db.db_shell(Session(Target.of(file, output)), arguments or [], app))

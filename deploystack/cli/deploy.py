@@ -1,4 +1,4 @@
-"""`deploystack deploy`, `rollback` and `history`: thin wiring to deploystack.deploys."""
+"""`deploystack deploy`, `rollback` and `history`: thin wiring to deploystack.operations (deploys.py)."""
 
 import dataclasses
 from typing import Annotated
@@ -20,18 +20,18 @@ def deploy(
     file: SpecOpt = None, output: OutOpt = None, verbose: VerboseOpt = False, trigger: TriggerOpt = None,
 ) -> None:
     """Build the app's new image and replace its replicas one at a time; roll back if one fails."""
-    from deploystack import deploys
+    from deploystack.operations import Session, deploys
 
-    for record in deploys.deploy(Target.of(file, output), app, ref, console.Progress(verbose), trigger):
+    for record in deploys.deploy(Session(Target.of(file, output), console.Progress(verbose)), app, ref, trigger):
         console.say(f"deployed {record.app} {record.ref[:12]} ({record.image}) in {record.seconds:.0f}s")
 
 
 def rollback(app: RollbackAppArg = None, file: SpecOpt = None, output: OutOpt = None, verbose: VerboseOpt = False,
              trigger: TriggerOpt = None) -> None:
     """Put the app's previous image back on its replicas, one at a time."""
-    from deploystack import deploys
+    from deploystack.operations import Session, deploys
 
-    for record in deploys.rollback(Target.of(file, output), app, console.Progress(verbose), trigger):
+    for record in deploys.rollback(Session(Target.of(file, output), console.Progress(verbose)), app, trigger):
         console.say(f"rolled {record.app} back to {record.ref[:12]} ({record.image})")
 
 

@@ -1,4 +1,4 @@
-"""`deploystack env APP`: thin wiring to operations.app_env."""
+"""`deploystack env APP`: thin wiring to operations.stack.app_env."""
 
 from typing import Annotated
 
@@ -16,9 +16,9 @@ def env(
     as_json: JsonOpt = False,
 ) -> None:
     """List the variables an app gets and where each comes from (secret values masked unless --show)."""
-    from deploystack import operations
+    from deploystack.operations import Session, stack
 
-    rows = operations.app_env(Target.of(file, output), app, show)
+    rows = stack.app_env(Session(Target.of(file, output)), app, show)
     if as_json:
         console.as_json([row.as_dict() for row in rows])
         return

@@ -26,10 +26,10 @@ def replica(
         "--ca-bundle", help="CA bundle for pip in builds, as given to up (default: the host's)")] = None,
 ) -> None:
     """The offsite replica (dbc.offsite) as a folder to copy to the other host: image, CA, credentials, run.sh."""
-    from deploystack import operations
+    from deploystack.operations import Session, export
 
     check_folder(output, "-o")
-    changes = operations.export_replica(Target.of(file, stack_output), output, ca_bundle)
+    changes = export.export_replica(Session(Target.of(file, stack_output), ca_bundle=ca_bundle), output)
     console.say(f"{output}: {len(changes.created)} created, {len(changes.changed)} changed, "
                 f"{len(changes.identical)} identical; copy it to the other host and run ./run.sh there "
                 "(README.md says more)")
@@ -44,15 +44,15 @@ def swarm(
     ca_bundle: CaOpt = None,
 ) -> None:
     """Write a stack file for `docker stack deploy` (configs and secrets beside it, under stack/swarm/)."""
-    from deploystack import operations
+    from deploystack.operations import Session, swarm
 
     if output is not None:
         check_file(output, "-o")
     from deploystack.render.swarm import not_carried_over
 
-    target = Target.of(file, stack_output)
-    exported = operations.export_swarm(target, output, ca_bundle)
-    for note in not_carried_over(operations.stack_of(target), exported.plan):
+    session = Session(Target.of(file, stack_output), ca_bundle=ca_bundle)
+    exported = swarm.export_swarm(session, output)
+    for note in not_carried_over(session.stack, exported.plan):
         console.warning(note)
     console.say(f"wrote {exported.stack_file}; deploy it with: docker stack deploy -c {exported.stack_file} "
                 f"--resolve-image never {exported.plan.project} (or deploystack up --engine swarm)")

@@ -21,10 +21,10 @@ def bans(
     as_json: JsonOpt = False,
 ) -> None:
     """Banned client addresses, per fail2ban jail."""
-    from deploystack import operations
     from deploystack.engine import client, lbc
+    from deploystack.operations import Session
 
-    project = operations.project_name(Target.of(file, None))
+    project = Session(Target.of(file, None)).stack.project
     jails = lbc.bans(client.connect(), project)
     if as_json:
         console.as_json({jail: [ban.as_dict() for ban in held] for jail, held in jails.items()})
@@ -42,9 +42,9 @@ def unban(
     file: SpecOpt = None,
 ) -> None:
     """Lift the ban on ADDRESS in every jail that holds it."""
-    from deploystack import operations
     from deploystack.engine import client, lbc
+    from deploystack.operations import Session
 
-    project = operations.project_name(Target.of(file, None))
+    project = Session(Target.of(file, None)).stack.project
     jails = lbc.unban(client.connect(), project, address)
     console.say(f"unbanned {address} ({', '.join(jails)})")

@@ -96,10 +96,10 @@ def init(
     force: Annotated[bool, typer.Option(help="overwrite an existing spec")] = False,
 ) -> None:
     """Write a commented starter spec."""
-    from deploystack import operations
+    from deploystack.operations.stack import write_starter
 
     path = check_file(file or DEFAULT_SPEC, "spec file", parent_must_exist=True)
-    operations.write_starter(path, force)
+    write_starter(path, force)
     console.say(f"wrote {path}: edit it, then deploystack validate && deploystack up")
 
 
@@ -130,10 +130,10 @@ def generate(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would change, write nothing")] = False,
 ) -> None:
     """Write the compose project: compose.yaml, .env, config files, build contexts."""
-    from deploystack import operations
+    from deploystack.operations import Session, stack
 
     target = Target.of(file, output)
-    changes = operations.generate(target, ca_bundle, dry_run)
+    changes = stack.generate(Session(target, ca_bundle=ca_bundle), dry_run)
     verb = "would be" if dry_run else ""
     for label, names in (("created", changes.created), ("changed", changes.changed), ("removed", changes.removed)):
         for name in names:
@@ -150,10 +150,10 @@ def build(
     force: Annotated[bool, typer.Option(help="rebuild even when the image is up to date")] = False,
 ) -> None:
     """Build every image the stack needs (skipping those whose build context is unchanged)."""
-    from deploystack import operations
+    from deploystack.operations import Session, stack
 
     with console.progress(verbose) as report:
-        built = operations.build(Target.of(file, output), report, ca_bundle, force)
+        built = stack.build(Session(Target.of(file, output), report, ca_bundle), force)
     console.say(f"built {len(built)} image(s)" if built else "all images up to date")
 
 
@@ -161,17 +161,19 @@ def build(
 def up(file: SpecOpt = None, output: OutOpt = None, ca_bundle: CaOpt = None, verbose: VerboseOpt = False,
        engine: EngineOpt = Engine.compose) -> None:
     """Generate if stale, build if needed, then bring the stack to the spec and wait until healthy."""
-    from deploystack import operations
+    from deploystack.operations import Session, stack, swarm
 
     target = Target.of(file, output)
     if engine is Engine.swarm:
-        operations.up_swarm(target, console.Progress(verbose), ca_bundle)
+        session = Session(target, console.Progress(verbose), ca_bundle)
+        swarm.up_swarm(session)
         console.say("swarm stack is up")
     else:
         with console.progress(verbose) as report:
-            outcome = operations.up(target, report, ca_bundle)
+            session = Session(target, report, ca_bundle)
+            outcome = stack.up(session)
         console.say("stack is up" + ("" if outcome.changed else " (nothing changed)"))
-    lbc = operations.stack_of(target).lbc
+    lbc = session.stack.lbc  # the spec as up loaded it
     https = "" if lbc.ports.https == 443 else f":{lbc.ports.https}"
     console.say(f"open https://{lbc.bind if lbc.bind != '0.0.0.0' else 'localhost'}{https}/")
 
@@ -183,10 +185,10 @@ def scale(
     engine: EngineOpt = Engine.compose,
 ) -> None:
     """Set replica counts in the spec and converge with no dropped requests."""
-    from deploystack import operations
+    from deploystack.operations import Session, stack
 
-    replicas = operations.scale(Target.of(file, output), targets, console.Progress(verbose), ca_bundle,
-                                swarm=engine is Engine.swarm)
+    session = Session(Target.of(file, output), console.Progress(verbose), ca_bundle)
+    replicas = stack.scale(session, targets, swarm=engine is Engine.swarm)
     console.say("scaled " + ", ".join(f"{app} to {n}" for app, n in replicas.items()))
 
 
@@ -197,9 +199,9 @@ def down(
     engine: EngineOpt = Engine.compose,
 ) -> None:
     """Remove the stack's containers and networks (volumes kept unless --volumes)."""
-    from deploystack import operations
+    from deploystack.operations import Session, stack
 
-    operations.down(Target.of(file, output), console.Progress(verbose), volumes, swarm=engine is Engine.swarm)
+    stack.down(Session(Target.of(file, output), console.Progress(verbose)), volumes, swarm=engine is Engine.swarm)
     console.say("stack is down" + (" and its volumes removed" if volumes else "; volumes kept"))
 
 
@@ -209,10 +211,10 @@ def prune(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would go, remove nothing")] = False,
 ) -> None:
     """Remove images no container uses and this spec no longer wants: older role and app image tags."""
-    from deploystack import operations
     from deploystack.cli.media import human
+    from deploystack.operations import Session, stack
 
-    stale = operations.prune(Target.of(file, output), console.Progress(verbose), ca_bundle, dry_run)
+    stale = stack.prune(Session(Target.of(file, output), console.Progress(verbose), ca_bundle), dry_run)
     for tag, size in stale:
         console.say(f"{'would remove' if dry_run else 'removed'} {tag} ({human(size)})")
     total = human(sum(size for _, size in stale))
@@ -227,10 +229,10 @@ def ps(
     engine: EngineOpt = Engine.compose,
 ) -> None:
     """Services, replicas, state and health (on a swarm: each task and the node it runs on)."""
-    from deploystack import operations
     from deploystack.engine import client, status
+    from deploystack.operations import Session
 
-    project = operations.project_name(Target.of(file, None))
+    project = Session(Target.of(file, None)).stack.project
     if engine is Engine.swarm:
         from deploystack.engine import swarm
 
@@ -264,13 +266,13 @@ def logs(
     timestamps: Annotated[bool, typer.Option("--timestamps", "-t", help="prefix each line with its time")] = False,
 ) -> None:
     """Show logs, each line prefixed with its container's name."""
-    from deploystack import operations
     from deploystack.engine import client, status
     from deploystack.logopts import parse_since, parse_tail
+    from deploystack.operations import Session
 
     lines = parse_tail(tail)
     start = None if since is None else parse_since(since, time.time())
-    project = operations.project_name(Target.of(file, None))
+    project = Session(Target.of(file, None)).stack.project
     width = 0
 
     def emit(name: str, line: str) -> None:
@@ -291,12 +293,12 @@ def diagram(
 ) -> None:
     """Draw the stack: roles, services and replicas, the two networks, published ports, who talks to whom."""
     from deploystack import diagram as drawing
-    from deploystack import operations
+    from deploystack.operations import Session
 
     chosen = drawing.choose_format(fmt, output)
     if output is not None:
         check_file(output, "-o")
-    data = drawing.produce(drawing.diagram_of(operations.stack_of(Target.of(file, None))), chosen)
+    data = drawing.produce(drawing.diagram_of(Session(Target.of(file, None)).stack), chosen)
     if output is not None:
         drawing.write_atomically(output, data)
         console.say(f"wrote {output} ({chosen.value})")

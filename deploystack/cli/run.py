@@ -53,10 +53,10 @@ def manage(
     env: EnvOpt = None, file: SpecOpt = None, output: OutOpt = None,
 ) -> None:
     """Run `python manage.py ARGUMENTS` in a new container of APP (its image, environment and networks)."""
-    from deploystack import operations
+    from deploystack.operations import Session, oneoff
 
     command = ["python", "manage.py", *(arguments or [])]
-    raise typer.Exit(operations.run_oneoff(Target.of(file, output), app, command, parse_env(env)))
+    raise typer.Exit(oneoff.run_oneoff(Session(Target.of(file, output)), app, command, parse_env(env)))
 
 
 def run_command(
@@ -65,9 +65,9 @@ def run_command(
     env: EnvOpt = None, file: SpecOpt = None, output: OutOpt = None,
 ) -> None:
     """Run a command in a new container of APP (its image, environment and networks): run APP -- CMD..."""
-    from deploystack import operations
+    from deploystack.operations import Session, oneoff
 
-    raise typer.Exit(operations.run_oneoff(Target.of(file, output), app, command, parse_env(env)))
+    raise typer.Exit(oneoff.run_oneoff(Session(Target.of(file, output)), app, command, parse_env(env)))
 
 
 def exec_command(
@@ -77,6 +77,6 @@ def exec_command(
     file: SpecOpt = None, output: OutOpt = None,
 ) -> None:
     """Run a command in a running container of SERVICE: exec SERVICE [--index N] -- CMD..."""
-    from deploystack import operations
+    from deploystack.operations import Session, oneoff
 
-    raise typer.Exit(operations.exec_service(Target.of(file, output), service, index, command))
+    raise typer.Exit(oneoff.exec_in(Session(Target.of(file, output)), service, index, command))

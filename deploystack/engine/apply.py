@@ -19,21 +19,22 @@ from docker.models.containers import Container
 from docker.types import EndpointConfig, LogConfig, Mount
 
 from deploystack import labels
-from deploystack.engine import converge, patroni
+from deploystack.engine import converge, images, patroni
 from deploystack.engine.client import engine_errors
-from deploystack.engine.containers import CONFIG_MOUNT, ContainerSpec, config_files_hash, interpolate, wanted_specs
+from deploystack.engine.containers import CONFIG_MOUNT, ContainerSpec, interpolate, wanted_specs
 from deploystack.engine.health import Readiness, wait_ready
 from deploystack.engine.lookup import project_containers
 from deploystack.engine.provision import provision
+from deploystack.engine.reload import reload_service
+from deploystack.engine.replace import replace_replica
 from deploystack.engine.report import Reporter
+from deploystack.engine.teardown import stop_and_remove
 from deploystack.errors import EngineError
 from deploystack.plan.dbc import PRIMARY
 from deploystack.plan.model import ProjectPlan, Service
 from deploystack.plan.names import DB_ROUTER, ETCD_PREFIX, NODE_PREFIX, Role, network_name, volume_name
+from deploystack.plan.patroni import planned_dynamic_config
 from deploystack.render.project import Rendered
-
-APPLIED_HASH_FILE = "/run/deploystack-config-hash"  # inside a reloadable container: config it has loaded
-DRAIN_SECONDS = 10.0
 
 
 def observed(container: Container) -> converge.Observed:
@@ -79,6 +80,7 @@ class Converger:
         existing = [observed(c) for c in project_containers(self.client, self.plan.project)]
         for step in [] if partial else converge.orphans({s.name for s in self.plan.services}, existing):
             self._remove(step)
+        self._join_new_networks()
         pending = list(self.plan.services)
         ready: set[str] = set()
         waiting: dict[str, list[Readiness]] = {}
@@ -123,6 +125,28 @@ class Converger:
                 self.client.networks.create(name, driver="bridge", internal=net.internal, labels={
                     labels.PROJECT: self.plan.project, labels.NETWORK: net.name})
 
+    def _join_new_networks(self) -> None:
+        """Patroni's etcd members and nodes are replaced one at a time, and a replaced one must still reach
+        those not replaced yet: a running member or node that lacks a network its service is planned on now
+        (a stack made before etcd had the `dcs` network of its own) joins it first, under its service's name,
+        and keeps its other networks until it is replaced. Otherwise the first new etcd member (on `dcs`
+        only) would find no peer, and the old nodes (on `private` only) no new member."""
+        patroni = {s.name: s for s in self.plan.services if s.name.startswith((ETCD_PREFIX, NODE_PREFIX))}
+        if not patroni:
+            return
+        for container in project_containers(self.client, self.plan.project):
+            service = patroni.get(container.labels.get(labels.SERVICE, ""))
+            if service is None or container.status != "running":
+                continue
+            attached = container.attrs.get("NetworkSettings", {}).get("Networks") or {}
+            for net in service.networks:
+                name = network_name(self.plan.project, net)
+                if name in attached:
+                    continue
+                self.report.step(f"{container.name} joins network {name} until it is replaced")
+                with engine_errors(f"connecting {container.name} to {name}"):
+                    self.client.networks.get(name).connect(container, aliases=[service.name, *service.aliases])
+
     def _volumes(self) -> None:
         for volume in self.plan.volumes:
             name = volume_name(self.plan.project, volume)
@@ -163,13 +187,7 @@ class Converger:
                     self.client.containers.get(spec.name).start()
                 checks.append(wait_ready(self.client, spec.name, service, self.report))
             elif step.action == converge.Action.RECREATE and service.scalable:
-                # One replica at a time, each healthy before the next goes: the others keep serving.
-                self._remove(step)
-                self._create(spec)
-                check = wait_ready(self.client, spec.name, service, self.report)
-                check.wait()
-                if service.upstream:
-                    self._reload_lbc_if_running(mid_rollout=True)
+                self._recreate_replica(service, step, spec)
             else:
                 if step.action == converge.Action.RECREATE:
                     self._remove(step)
@@ -178,6 +196,23 @@ class Converger:
             if service.upstream and step.action != converge.Action.NOOP:
                 self.app_changes = True
         return checks
+
+    def _recreate_replica(self, service: Service, step: converge.Step, spec: ContainerSpec) -> None:
+        """One replica at a time, each healthy before the next goes: the others keep serving.
+
+        A replica the LBC lists is replaced as a deploy replaces it (engine/replace.py: parked while it
+        serves, one reload, then stopped); the module's docstring says why the others, and a replica whose
+        container has another name, are removed then created."""
+        if service.upstream and step.observed is not None and step.observed.name == spec.name:
+            self.report.step(f"replacing {spec.name} (configuration changed)")
+            replace_replica(self.client, spec, self.report, create=self._create,
+                            reload=lambda: self._reload_lbc_if_running(mid_rollout=True))
+            return
+        self._remove(step)
+        self._create(spec)
+        wait_ready(self.client, spec.name, service, self.report).wait()
+        if service.upstream:
+            self._reload_lbc_if_running(mid_rollout=True)
 
     def _roll_db_nodes(self, nodes: list[Service], existing: list[converge.Observed]) -> None:
         """Replace the running Patroni nodes whose configuration changed one at a time, standbys first, each
@@ -200,6 +235,9 @@ class Converger:
         if roll is None:
             return  # no leader or nothing to hand over to: replaced together, as before
         self.report.step(f"rolling replacement of {', '.join(to_replace)} (leader: {before.leader})")
+        # First the spec's settings into etcd, so that each node starts with them (max_connections...).
+        patroni.ensure_dynamic_config(self.client, self.plan.project, names, planned_dynamic_config(self.plan),
+                                      self.report)
         for name in roll.standbys:
             self._replace_node(*to_replace[name], names)
         if roll.leader is not None:
@@ -245,6 +283,10 @@ class Converger:
             # Before anything that depends on the primary (migrations, apps) starts. (With Patroni, the
             # router is healthy once a leader is.)
             provision(self.client, self.plan.project, self.plan.tenancy, self.rendered.secrets, self.report)
+            if service.name == DB_ROUTER:
+                nodes = [s.name for s in self.plan.services if s.name.startswith(NODE_PREFIX)]
+                patroni.ensure_dynamic_config(self.client, self.plan.project, nodes,
+                                              planned_dynamic_config(self.plan), self.report)
         if service.reload is not None:
             self._reload_if_stale(service)
             if service.role == Role.LBC:
@@ -293,54 +335,11 @@ class Converger:
         self._reload(service, force=self.app_changes)
 
     def _reload(self, service: Service, force: bool) -> None:
-        """Run the service's reload command when its config changed since it last loaded it.
-
-        The hash of the files a container has loaded is kept inside it (APPLIED_HASH_FILE), so this
-        needs no state on the host and a fresh container, which loads its files at start, counts too.
-        """
-        assert service.reload is not None
-        want = config_files_hash(self.rendered, service)
+        """Run the service's reload command when its config changed since it last loaded it (engine/reload.py)."""
         name = self.plan.container_name(service)
-        with engine_errors(f"reloading {name}"):
-            try:
-                container = self.client.containers.get(name)
-            except docker.errors.NotFound:
-                return
-            if container.status != "running":
-                return
-            code, out = container.exec_run(["cat", APPLIED_HASH_FILE])
-            have = out.decode().strip() if code == 0 else ""
-            fresh = name in self.created
-            if not fresh and have == want and not force:
-                return
-            if not fresh:
-                run_reload(container, service.reload, self.report)
-                self.report.step(f"reloaded {name}")
-                self.outcome.reloaded.append(name)
-            mark_applied(container, want)
-
-
-def run_reload(container: Container, command: tuple[str, ...], report: Reporter) -> None:
-    """Run a service's reload command in its running container, then let nginx's old workers drain."""
-    code, out = container.exec_run(list(command))
-    if code != 0:
-        raise EngineError(f"reloading {container.name} failed, the old configuration stays in use:\n"
-                          + out.decode(errors="replace").strip())
-    wait_for_old_workers(container, report)
-
-
-def mark_applied(container: Container, config_hash: str) -> None:
-    """Record inside the container the hash of the config files it has loaded (APPLIED_HASH_FILE)."""
-    container.exec_run(["sh", "-c", f"echo {config_hash} > {APPLIED_HASH_FILE}"])
-
-
-def stop_and_remove(container: Container, grace: int) -> None:
-    """Stop (its own stop signal, then `grace` seconds) and remove, anonymous volumes included; a
-    container that went away meanwhile is fine."""
-    with contextlib.suppress(docker.errors.NotFound):
-        if container.status == "running":
-            container.stop(timeout=grace)
-        container.remove(force=True, v=True)
+        if reload_service(self.client, self.rendered, service, self.report, force=force, fresh=name in self.created):
+            self.report.step(f"reloaded {name}")
+            self.outcome.reloaded.append(name)
 
 
 def service_mounts(rendered: Rendered, service: Service) -> list[Mount]:
@@ -395,38 +394,32 @@ def create_container(client: docker.DockerClient, rendered: Rendered, spec: Cont
     }
     first, *others = service.networks
     aliases = [service.name, *service.aliases]
+    options: dict[str, Any] = dict(
+        command=list(service.command) if service.command else None,
+        name=spec.name,
+        hostname=replica_hostname(spec),
+        environment=spec.environment,
+        labels=spec.labels,
+        healthcheck=healthcheck,
+        mounts=mounts,
+        ports={f"{p.container_port}/tcp": (p.host_ip, p.host_port) for p in service.ports},
+        restart_policy={"Name": "no"} if service.one_shot else {"Name": "unless-stopped"},
+        **hardening_options(service),
+        network=network_name(project, first),
+        networking_config={network_name(project, first): EndpointConfig(
+            version=client.api._version, aliases=aliases)},
+        detach=True,
+    )
     with engine_errors(f"creating {spec.name}"):
-        container = client.containers.create(
-            spec.image,
-            command=list(service.command) if service.command else None,
-            name=spec.name,
-            hostname=replica_hostname(spec),
-            environment=spec.environment,
-            labels=spec.labels,
-            healthcheck=healthcheck,
-            mounts=mounts,
-            ports={f"{p.container_port}/tcp": (p.host_ip, p.host_port) for p in service.ports},
-            restart_policy={"Name": "no"} if service.one_shot else {"Name": "unless-stopped"},
-            **hardening_options(service),
-            network=network_name(project, first),
-            networking_config={network_name(project, first): EndpointConfig(
-                version=client.api._version, aliases=aliases)},
-            detach=True,
-        )
+        try:
+            container = client.containers.create(spec.image, **options)
+        except docker.errors.ImageNotFound:
+            # Removed since `up` built it (a `deploystack prune` or `docker image prune` meanwhile, which
+            # sees no container made from it yet): built again, once, rather than a failed `up`.
+            report.step(f"{spec.image} is gone (pruned meanwhile?): building it again")
+            images.build_images(client, rendered, report)
+            container = client.containers.create(spec.image, **options)
         for net in others:
             client.networks.get(network_name(project, net)).connect(container, aliases=aliases)
         container.start()
     return container
-
-
-def wait_for_old_workers(container: Container, report: Reporter) -> None:
-    """After a reload, nginx's old workers finish the requests they hold; wait (bounded) for them."""
-    # "[s]hutting": the pattern must not match this sh -c's own command line.
-    count = ["sh", "-c", "grep -l '[s]hutting down' /proc/[0-9]*/cmdline 2>/dev/null | wc -l"]
-    deadline = time.monotonic() + DRAIN_SECONDS
-    while time.monotonic() < deadline:
-        code, out = container.exec_run(count)
-        if code != 0 or out.decode().strip() == "0":
-            return
-        time.sleep(0.2)
-    report.detail(f"old nginx workers still draining after {DRAIN_SECONDS}s; going on")

@@ -6,13 +6,16 @@ import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import docker
 import docker.errors
 import requests.exceptions
+from docker.constants import MINIMUM_DOCKER_API_VERSION
 from docker.context import ContextAPI
 from docker.context.config import get_current_context_name
 from docker.tls import TLSConfig
+from docker.utils import kwargs_from_env
 
 from deploystack.errors import EngineError
 
@@ -61,12 +64,21 @@ def engine_address(environ: Mapping[str, str] = os.environ) -> EngineAddress:
 
 
 def client_for(address: EngineAddress, timeout: int = 120) -> docker.DockerClient:
-    """An unchecked client of `address` (ssh:// goes through the ssh command, as the docker CLI's does)."""
-    ssh = address.url.startswith("ssh://")
-    if address.source == "DOCKER_HOST":
-        return docker.from_env(timeout=timeout, use_ssh_client=ssh)
-    return docker.DockerClient(base_url=address.url, tls=address.tls or False, timeout=timeout,
-                               use_ssh_client=ssh)
+    """An unpinged client of `address` (ssh:// goes through the ssh command, as the docker CLI's does)."""
+    params: dict[str, Any] = (kwargs_from_env() if address.source == "DOCKER_HOST"
+                              else {"base_url": address.url, "tls": address.tls or False})
+    params |= {"timeout": timeout, "use_ssh_client": address.url.startswith("ssh://")}
+    if not params.get("tls"):
+        return docker.DockerClient(**params)
+    # requests lets REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE replace a session's own CA (psf/requests#3829): a
+    # remote engine's certificate would be checked against the system's CAs and refused. So these sessions
+    # ignore the environment, and the API version docker-py would ask for in its constructor (where the
+    # environment still counts) is asked for first, the same way.
+    probe = docker.APIClient(version=MINIMUM_DOCKER_API_VERSION, **params)
+    probe.trust_env = False
+    client = docker.DockerClient(version=str(probe.version(api_version=False)["ApiVersion"]), **params)
+    client.api.trust_env = False
+    return client
 
 
 def host() -> str:

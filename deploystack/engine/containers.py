@@ -15,7 +15,7 @@ from typing import Any
 from deploystack import labels
 from deploystack.errors import UsageError
 from deploystack.plan.model import Service
-from deploystack.render.compose import service_dict
+from deploystack.render.compose import dependencies, service_dict
 from deploystack.render.project import COMPOSE_FILE, Rendered
 from deploystack.spec.values import REFERENCE
 
@@ -80,6 +80,9 @@ def container_spec(rendered: Rendered, service: Service, number: int) -> Contain
             labels.WORKING_DIR: str(rendered.output),
             labels.CONFIG_FILES: str(rendered.output / COMPOSE_FILE),
             labels.ROLE: service.role.value,
+            # Not part of the hash: a container made before this label existed is not recreated for it.
+            labels.DEPENDS_ON: ",".join(f"{dep}:{condition}:false"
+                                        for dep, condition in dependencies(plan, service).items()),
         },
     )
 

@@ -6,7 +6,7 @@ changed), started (stopped but current) or left alone; containers nobody wants a
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -116,3 +116,22 @@ def roll_members(to_replace: Collection[str], running: Collection[str], members:
     if len(set(running) | set(to_replace)) < quorum + 1:
         return None
     return tuple(sorted(to_replace, key=lambda m: (m in running, m)))
+
+
+def stop_waves(depends_on: Mapping[str, Collection[str]]) -> list[list[str]]:
+    """The order in which `down` stops a project's services (`depends_on`: each service's dependencies): the
+    order `up` starts them in, reversed, so a service stops only once everything that depends on it has (the
+    LBC first, the apps before their database, Patroni's nodes before etcd, whose store they write to as they
+    leave), and as late as that allows. The services of one wave stop together. Dependencies outside
+    `depends_on` do not count; a cycle (none is planned) stops with what depends on it."""
+    level: dict[str, int] = {}  # the wave `up` would start a service in
+    while len(level) < len(depends_on):
+        known = dict(level)
+        for service, deps in depends_on.items():
+            inside = [dep for dep in deps if dep in depends_on and dep != service]
+            if service not in level and all(dep in known for dep in inside):
+                level[service] = 1 + max((known[dep] for dep in inside), default=-1)
+        if len(level) == len(known):  # a cycle: what is left starts last, so it stops first
+            top = 1 + max(level.values(), default=-1)
+            level |= {service: top for service in depends_on if service not in level}
+    return [sorted(s for s in level if level[s] == n) for n in sorted(set(level.values()), reverse=True)]

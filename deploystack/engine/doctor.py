@@ -38,6 +38,15 @@ def facts(client: docker.DockerClient) -> EngineFacts:
                        str(info.get("DockerRootDir", "/var/lib/docker")), nodes)
 
 
+def node_labels(client: docker.DockerClient) -> dict[str, frozenset[str]]:
+    """Each node of the swarm (its host name) and the labels it carries set to true."""
+    with engine_errors("listing the swarm's nodes"):
+        nodes = client.nodes.list()
+    return {str(node.attrs["Description"]["Hostname"]):
+            frozenset(key for key, value in (node.attrs["Spec"].get("Labels") or {}).items() if value == "true")
+            for node in nodes}
+
+
 def has_image(client: docker.DockerClient, ref: str) -> bool:
     with engine_errors(f"looking for image {ref}"):
         return image_exists(client, ref)

@@ -18,7 +18,7 @@ from deploystack.engine.client import engine_errors, run_once
 from deploystack.engine.health import Readiness
 from deploystack.engine.lookup import service_container
 from deploystack.engine.report import Reporter
-from deploystack.errors import StackError
+from deploystack.errors import EngineError, StackError
 from deploystack.plan.model import Service
 from deploystack.plan.names import volume_name
 
@@ -59,6 +59,25 @@ def _run_with_volume(client: docker.DockerClient, image: str, project: str, fold
             raise StackError(f"media backup container failed: {exc.stderr.decode(errors='replace').strip()}") from None
 
 
+PAUSE_ATTEMPTS = 5
+
+
+def _pause(container: Container, report: Reporter) -> None:
+    """Freeze the container's processes. The kernel's cgroup freezer gives up on a process that stays in
+    uninterruptible I/O, and runc then reports "unable to freeze" and thaws the rest: on a loaded machine
+    that happens to a store flushing writes, so it is tried again before the backup fails."""
+    for attempt in range(1, PAUSE_ATTEMPTS + 1):
+        try:
+            with engine_errors(f"pausing {container.name}"):
+                container.pause()
+            return
+        except EngineError as exc:
+            if "unable to freeze" not in str(exc) or attempt == PAUSE_ATTEMPTS:
+                raise
+            report.detail(f"{container.name} could not be frozen yet (attempt {attempt}); trying again")
+            time.sleep(attempt)
+
+
 def backup(client: docker.DockerClient, project: str, folder: Path, keep: int, report: Reporter,
            suffix: str = "") -> Path:
     """Tar the media volume into `folder`, then keep only the `keep` newest backups of this project."""
@@ -70,9 +89,8 @@ def backup(client: docker.DockerClient, project: str, folder: Path, keep: int, r
     image = container.attrs["Config"]["Image"]
     running = container.status == "running"
     report.step(f"backing up {volume_name(project, VOLUME)} to {folder / name}")
-    with engine_errors(f"pausing {container.name}"):
-        if running:
-            container.pause()
+    if running:
+        _pause(container, report)
     try:
         # Written under a temporary name and renamed: a half-written backup never looks like a backup.
         _run_with_volume(client, image, project, folder,

@@ -12,17 +12,20 @@ from typing import Any
 import docker
 from docker.models.containers import Container
 
+from deploystack.dbparse import Node, Slot, offsite_status
 from deploystack.engine.client import engine_errors
-from deploystack.engine.db import container_state, db_containers
+from deploystack.engine.db import REPLICATION_SQL, SLOTS_SQL, container_state, db_containers, psql
 from deploystack.engine.report import Reporter
 from deploystack.errors import DeployError, StackError, UsageError
 from deploystack.plan.names import NODE_PREFIX
-from deploystack.plan.patroni import REST_PORT
+from deploystack.plan.patroni import REST_PORT, config_changes, slot_changes
 
 CONFIG = "/etc/deploystack/patroni.yml"
 # GET /cluster from inside a node: the image has Python (Patroni's) but no curl.
 CLUSTER = ["python3", "-c", "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen("
            f"'http://127.0.0.1:{REST_PORT}/cluster', timeout=5).read().decode())"]
+# GET /config: the dynamic configuration, as JSON (patronictl show-config prints YAML).
+DYNAMIC_CONFIG = [*CLUSTER[:2], CLUSTER[2].replace("/cluster", "/config")]
 SWITCHOVER_WAIT_S = 60.0
 STREAMING_WAIT_S = 300.0  # a replaced node: Patroni starts, PostgreSQL replays from the leader
 
@@ -45,10 +48,17 @@ class ClusterStatus:
     members: list[Member]
     asked: str | None  # the node whose REST API answered
     error: str | None = None  # why no node answered
+    offsite: Node | None = None  # dbc.offsite: the replica as the leader sees it
+    offsite_slot: Slot | None = None  # and its slot there (wal_status, WAL it holds back)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"project": self.project, "leader": self.leader, "asked": self.asked, "error": self.error,
-                "members": [asdict(m) for m in self.members]}
+        found: dict[str, Any] = {"project": self.project, "leader": self.leader, "asked": self.asked,
+                                 "error": self.error, "members": [asdict(m) for m in self.members]}
+        if self.offsite is not None:
+            slot = self.offsite_slot
+            found["offsite"] = asdict(self.offsite) | {"wal_status": slot.wal_status if slot else None,
+                                                       "retained_bytes": slot.retained_bytes if slot else None}
+        return found
 
 
 def _exec(node: Container, command: list[str], doing: str) -> tuple[int, str, str]:
@@ -80,8 +90,10 @@ def _lag(value: object) -> int | None:
     return value if isinstance(value, int) else None
 
 
-def status(client: docker.DockerClient, project: str, services: Sequence[str]) -> ClusterStatus:
-    """Every wanted node (and any other db-node container of the project) with Patroni's view of it."""
+def status(client: docker.DockerClient, project: str, services: Sequence[str],
+           offsite: str | None = None) -> ClusterStatus:
+    """Every wanted node (and any other db-node container of the project) with Patroni's view of it; and the
+    offsite replica `offsite` (its slot name), as the leader sees it."""
     containers = {name: c for name, c in db_containers(client, project).items() if name.startswith(NODE_PREFIX)}
     names = list(services) + sorted(set(containers) - set(services))
     found = cluster(client, _running(containers, names))
@@ -100,8 +112,16 @@ def status(client: docker.DockerClient, project: str, services: Sequence[str]) -
             lag_bytes=None if m is None or name == leader else _lag(m.get("lag")),
             host=str(m.get("host")) if m else None,
         ))
+    away: tuple[Node | None, Slot | None] = (None, None)
+    if offsite is not None:
+        leading = containers.get(leader) if leader is not None else None
+        replication = slots = None
+        if leading is not None and leading.status == "running":
+            replication, _ = psql(client, leading, REPLICATION_SQL)
+            slots, _ = psql(client, leading, SLOTS_SQL)
+        away = offsite_status(offsite, replication, slots)
     return ClusterStatus(project, leader, result, found[1] if found else None,
-                         None if found else "no node's Patroni answered (is the stack up?)")
+                         None if found else "no node's Patroni answered (is the stack up?)", *away)
 
 
 def change_leader(client: docker.DockerClient, project: str, services: Sequence[str], candidate: str | None,
@@ -162,3 +182,43 @@ def wait_streaming(client: docker.DockerClient, project: str, services: Sequence
             raise StackError(f"{node} was replaced but is not streaming after {timeout:.0f}s (Patroni: {state}); "
                              "the other nodes were left as they are: see `deploystack db status`")
         time.sleep(1.0)
+
+
+def ensure_dynamic_config(client: docker.DockerClient, project: str, services: Sequence[str],
+                          wanted: dict[str, object], report: Reporter) -> None:
+    """Patroni's dynamic configuration (in etcd) made to hold `wanted` (plan/patroni.planned_dynamic_config):
+    the settings a cluster was bootstrapped with do not follow the spec by themselves (config_changes), and
+    the permanent `offsite_*` slots are added or dropped (Patroni then drops a slot on every node, and the
+    WAL it held goes). A setting PostgreSQL reads only at start waits for the nodes' next restart: `up`
+    replaces them one at a time when patroni.yml changed, which such a change does."""
+    slots = wanted.get("slots")
+    wanted_slots = dict(slots) if isinstance(slots, dict) else {}
+    current: dict[str, object] | None = None
+    why = "no Patroni node runs"
+    for node in _running(db_containers(client, project), services):
+        code, out, err = _exec(node, DYNAMIC_CONFIG, f"reading {node.name}'s Patroni configuration")
+        try:
+            loaded = json.loads(out) if code == 0 else None
+        except ValueError:
+            loaded = None
+        if isinstance(loaded, dict):
+            current = loaded
+            break
+        why = f"{node.name}: {(err or out).strip()[-300:]}"
+    if current is None:
+        if wanted_slots:
+            raise StackError(f"Patroni's configuration could not be read, so the offsite slot is not set ({why})")
+        report.step(f"Patroni's configuration could not be read ({why}); the next `up` applies the spec's settings")
+        return
+    have_slots = current.get("slots")
+    changes = config_changes(current, wanted) + slot_changes(dict(have_slots) if isinstance(have_slots, dict)
+                                                             else {}, wanted_slots)
+    if not changes:
+        return
+    report.step(f"Patroni's dynamic configuration: {', '.join(changes)}")
+    command = ["patronictl", "-c", CONFIG, "edit-config", "--force", "--quiet"]
+    code, out, err = _exec(node, [*command, *(arg for change in changes for arg in ("--set", change))],
+                           "setting Patroni's dynamic configuration")
+    if code != 0:
+        lines = (err + out).strip().splitlines()
+        raise StackError(f"patronictl edit-config failed: {lines[-1] if lines else f'exit code {code}'}")

@@ -47,6 +47,11 @@ PSQL = ["timeout", "600", "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "/r
 
 
 
+def password_secrets(tenancy: Tenancy) -> list[str]:
+    """The secrets provision_sql reads (`\\getenv`): the apps' passwords and the replication roles'."""
+    return [d.password_secret for d in tenancy.databases] + [secret for _, secret in tenancy.replication_roles]
+
+
 def database_leader(client: docker.DockerClient, project: str) -> Container:
     """The container that takes writes: every write of provisioning goes there. (The one place that
     knows which node leads: the `db-primary` service's container, or on a swarm its task's container
@@ -130,7 +135,7 @@ def swarm_provision(client: docker.DockerClient, plan: ProjectPlan, secrets: dic
     if tenancy is None:
         return
     report.step(f"database roles of {', '.join(d.app for d in tenancy.databases)}: a job on the private network")
-    run_sql_job(client, plan, secrets, provision_sql(tenancy), [d.password_secret for d in tenancy.databases],
+    run_sql_job(client, plan, secrets, provision_sql(tenancy), password_secrets(tenancy),
                 "provisioning the apps' database roles", timeout_s)
 
 
@@ -212,7 +217,7 @@ def provision(client: docker.DockerClient, project: str, tenancy: Tenancy, secre
 
 def run_provision(leader: Container, tenancy: Tenancy, secrets: dict[str, str], report: Reporter) -> None:
     """provision(), in the PostgreSQL container `leader`."""
-    environment = {d.password_secret: secrets[d.password_secret] for d in tenancy.databases}
+    environment = {name: secrets[name] for name in password_secrets(tenancy)}
     environment[SQL_VARIABLE] = provision_sql(tenancy)
     report.step(f"database roles of {', '.join(d.app for d in tenancy.databases)} on {leader.name}")
     command = ["sh", "-c", f'printf "%s" "${SQL_VARIABLE}" | exec "$@"', "psql", *PSQL]

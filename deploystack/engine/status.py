@@ -11,6 +11,7 @@ import docker
 import docker.errors
 
 from deploystack import labels
+from deploystack.engine import teardown
 from deploystack.engine.client import engine_errors
 from deploystack.engine.lookup import project_containers
 from deploystack.engine.report import Reporter
@@ -48,22 +49,20 @@ def ps(client: docker.DockerClient, project: str) -> list[ContainerRow]:
 
 
 def down(client: docker.DockerClient, project: str, volumes: bool, report: Reporter) -> None:
+    """Remove the project's containers (one-offs too, as `docker compose down`) in reverse dependency order,
+    independent ones together; then its networks and, with `volumes`, its volumes."""
     selector = {"label": f"{labels.PROJECT}={project}"}
-    for container in project_containers(client, project, oneoffs=True):  # as `docker compose down`
-        report.step(f"removing {container.name}")
-        with engine_errors(f"removing {container.name}"):
-            if container.status == "running":
-                container.stop(timeout=20)
-            container.remove(force=True, v=True)
+    teardown.remove_project_containers(project_containers(client, project, oneoffs=True), report)
     with engine_errors("removing networks"):
         for network in client.networks.list(filters=selector):
             report.step(f"removing network {network.name}")
             network.remove()
     if volumes:
         with engine_errors("removing volumes"):
-            for volume in client.volumes.list(filters=selector):
+            found = client.volumes.list(filters=selector)
+            for volume in found:
                 report.step(f"removing volume {volume.name}")
-                volume.remove(force=True)
+            teardown.in_parallel(found, lambda volume: volume.remove(force=True))
 
 
 def logs(client: docker.DockerClient, project: str, service: str | None, follow: bool, tail: int | str,

@@ -27,7 +27,7 @@ from deploystack.errors import EngineError, StackError, UsageError
 from deploystack.plan.model import ProjectPlan
 from deploystack.plan.names import PRIMARY, is_replica, service_name, unscoped
 from deploystack.render.project import SwarmRendered
-from deploystack.render.swarm import NODE_LABELS, registry_image
+from deploystack.render.swarm import CONSTRAINT, registry_image
 
 NAMESPACE = "com.docker.stack.namespace"  # the label `docker stack deploy` puts on what it makes
 SERVICE_LABEL = "com.docker.swarm.service.name"  # on each task's container
@@ -62,7 +62,7 @@ def require_node_labels(client: docker.DockerClient, wanted: set[str]) -> None:
 def labels_used(stack_yaml: dict[str, Any]) -> set[str]:
     constraints = [c for service in stack_yaml["services"].values()
                    for c in service["deploy"].get("placement", {}).get("constraints", [])]
-    return {label for label in NODE_LABELS for c in constraints if f"node.labels.{label} " in c}
+    return {match.group(1) for c in constraints if (match := CONSTRAINT.fullmatch(c))}
 
 
 def push_images(client: docker.DockerClient, images: list[str], registry: str, report: Reporter) -> None:
@@ -86,6 +86,14 @@ def docker_cli(*args: str) -> str:
     if result.returncode != 0:
         raise EngineError(f"docker {' '.join(args[:2])} failed: {result.stderr.strip() or result.stdout.strip()}")
     return result.stdout
+
+
+def stack_services(client: docker.DockerClient, project: str) -> set[str]:
+    """The services the swarm runs for `project`, by their name in the spec (`db-primary`, not `shop_db-primary`)."""
+    require_manager(client)
+    with engine_errors("listing the stack's services"):
+        found = client.api.services(filters={"label": f"{NAMESPACE}={project}"})
+    return {str(s["Spec"]["Name"]).removeprefix(f"{project}_") for s in found}
 
 
 def deploy(client: docker.DockerClient, rendered: SwarmRendered, report: Reporter, registry: bool = False,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 
 from deploystack.plan import hardening as h
+from deploystack.plan.cdc import EGRESS_NETWORK
 from deploystack.plan.model import Build, ConfigFile, HealthCheck, Service
 from deploystack.plan.names import DB_ROUTER, Role
 from deploystack.plan.names import NODE_PREFIX as NODE_PREFIX  # render/backuptls.py names the nodes so
@@ -89,20 +90,26 @@ def media_identity(stack: Stack) -> str | None:
     return " ".join((S3_IDENTITY, *S3_KEYS, *actions))
 
 
+def needs_egress(stack: Stack) -> bool:
+    """An off-host target is out of the private network's reach (internal: no route out)."""
+    return enabled(stack) and not local_store(stack)
+
+
 def media_buckets(stack: Stack) -> tuple[str, ...]:
     return (BACKUP_BUCKET,) if enabled(stack) and local_store(stack) else ()
 
 
+ARCHIVE_PARAMETERS = ("archive_mode", "archive_command", "archive_timeout")
+
+
 def archive_parameters(stack: Stack) -> dict[str, object]:
-    """PostgreSQL settings for continuous archiving (Patroni's parameters, on every node)."""
+    """PostgreSQL settings for continuous archiving (Patroni's parameters, on every node): the
+    ARCHIVE_PARAMETERS, or none without dbc.backups."""
     backups = stack.dbc.backups
     if not enabled(stack) or backups is None:
         return {}
-    return {
-        "archive_mode": "on",
-        "archive_command": f"pgbackrest --stanza={STANZA} archive-push %p",
-        "archive_timeout": f"{backups.archive_timeout}s",
-    }
+    return dict(zip(ARCHIVE_PARAMETERS, ("on", f"pgbackrest --stanza={STANZA} archive-push %p",
+                                         f"{backups.archive_timeout}s"), strict=True))
 
 
 def node_names(stack: Stack) -> list[str]:
@@ -217,11 +224,15 @@ def plan_backups(stack: Stack, release_base: tuple[tuple[str, str], ...]) -> tup
     """The backup service and the nodes' and its pgbackrest.conf (the nodes' in the nodes' config folder)."""
     if not enabled(stack):
         return [], []
-    depends = (node_names(stack)[0], *(("media",) if local_store(stack) else ()))
+    from deploystack.plan import mediabackups  # it builds on this module's names
+
+    media = local_store(stack) or mediabackups.enabled(stack)
+    depends = (node_names(stack)[0], *(("media",) if media else ()))
     service = Service(
         name=SERVICE, role=Role.DBC,
         build=Build(role="backup", repo="deploystack/backup", context="build/backup", args=release_base),
-        environment=backup_env(stack), depends_on=depends, config_dir=CONFIG_DIR,
+        environment=(*backup_env(stack), *mediabackups.env(stack)), depends_on=depends, config_dir=CONFIG_DIR,
+        networks=("private", *((EGRESS_NETWORK,) if needs_egress(stack) else ())),
         healthcheck=HealthCheck(test=("backup-health",), interval_s=10, start_period_s=300),
         # The entrypoint (root) copies its key for postgres, then runs everything as postgres.
         cap_add=h.DROP_TO_USER, mem_limit="512m", pids_limit=h.PIDS,

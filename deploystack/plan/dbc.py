@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from deploystack.plan import hardening as h
 from deploystack.plan.model import Build, ConfigFile, HealthCheck, Mount, Port, ProjectPlan, Service
+from deploystack.plan.names import OFFSITE_SLOT_PREFIX, Role, data_volume, is_replica, network_name, slot_name
 from deploystack.plan.names import PRIMARY as PRIMARY  # where the other role modules found it
-from deploystack.plan.names import Role, data_volume, is_replica, network_name, slot_name
 from deploystack.plan.names import replica_names as numbered_replicas
 from deploystack.plan.secrets import SUPERUSER_SECRET, ref
 from deploystack.plan.tenancy import APPS_GROUP
@@ -40,7 +40,7 @@ def wanted_slots(plan: ProjectPlan) -> tuple[list[str], list[str]]:
 
 def offsite_role(offsite: Offsite) -> str:
     """The offsite replica's replication role, slot and application_name on the primary."""
-    return f"offsite_{offsite.name}"
+    return f"{OFFSITE_SLOT_PREFIX}{offsite.name}"
 
 
 def postgresql_conf(dbc: DBC, tls: bool) -> dict[str, object]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from deploystack.plan import backups
+from deploystack.plan import backups, mediabackups
 from deploystack.plan import hardening as h
 from deploystack.plan.model import Build, HealthCheck, Mount, Service
 from deploystack.plan.names import Role
@@ -30,6 +30,10 @@ def app_identities(stack: Stack) -> tuple[tuple[str, str], ...]:
     if backup_identity is not None:
         keys += [(name, ref(name)) for name in backups.S3_KEYS]
         lines.append(backup_identity)
+    snapshots = mediabackups.media_identity(stack)  # dbc.backups.media: every media bucket, no Admin
+    if snapshots is not None:
+        keys += [(name, ref(name)) for name in mediabackups.SECRETS]
+        lines.append(snapshots)
     return (*keys, ("S3_APP_IDENTITIES", ";".join(lines)))
 
 

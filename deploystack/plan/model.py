@@ -193,6 +193,9 @@ class Tenancy:
     # The pre-tenancy layout (one superuser role owning one shared database): migrated from, then demoted.
     legacy_user: str
     legacy_database: str
+    # (role, .env name of its password): LOGIN REPLICATION roles made with the apps' (dbc.offsite on Patroni,
+    # where no entrypoint of ours makes roles)
+    replication_roles: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,9 @@ PRIMARY = "db-primary"
 REPLICA_PREFIX = "db-replica-"
 NODE_PREFIX = "db-node-"  # dbc.ha: patroni: the members, db-node-1..N
 DB_ROUTER = "db-router"  # dbc.ha: patroni: the HAProxy the apps reach
+DB_OFFSITE = "db-offsite"  # dbc.ha: patroni with dbc.offsite: the HAProxy the offsite replica reaches the leader by
 ETCD_PREFIX = "etcd-"  # dbc.ha: patroni: Patroni's store, etcd-1..3
+OFFSITE_SLOT_PREFIX = "offsite_"  # the offsite replica's role and slot: offsite_<dbc.offsite.name>
 SLOT_PREFIX = "replica_"  # a replica's replication slot, and its Django alias: db-replica-1 -> replica_1
 
 

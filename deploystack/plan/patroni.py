@@ -3,21 +3,40 @@ HAProxy as the router the apps connect to.
 
 - `db-node-1..N` (N = dbc.replicas + 1): one image, no fixed role. Patroni holds the leader key in etcd,
   promotes a standby when the leader's key expires, and rewinds an old leader into a standby.
-- `etcd-1..3`: three members, so that losing one keeps a quorum (two of three).
+- `etcd-1..3`: three members, so that losing one keeps a quorum (two of three). They are on `dcs`, a
+  network of their own that only the nodes share with them: etcd has no TLS and no authentication here, and
+  whoever reaches its client port can rewrite Patroni's dynamic configuration (`archive_command`: a shell
+  command as postgres on every node) or delete the leader key. Not on `private`, so no app reaches them.
 - `db-router`: HAProxy. Port 5432 goes to the node whose Patroni REST API answers 200 on `/primary`, port
   5433 to the standbys (`/replica`), or to the leader when no standby is up. The apps' settings name only
   `db-router`, a container that stays: a name that always resolves, and `scale dbc=N` changes the
   router's file (a reload), never an app's environment.
+- `db-offsite` (with `dbc.offsite`): the same HAProxy, alone on the published port, to the leader only. The
+  offsite replica streams through it from whichever node leads, over TLS, through a permanent slot that
+  Patroni keeps on every node (docs/db.md, "An offsite replica").
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+from dataclasses import replace
+
 from deploystack.plan import backups
 from deploystack.plan import hardening as h
 from deploystack.plan.bases import base_image
-from deploystack.plan.model import Build, ConfigFile, HealthCheck, Mount, Service
+from deploystack.plan.dbc import OFFSITE_NETWORK, OFFSITE_SECRET, offsite_role
+from deploystack.plan.model import Build, ConfigFile, HealthCheck, Mount, Port, ProjectPlan, Service
+from deploystack.plan.names import (
+    DB_OFFSITE,
+    ETCD_PREFIX,
+    NODE_PREFIX,
+    OFFSITE_SLOT_PREFIX,
+    Role,
+    container_name,
+    network_name,
+)
 from deploystack.plan.names import DB_ROUTER as ROUTER
-from deploystack.plan.names import ETCD_PREFIX, NODE_PREFIX, Role
 from deploystack.plan.secrets import ref
 from deploystack.plan.tenancy import APPS_GROUP
 from deploystack.spec.models import DBC, Stack
@@ -27,6 +46,9 @@ WRITE_PORT = 5432  # the router's port for the leader
 READ_PORT = 5433  # the router's port for the standbys
 REST_PORT = 8008  # Patroni's REST API on every node
 ETCD_CLIENT_PORT, ETCD_PEER_PORT = 2379, 2380
+# Patroni's store's network: the etcd members and the nodes, nothing else (internal: no way out either). The
+# nodes are on `private` first: the router, the backup service and the offsite proxy reach them there.
+DCS_NETWORK = "dcs"
 RELEASE = "trixie"  # Debian 13: PostgreSQL 17, Patroni 4.0, etcd 3.5, HAProxy 3.0
 PG_MAJOR = 17
 PGDATA = "/var/lib/postgresql/data"
@@ -52,6 +74,16 @@ MAXIMUM_LAG_ON_FAILOVER = 1 << 20  # bytes: a standby further behind is not prom
 CHECK_INTERVAL_MS = 1000
 CHECK_FALL = 2  # failed checks before the router takes a node out
 CONNECT_TIMEOUT_S = 2  # the router's connect timeout to a node: a dead node costs at most this
+
+# dbc.offsite: the nodes' server certificate (render/dbtls.py), copied by the entrypoint to where only
+# postgres reads it; the proxy's rendered file; and the most WAL a slot may hold back. An offsite replica
+# away for longer than this much WAL has its slot invalidated (wal_status `lost`, `db status` says so) and
+# must be cloned again, rather than filling the leader's disk.
+TLS_CERT, TLS_KEY = f"{CONFIG_DIR}/tls/server.crt", f"{CONFIG_DIR}/tls/server.key"
+SERVER_TLS_DIR = "/run/postgresql/tls"
+OFFSITE_CONFIG_DIR = "config/db-offsite"
+MAX_SLOT_WAL_KEEP_SIZE = "8GB"
+OFFSITE_MAXCONN = 8  # the replica's stream, its base backup and a few retries
 
 
 def node_names(stack: Stack) -> list[str]:
@@ -100,11 +132,111 @@ def parameters(dbc: DBC) -> dict[str, object]:
     }
 
 
+def offsite_parameters(stack: Stack) -> dict[str, str]:
+    """With dbc.offsite: TLS on every node (whichever leads serves the offsite replica), and a bound on the
+    WAL that slots hold back. Local settings (patroni.yml), so a stack that adds dbc.offsite gets them too."""
+    if stack.dbc.offsite is None:
+        return {}
+    return {"ssl": "on", "ssl_cert_file": f"{SERVER_TLS_DIR}/server.crt",
+            "ssl_key_file": f"{SERVER_TLS_DIR}/server.key", "ssl_min_protocol_version": "TLSv1.2",
+            "max_slot_wal_keep_size": MAX_SLOT_WAL_KEEP_SIZE}
+
+
+def permanent_slots(stack: Stack) -> dict[str, dict[str, str]]:
+    """Patroni's permanent slots (its dynamic configuration): the offsite replica's. Patroni makes it on the
+    leader, and on each standby a copy it advances to the leader's position, so a new leader has it too."""
+    offsite = stack.dbc.offsite
+    return {offsite_role(offsite): {"type": "physical"}} if offsite is not None else {}
+
+
+def replication_roles(stack: Stack) -> tuple[tuple[str, str], ...]:
+    """The offsite replica's role and its password's secret: `up` makes it on the leader (plan/tenancy.py)."""
+    offsite = stack.dbc.offsite
+    return ((offsite_role(offsite), OFFSITE_SECRET),) if enabled(stack) and offsite is not None else ()
+
+
+def planned_dynamic_config(plan: ProjectPlan) -> dict[str, object]:
+    """The dynamic configuration a plan's patroni.yml bootstraps a cluster with (`bootstrap.dcs`), which `up`
+    writes to etcd for a cluster made before (engine/patroni.ensure_dynamic_config)."""
+    config = next((c for c in plan.configs if c.path == f"{CONFIG_DIR}/patroni.yml"), None)
+    bootstrap = config.context.get("bootstrap") if config is not None else None
+    dcs = bootstrap.get("dcs", {}) if isinstance(bootstrap, dict) else {}
+    return dict(dcs)
+
+
+def slot_changes(current: dict[str, object], wanted: dict[str, dict[str, str]]) -> list[str]:
+    """`patronictl edit-config --set` values that make the dynamic `slots` hold `wanted`, and no other
+    offsite slot (slots of other names are left to whoever made them)."""
+    changes = [f"slots.{name}.type={slot['type']}" for name, slot in wanted.items() if name not in current]
+    return changes + [f"slots.{name}=null" for name in current
+                      if name.startswith(OFFSITE_SLOT_PREFIX) and name not in wanted]
+
+
+def config_changes(current: Mapping[str, object], wanted: Mapping[str, object]) -> list[str]:
+    """`patronictl edit-config --set` values (each value as JSON, which is YAML: a string such as "on" or
+    "%m [%p]" stays a string) that make the dynamic configuration `current` hold every setting of `wanted`
+    (planned_dynamic_config; its slots aside: slot_changes). A cluster keeps the dynamic configuration it
+    was made with: without this, a changed `dbc.max_connections`, `synchronous` or `backups` would
+    change patroni.yml and nothing that Patroni applies. Archiving settings the spec no longer wants are
+    removed; other settings someone added by hand stay."""
+    changes: list[str] = []
+
+    def walk(have: Mapping[str, object], want: Mapping[str, object], path: str) -> None:
+        for key, value in want.items():
+            if path == "" and key == "slots":
+                continue
+            there = have.get(key)
+            if isinstance(value, Mapping):
+                walk(there if isinstance(there, Mapping) else {}, value, f"{path}{key}.")
+            elif not _same(there, value):
+                changes.append(f"{path}{key}={json.dumps(value)}")
+
+    walk(current, wanted, "")
+    postgresql = current.get("postgresql")
+    have = postgresql.get("parameters") if isinstance(postgresql, Mapping) else None
+    wanted_pg = wanted.get("postgresql")
+    want = wanted_pg.get("parameters", {}) if isinstance(wanted_pg, Mapping) else {}
+    if isinstance(have, Mapping):
+        changes += [f"postgresql.parameters.{name}=null" for name in backups.ARCHIVE_PARAMETERS
+                    if name in have and name not in want]
+    return changes
+
+
+def _same(have: object, want: object) -> bool:
+    """Equal as PostgreSQL and Patroni read them: 100 and "100", "on" and true; absent is never equal."""
+    if have is None:
+        return False
+    if isinstance(have, bool) or isinstance(want, bool):
+        return _on(have) == _on(want)
+    return str(have) == str(want)
+
+
+def _on(value: object) -> bool:
+    return str(value).lower() in {"true", "on"}
+
+
+def offsite_proxy_host(stack: Stack) -> str:
+    """The offsite proxy as a node's PostgreSQL names it: the reverse lookup of its address in Docker's DNS."""
+    return f"{container_name(stack.project, DB_OFFSITE)}.{network_name(stack.project, 'private')}"
+
+
+def _offsite_hba(stack: Stack) -> list[str]:
+    """What comes in through the published port (the proxy's address) is the offsite role over TLS, or
+    nothing: the app and replication passwords do not open the stack from outside."""
+    if stack.dbc.offsite is None:
+        return []
+    proxy = offsite_proxy_host(stack)
+    return [f"hostssl replication {offsite_role(stack.dbc.offsite)} {proxy} scram-sha-256",
+            f"host replication all {proxy} reject",
+            f"host all all {proxy} reject"]
+
+
 def pg_hba(stack: Stack) -> list[str]:
     """Local: Patroni and `docker exec` as postgres; over the network: passwords (SCRAM) only."""
     return [
         f"local all {SUPERUSER} trust",
         "local all all scram-sha-256",
+        *_offsite_hba(stack),
         f"host replication {REPLICATION_USER} all scram-sha-256",
         f"host all {SUPERUSER} all scram-sha-256",  # pg_rewind from a rejoining node
         f"host all +{APPS_GROUP} all scram-sha-256",  # each app its own role (plan/tenancy.py)
@@ -134,6 +266,7 @@ def patroni_config(stack: Stack) -> dict[str, object]:
                 # Not strict: with no standby left the leader still takes writes (synchronous again
                 # as soon as one is back).
                 "synchronous_mode_strict": False,
+                **({"slots": permanent_slots(stack)} if dbc.offsite is not None else {}),
                 "postgresql": {"use_pg_rewind": True, "use_slots": True,
                                "parameters": parameters(dbc) | backups.archive_parameters(stack)},
             },
@@ -150,7 +283,7 @@ def patroni_config(stack: Stack) -> dict[str, object]:
                 "superuser": {"username": SUPERUSER},
                 "replication": {"username": REPLICATION_USER},
             },
-            "parameters": {"unix_socket_directories": "/run/postgresql"},
+            "parameters": {"unix_socket_directories": "/run/postgresql"} | offsite_parameters(stack),
             "pg_hba": pg_hba(stack),
             # An old leader whose rewind fails clones the new leader again instead of staying down.
             "remove_data_directory_on_rewind_failure": True,
@@ -160,17 +293,21 @@ def patroni_config(stack: Stack) -> dict[str, object]:
     }
 
 
-def router_conf(stack: Stack) -> dict[str, object]:
-    """haproxy.cfg's context: every node, checked through its Patroni REST API."""
+def router_conf(stack: Stack, offsite: bool = False) -> dict[str, object]:
+    """haproxy.cfg's context: every node, checked through its Patroni REST API. `offsite`: the offsite
+    proxy's, the leader only (no read port)."""
     return {
         "nodes": node_names(stack),
         "write_port": WRITE_PORT,
-        "read_port": READ_PORT,
+        "read_port": None if offsite else READ_PORT,
         "rest_port": REST_PORT,
         "inter_ms": CHECK_INTERVAL_MS,
         "fall": CHECK_FALL,
         "connect_timeout_s": CONNECT_TIMEOUT_S,
-        "maxconn": 4 * stack.dbc.max_connections,
+        "maxconn": OFFSITE_MAXCONN if offsite else 4 * stack.dbc.max_connections,
+        # The offsite stream is never idle (keepalives both ways within 30 s): a session silent for longer is
+        # a connection attempt that went nowhere during a leader change, cut so the replica tries again.
+        "session_timeout": "90s" if offsite else "30m",
     }
 
 
@@ -210,6 +347,7 @@ def plan_patroni(stack: Stack) -> tuple[list[Service], list[str], list[ConfigFil
             name=name, role=Role.DBC,
             build=Build(role="etcd", repo="deploystack/etcd", context="build/etcd", args=base),
             environment=etcd_env(stack, name), mounts=(Mount(f"{name}-data", "/var/lib/etcd"),),
+            networks=(DCS_NETWORK,),
             healthcheck=HealthCheck(test=("etcd-health",), interval_s=2, start_period_s=60),
             cap_add=h.DROP_TO_USER, mem_limit="256m", pids_limit=h.PIDS_SMALL,
         )
@@ -220,12 +358,12 @@ def plan_patroni(stack: Stack) -> tuple[list[Service], list[str], list[ConfigFil
     for name in nodes:
         services.append(Service(
             name=name, role=Role.DBC, build=node_build, environment=node_env(stack, name),
-            mounts=(Mount(f"{name}-data", PGDATA),),
+            mounts=(Mount(f"{name}-data", PGDATA),), networks=("private", DCS_NETWORK),
             healthcheck=HealthCheck(test=("patroni-health",), interval_s=2, start_period_s=180),
             depends_on=tuple(etcds), config_dir=CONFIG_DIR, stop_grace_s=60,
             cap_add=h.DROP_TO_USER, mem_limit=dbc.memory, pids_limit=h.db_pids(dbc.max_connections),
         ))
-    services.append(Service(
+    router = Service(
         name=ROUTER, role=Role.DBC,
         build=Build(role="db-router", repo="deploystack/db-router", context="build/db-router", args=base),
         healthcheck=HealthCheck(test=("db-router-health",), interval_s=2, start_period_s=180),
@@ -235,12 +373,38 @@ def plan_patroni(stack: Stack) -> tuple[list[Service], list[str], list[ConfigFil
         reload=("sh", "-c", "kill -USR2 1"),
         cap_add=(h.SETUID, h.SETGID), read_only=True, tmpfs=(h.RUN, h.TMP), mem_limit="256m",
         pids_limit=h.PIDS,
-    ))
+    )
+    services.append(router)
+    offsite_configs = []
+    if dbc.offsite is not None:
+        # Its own container, so that the nodes tell its connections from the apps' (pg_hba, by name), on
+        # the `offsite` network, where Docker publishes the port (`private` is internal).
+        services.append(replace(router, name=DB_OFFSITE, config_dir=OFFSITE_CONFIG_DIR, mem_limit="64m",
+                                networks=(OFFSITE_NETWORK, "private"),
+                                ports=(Port(dbc.offsite.bind, dbc.offsite.port, WRITE_PORT),)))
+        offsite_configs.append(ConfigFile(f"{OFFSITE_CONFIG_DIR}/haproxy.cfg", "db-router/templates/haproxy.cfg.j2",
+                                          router_conf(stack, offsite=True)))
     backup_services, backup_configs = backups.plan_backups(stack, base)
     services += backup_services
     configs = [
         ConfigFile(f"{CONFIG_DIR}/patroni.yml", "", patroni_config(stack), yaml=True),
         ConfigFile(f"{ROUTER_CONFIG_DIR}/haproxy.cfg", "db-router/templates/haproxy.cfg.j2", router_conf(stack)),
+        *offsite_configs,
         *backup_configs,
     ]
     return services, [m.source for s in services for m in s.mounts], configs
+
+
+def members(stack: Stack) -> int:
+    """How many places the etcd members and the nodes need (a swarm's `deploystack.db-member-K` labels):
+    etcd-K and db-node-K share place K, so that losing one loses one etcd member and one node at most."""
+    return max(ETCD_MEMBERS, stack.dbc.replicas + 1)
+
+
+def member_number(service: str) -> int | None:
+    """K of etcd-K or db-node-K (the place it is pinned to on a swarm); None for any other service."""
+    for prefix in (ETCD_PREFIX, NODE_PREFIX):
+        number = service.removeprefix(prefix)
+        if service.startswith(prefix) and number.isdigit():
+            return int(number)
+    return None

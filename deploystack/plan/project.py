@@ -8,6 +8,7 @@ from dataclasses import replace
 from deploystack.errors import DeployError, UsageError
 from deploystack.plan.acc import plan_acc
 from deploystack.plan.apc import external_names, plan_apc
+from deploystack.plan.backups import needs_egress
 from deploystack.plan.cdc import EGRESS_NETWORK, HOOKS_NETWORK, QUEUE_VOLUME, RECEIVER, plan_cdc
 from deploystack.plan.cdc import PORT as CDC_PORT
 from deploystack.plan.dbc import OFFSITE_NETWORK, plan_dbc
@@ -15,8 +16,8 @@ from deploystack.plan.hardening import log_rotation
 from deploystack.plan.lbc import fail2ban_configs, plan_lbc
 from deploystack.plan.mmc import plan_mmc
 from deploystack.plan.model import Network, ProjectPlan, Service
+from deploystack.plan.patroni import DCS_NETWORK, plan_patroni, replication_roles
 from deploystack.plan.patroni import enabled as patroni_enabled
-from deploystack.plan.patroni import plan_patroni
 from deploystack.plan.secrets import app_secret, secret_names
 from deploystack.plan.tenancy import plan_tenancy
 from deploystack.spec.models import Stack
@@ -48,6 +49,10 @@ def build_plan(stack: Stack, project_dir: str = "..", swarm: bool = False,
     if cdc_services:
         # hooks: the LBC and the CDC's receiver only; egress: the CDC's runner only (docs/cdc.md).
         networks += [Network(HOOKS_NETWORK, internal=True), Network(EGRESS_NETWORK, internal=False)]
+    elif needs_egress(stack):  # the backup service's way to an off-host target (dbc.backups.target)
+        networks.append(Network(EGRESS_NETWORK, internal=False))
+    if patroni_enabled(stack):  # Patroni's store: the etcd members and the nodes only
+        networks.append(Network(DCS_NETWORK, internal=True))
     if stack.dbc.offsite is not None:
         networks.append(Network(OFFSITE_NETWORK, internal=False))  # db-primary's published port only
     return ProjectPlan(
@@ -57,7 +62,7 @@ def build_plan(stack: Stack, project_dir: str = "..", swarm: bool = False,
         volumes=tuple(db_volumes + acc_volumes + mmc_volumes + lbc_volumes + ([QUEUE_VOLUME] if cdc_services else [])),
         configs=(*db_configs, *cdc_configs, lbc_conf, *fail2ban_configs(stack)),
         secrets=secret_names(stack),
-        tenancy=plan_tenancy(stack),
+        tenancy=replace(plan_tenancy(stack), replication_roles=replication_roles(stack)),
         app_secrets=tuple(app_secret(name, var) for name, app in stack.apc.apps.items()
                           for var in external_names(name, app, (env_files or {}).get(name, ()))),
     )

@@ -42,9 +42,9 @@ def secret_names(stack: Stack) -> tuple[str, ...]:
         names.append("OFFSITE_REPLICATION_PASSWORD")
     if stack.dbc.ha == "patroni":
         names.append("PATRONI_RESTAPI_PASSWORD")  # plan/patroni.py SECRETS
-        from deploystack.plan import backups  # it refers to secrets with ref(), from this module
+        from deploystack.plan import backups, mediabackups  # they refer to secrets with ref(), from this module
 
-        names += backups.secret_names(stack)
+        names += backups.secret_names(stack) + mediabackups.secret_names(stack)
     return tuple(names)
 
 

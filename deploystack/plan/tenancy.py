@@ -132,6 +132,15 @@ def provision_sql(tenancy: Tenancy) -> str:
             f"NOBYPASSRLS INHERIT PASSWORD :'pw_{d.role}';",
             f"GRANT {APPS_GROUP} TO {_ident(d.role)};",
         ]
+    for role, secret in tenancy.replication_roles:
+        lines += [
+            f"\\getenv pw_replication_{role} {secret}",
+            f"SELECT 'CREATE ROLE {_ident(role)}' WHERE NOT EXISTS "
+            f"(SELECT FROM pg_roles WHERE rolname = {_literal(role)}) \\gexec",
+            # Streaming only: no database, no group, no rights on any table (pg_hba admits it for replication).
+            f"ALTER ROLE {_ident(role)} WITH LOGIN REPLICATION NOSUPERUSER NOCREATEROLE NOCREATEDB NOBYPASSRLS "
+            f"NOINHERIT PASSWORD :'pw_replication_{role}';",
+        ]
     # The legacy layout: its role stops logging in and its database stops taking connections before it
     # is copied, so the old replicas' writes fail rather than land where nothing reads them any more.
     missing = " OR ".join(_if_database(o, exists=False) for o in owners) or "false"

@@ -49,6 +49,13 @@ def pending_message(project: str) -> str:
             f"PostgreSQL {NEW_MAJOR} (or remove `ha: patroni` from the spec to keep it as it is)")
 
 
+def swarm_pending_message(project: str) -> str:
+    return (f"dbc.ha is patroni, but the swarm stack {project} runs PostgreSQL {OLD_MAJOR} (its db-primary "
+            f"service): deploying would start an empty Patroni cluster beside that data. `deploystack db "
+            f"upgrade` works on Compose stacks only for now; on a swarm, keep the spec without `ha: patroni` "
+            f"(docs/db.md, \"On a swarm\")")
+
+
 def nothing_message(project: str) -> str:
     return (f"nothing to upgrade: project {project} has no PostgreSQL {OLD_MAJOR} volume ({old_volume(project)}), "
             f"or its Patroni nodes have volumes already ({node_volume_prefix(project)}*)")

@@ -8,7 +8,7 @@ when it no longer names what it must or nears its end.
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Mapping
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -39,14 +39,15 @@ from deploystack.render.dbtls import (
 from deploystack.render.sourcetree import FileData
 
 
-def backup_tls(project: str, output: Path) -> dict[str, FileData]:
-    """The CA and the two certificates for the output, reusing what `output` already holds when still good."""
-    ca = _read_pair(output / CA_CERT, output / CA_KEY) or _new_ca(f"{project} backups")
+def backup_tls(project: str, kept: Mapping[str, bytes]) -> dict[str, FileData]:
+    """The CA and the two certificates for the output, reusing those of `kept` (the output's, by path) when
+    still good."""
+    ca = _read_pair(kept, CA_CERT, CA_KEY) or _new_ca(f"{project} backups")
     files = {CA_CERT: FileData(_pem(ca[0])), CA_KEY: FileData(_key_pem(ca[1]), 0o600)}
     node_names = [f"{NODE_PREFIX}{n}" for n in range(1, MAX_NODES + 1)]
     for (ca_path, cert_path, key_path), cn, names in ((NODE_TLS, NODE_CN, node_names),
                                                        (BACKUP_TLS, BACKUP_CN, [SERVICE])):
-        pair = _read_pair(output / cert_path, output / key_path)
+        pair = _read_pair(kept, cert_path, key_path)
         if pair is None or not still_good(pair[0], ca[0], [x509.DNSName(name) for name in names]):
             pair = _issue(cn, names, ca)
         files |= {ca_path: FileData(_pem(ca[0])), cert_path: FileData(_pem(pair[0])),

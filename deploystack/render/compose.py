@@ -60,6 +60,13 @@ def logging_dict(logs: LogRotation) -> dict[str, Any]:
     return {"driver": "json-file", "options": {k: quoted(v) for k, v in logs.options.items()}}
 
 
+def dependencies(plan: ProjectPlan, service: Service) -> dict[str, str]:
+    """Each service `service` depends on, with Compose's condition for it: a job must have completed, any
+    other service must be healthy."""
+    return {dep: "service_completed_successfully" if plan.service(dep).one_shot else "service_healthy"
+            for dep in service.depends_on}
+
+
 def service_dict(plan: ProjectPlan, service: Service, image: str) -> dict[str, Any]:
     out: dict[str, Any] = {"image": image}
     if service.build is not None:
@@ -92,11 +99,7 @@ def service_dict(plan: ProjectPlan, service: Service, image: str) -> dict[str, A
     if service.healthcheck:
         out["healthcheck"] = healthcheck_dict(service.healthcheck)
     if service.depends_on:
-        out["depends_on"] = {
-            dep: {"condition": "service_completed_successfully" if plan.service(dep).one_shot
-                  else "service_healthy"}
-            for dep in service.depends_on
-        }
+        out["depends_on"] = {dep: {"condition": condition} for dep, condition in dependencies(plan, service).items()}
     out |= hardening_dict(service)
     if service.scalable:
         out["deploy"] = {"replicas": service.replicas}

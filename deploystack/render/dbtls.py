@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-from pathlib import Path
+from collections.abc import Mapping
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -18,37 +18,45 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from deploystack.plan.dbc import TLS_CERT, TLS_KEY
+from deploystack.plan.patroni import TLS_CERT as PATRONI_CERT
+from deploystack.plan.patroni import TLS_KEY as PATRONI_KEY
 from deploystack.render.sourcetree import FileData
+from deploystack.render.state import OFFSITE_CA_CERT as CA_CERT
+from deploystack.render.state import OFFSITE_CA_KEY as CA_KEY
 
-CA_CERT, CA_KEY = "offsite/ca.crt", "offsite/ca.key"
 CA_DAYS = 3650
 SERVER_DAYS = 825
 RENEW_DAYS = 30  # a server certificate with less left than this is made again
 
 
-def offsite_tls(project: str, host: str, output: Path) -> dict[str, FileData]:
-    """The CA and server files for the output, reusing what `output` already holds when still good."""
-    ca = _read_pair(output / CA_CERT, output / CA_KEY)
+def offsite_tls(project: str, host: str, kept: Mapping[str, bytes], patroni: bool = False) -> dict[str, FileData]:
+    """The CA and server files for the output, reusing those of `kept` (the output's, by path) when still good.
+    `patroni`: the server certificate goes to the nodes' folder (every node may lead)."""
+    cert_path, key_path = (PATRONI_CERT, PATRONI_KEY) if patroni else (TLS_CERT, TLS_KEY)
+    ca = _read_pair(kept, CA_CERT, CA_KEY)
     if ca is None:
         ca = _new_ca(project)
-    server = _read_pair(output / TLS_CERT, output / TLS_KEY)
+    server = _read_pair(kept, cert_path, key_path)
     if server is None or not _serves(server[0], ca[0], host):
         server = _new_server(host, ca)
     return {
         CA_CERT: FileData(_pem(ca[0])), CA_KEY: FileData(_key_pem(ca[1]), 0o600),
-        TLS_CERT: FileData(_pem(server[0])), TLS_KEY: FileData(_key_pem(server[1]), 0o600),
+        cert_path: FileData(_pem(server[0])), key_path: FileData(_key_pem(server[1]), 0o600),
     }
 
 
 Pair = tuple[x509.Certificate, ec.EllipticCurvePrivateKey]
 
 
-def _read_pair(cert_path: Path, key_path: Path) -> Pair | None:
-    """A certificate and its key from PEM files; None when either is missing, unreadable or they differ."""
+def _read_pair(kept: Mapping[str, bytes], cert_path: str, key_path: str) -> Pair | None:
+    """A certificate and its key from the PEM files `kept` has; None when either is missing, unreadable or
+    they differ."""
+    if cert_path not in kept or key_path not in kept:
+        return None
     try:
-        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-    except (OSError, ValueError):
+        cert = x509.load_pem_x509_certificate(kept[cert_path])
+        key = serialization.load_pem_private_key(kept[key_path], password=None)
+    except ValueError:
         return None
     if not isinstance(key, ec.EllipticCurvePrivateKey) or cert.public_key() != key.public_key():
         return None

@@ -1,4 +1,6 @@
-"""Stack -> every file of the output directory, in memory; nothing is written here."""
+"""Stack -> every file of the output directory, in memory; nothing is written here, and nothing of the output
+folder is read: what a render keeps from it comes in an `OutputState` (render/state.py). The apps' sources
+(build contexts; a git app's checkout, which is in the output folder) are still read here."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from pathlib import Path
 
 from deploystack import history
 from deploystack.errors import UsageError
-from deploystack.gitsource import checkout_dir, head
+from deploystack.gitsource import checkout_dir
 from deploystack.plan import ProjectPlan, build_plan
 from deploystack.plan.backups import TARGET_KEYS
 from deploystack.plan.backups import enabled as backups_enabled
@@ -18,8 +20,10 @@ from deploystack.plan.model import Build, ConfigFile
 from deploystack.plan.secrets import app_secret
 from deploystack.render.compose import compose_data, dump_yaml, quoted
 from deploystack.render.contexts import content_hash, context_files
-from deploystack.render.envfile import complete_secrets, env_text, read_env
+from deploystack.render.envfile import complete_secrets, env_text
 from deploystack.render.sourcetree import FileData
+from deploystack.render.state import ENV_FILE as ENV_FILE
+from deploystack.render.state import OutputState
 from deploystack.render.swarm import Settings, secret_files, stack_data
 from deploystack.render.templates import render_template
 from deploystack.spec.appenv import ENV_FILE as ENV_FILE_SOURCE
@@ -27,9 +31,6 @@ from deploystack.spec.appenv import AppEnv, parse_env_text, resolve_app_env
 from deploystack.spec.models import Stack
 
 COMPOSE_FILE = "compose.yaml"
-
-
-ENV_FILE = ".env"
 SWARM_DIR = "swarm"  # the stack file's configs and secrets, and the stack file unless `-o` says otherwise
 SWARM_STACK_FILE = "stack.yaml"
 DEFAULT_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -80,7 +81,7 @@ def read_ca_bundle(path: Path | None) -> bytes:
 def check_output_project(output: Path, project: str) -> None:
     """Refuse an output folder generated for another project: a wrong -o (or a DEPLOYSTACK_OUTPUT left
     set for another stack) would otherwise overwrite that stack's files with this one's. Callers check
-    before rendering (operations.render, scale), so that nothing is fetched into such a folder either."""
+    before rendering (Session.render, scale), so that nothing is fetched into such a folder either."""
     try:
         with (output / COMPOSE_FILE).open(encoding="utf-8") as compose:
             found = next((line[len("name:"):].strip().strip("'\"") for line in compose if line.startswith("name:")),
@@ -94,12 +95,14 @@ def check_output_project(output: Path, project: str) -> None:
 
 
 def render_project(stack: Stack, spec_path: Path, output: Path, ca_bundle: bytes,
-                   environ: Mapping[str, str] | None = None) -> Rendered:
-    """`environ`: where `${NAME}` in apps' env comes from (default: this process's environment)."""
+                   environ: Mapping[str, str] | None = None, *, state: OutputState) -> Rendered:
+    """Every file of `output` (a path: nothing is read there) from the spec and `state`, what the folder
+    held (render/state.read_output_state). `environ`: where `${NAME}` in apps' env comes from (default:
+    this process's environment)."""
     spec_dir = spec_path.resolve().parent
     output = output.resolve()
     environ = os.environ if environ is None else environ
-    previous = read_env(output / ENV_FILE)
+    previous = state.env
     app_env = resolve_app_env(stack, spec_path, environ,
                               (lambda app, name: previous.get(app_secret(app, name)))
                               if environ.get(HOST_ENV_FROM_OUTPUT) == "1" else None)
@@ -111,13 +114,13 @@ def render_project(stack: Stack, spec_path: Path, output: Path, ca_bundle: bytes
     if stack.dbc.offsite is not None:
         from deploystack.render.dbtls import offsite_tls  # cryptography: only a stack with an offsite replica
 
-        files |= offsite_tls(stack.project, stack.dbc.offsite.host, output)
+        files |= offsite_tls(stack.project, stack.dbc.offsite.host, state.tls, patroni=stack.dbc.ha == "patroni")
     if backups_enabled(stack):
         from deploystack.render.backuptls import backup_tls  # cryptography: only a stack with backups
 
-        files |= backup_tls(stack.project, output)
+        files |= backup_tls(stack.project, state.tls)
 
-    records = history.read(output)
+    records = list(state.history)
     images: dict[str, str] = {}
     builds: dict[str, BuildJob] = {}
     source_images: dict[str, str] = {}
@@ -131,7 +134,7 @@ def render_project(stack: Stack, spec_path: Path, output: Path, ca_bundle: bytes
                                     never_in_images(stack, spec_path, output))
             tag = content_hash(context | _args_file(dict(build.args)))
             if build.from_git and build.app is not None:
-                tag = f"{(head(output, build.app) or 'unknown')[:12]}-{tag}"  # the commit, readable in `docker ps`
+                tag = f"{state.heads.get(build.app, 'unknown')[:12]}-{tag}"  # the commit, readable in `docker ps`
             image = f"{build.repo}:{tag}"
             builds[build.context] = BuildJob(image, build.context, dict(build.args), build.stages, build.dockerfile,
                                              build.app)
@@ -241,6 +244,11 @@ class SwarmRendered:
 def render_swarm(stack: Stack, spec_path: Path, rendered: Rendered, stack_file: Path | None = None) -> SwarmRendered:
     """The stack file for `docker stack deploy` and the files it names, from the same spec and images as
     `rendered` (the Compose project, whose build contexts make the images)."""
+    if stack.dbc.backups is not None:
+        # The TLS files between pgBackRest's servers (render/backuptls.py) are not Swarm configs yet: the
+        # nodes' archive_command would fail on every segment and pg_wal fill their disks. Refused, not half-run.
+        raise UsageError("dbc.backups does not run on a swarm yet (pgBackRest's TLS files are not Swarm configs): "
+                         "remove dbc.backups from the spec to deploy it with --engine swarm (docs/db.md)")
     folder = rendered.output / SWARM_DIR
     stack_file = (stack_file or folder / SWARM_STACK_FILE).resolve()
     plan = build_plan(stack, project_dir=os.path.relpath(spec_path.resolve().parent, rendered.output), swarm=True,

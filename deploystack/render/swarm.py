@@ -12,15 +12,17 @@ fills the `${NAME}` references that other variables hold (compose/_sourced/lib.s
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from deploystack import labels
 from deploystack.errors import UsageError
+from deploystack.plan import patroni
 from deploystack.plan.lbc import SWARM_RESOLVER_VALID_S
 from deploystack.plan.model import ProjectPlan, Service
-from deploystack.plan.names import PRIMARY, Role
+from deploystack.plan.names import DB_ROUTER, ETCD_PREFIX, PRIMARY, Role
 from deploystack.render.compose import duration, hardening_dict, healthcheck_dict, quoted
 from deploystack.spec.values import REFERENCE
 
@@ -34,7 +36,11 @@ LABEL_DB_PRIMARY = "deploystack.db-primary"
 LABEL_DB_REPLICA = "deploystack.db-replica"
 LABEL_DATA = "deploystack.data"
 LABEL_EDGE = "deploystack.edge"
-NODE_LABELS = (LABEL_DB_PRIMARY, LABEL_DB_REPLICA, LABEL_DATA, LABEL_EDGE)
+# dbc.ha: patroni: etcd-K and db-node-K are pinned to the node labelled deploystack.db-member-K (one label
+# per place, so that a smaller swarm may give one node two of them, knowingly).
+LABEL_DB_MEMBER_PREFIX = "deploystack.db-member-"
+ROUTER_REPLICAS = 2  # dbc.ha: patroni's db-router on a swarm, spread over nodes (deploy())
+CONSTRAINT = re.compile(r"node\.labels\.(deploystack\.[a-z0-9-]+) == true")
 
 
 SWARM_HARDENING = ("cap_drop", "cap_add", "read_only", "logging")  # of compose.hardening_dict
@@ -90,8 +96,23 @@ def environment(service: Service, secret_names: tuple[str, ...]) -> dict[str, st
     return env
 
 
+def member_label(number: int) -> str:
+    return f"{LABEL_DB_MEMBER_PREFIX}{number}"
+
+
+def member_labels(stack: Stack) -> list[str]:
+    """The labels a Patroni DBC is placed by, one per node it needs; none without Patroni."""
+    return [member_label(n) for n in range(1, patroni.members(stack) + 1)] if patroni.enabled(stack) else []
+
+
 def constraints(service: Service) -> list[str]:
-    """Nodes labelled for them hold the data volumes (a volume stays on its node) and the edge."""
+    """Nodes labelled for them hold the data volumes (a volume stays on its node) and the edge. Patroni's
+    etcd members and nodes each have a place of their own; its router, which holds nothing, runs anywhere."""
+    member = patroni.member_number(service.name)
+    if member is not None:
+        return [f"node.labels.{member_label(member)} == true"]
+    if service.name == DB_ROUTER:
+        return []
     if service.name == PRIMARY:
         label = LABEL_DB_PRIMARY
     elif service.role == Role.DBC:
@@ -110,11 +131,15 @@ def deploy(service: Service, settings: Settings) -> dict[str, Any]:
     if service.role == Role.LBC:
         # One LBC on every edge node, each publishing the ports on its own host (no ingress mesh).
         out["mode"] = "global"
+    elif service.name == DB_ROUTER:
+        # Two routers on two nodes: a lost node may be the one the router ran on, and the survivor answers
+        # while the swarm marks that node down (stateless; apps get both addresses: libpq tries the next).
+        out["replicas"] = ROUTER_REPLICAS
     else:
         out["replicas"] = service.replicas
     out["endpoint_mode"] = settings.endpoint_mode
     placement: dict[str, Any] = {"constraints": constraints(service)} if constraints(service) else {}
-    if service.scalable:
+    if service.scalable or service.name == DB_ROUTER:
         # An app's replicas over as many nodes as there are: losing one node loses the fewest of them.
         placement["preferences"] = [{"spread": "node.id"}]
     if placement:
@@ -180,6 +205,12 @@ def service_data(plan: ProjectPlan, service: Service, image: str, settings: Sett
         out["secrets"] = [{"source": secret_keys[name], "target": name} for name in used]
     if service.healthcheck:
         out["healthcheck"] = healthcheck_dict(service.healthcheck)
+        if service.name.startswith(ETCD_PREFIX) or service.name == DB_ROUTER:
+            # A swarm's DNS names a task only once it is healthy, and restarts an unhealthy one: an etcd
+            # member whose check needs a quorum would never be named to its peers (so none would get one);
+            # a router whose check needs a leader would be gone when a failover's new leader runs. Their
+            # check there is that they run.
+            out["healthcheck"]["test"] = [*out["healthcheck"]["test"], "--answers"]
     # Compose's hardening keys, those `docker stack deploy` applies: capabilities need Docker 20.10 (API
     # 1.41) on the nodes; `security_opt` is not applied at all (a swarm gets no-new-privileges from the
     # daemons' own setting, docs/security.md); tmpfs and limits are written as mounts and `deploy:` here.
@@ -234,9 +265,26 @@ def not_carried_over(stack: Stack, plan: ProjectPlan) -> list[str]:
                      "apps) crosses the nodes' own network unencrypted: keep the nodes on a private link or VPN")
     if stack.cdc.enabled:
         notes.append("cdc is left out on a swarm (no /_cdc/ webhook): deploy with deploystack up --engine swarm")
-    used = sorted({label for service in plan.services for constraint in constraints(service)
-                   for label in NODE_LABELS if constraint == f"node.labels.{label} == true"})
+    used = labels_placed_by(plan)
     if used:
         notes.append(f"services are placed by node label: give nodes {', '.join(used)} before deploying "
                      "(docker node update --label-add LABEL=true NODE; docs/swarm.md)")
+    members = member_labels(stack)
+    if members:
+        notes.append(patroni_placement_note(members))
     return notes
+
+
+def labels_placed_by(plan: ProjectPlan) -> list[str]:
+    """The node labels the plan's services are constrained to, sorted."""
+    return sorted({match.group(1) for service in plan.services for constraint in constraints(service)
+                   if (match := CONSTRAINT.fullmatch(constraint))})
+
+
+def patroni_placement_note(members: list[str]) -> str:
+    etcds, nodes = patroni.ETCD_MEMBERS, len(members)
+    return (f"dbc.ha patroni: etcd-K and db-node-K run only on the node labelled deploystack.db-member-K "
+            f"(K = 1..{nodes}; their volumes stay there): put each of {', '.join(members)} on a different node "
+            f"({nodes} nodes), so that losing a node loses one of the {etcds} etcd members and at most one "
+            "PostgreSQL node. A node given two of them takes two etcd members down with it: etcd loses its "
+            "quorum and no failover happens until it is back")

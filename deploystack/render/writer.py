@@ -37,10 +37,10 @@ class Changes:
 def compare(files: dict[str, FileData], output: Path) -> Changes:
     changes = Changes()
     for name in sorted(files):
-        on_disk = _file_at(os.path.join(output, name))
-        if on_disk is None:
+        differ = differs(os.path.join(output, name), files[name])
+        if differ is None:
             changes.created.append(name)
-        elif on_disk != (files[name].data, files[name].mode):
+        elif differ:
             changes.changed.append(name)
         else:
             changes.identical.append(name)
@@ -50,6 +50,17 @@ def compare(files: dict[str, FileData], output: Path) -> Changes:
                     if (entry.is_symlink() or entry.is_file()) and f"{folder}/{rel}" not in files]
             changes.removed += sorted(gone, key=lambda rel: rel.split("/"))  # as paths sort: a/b before a-c
     return changes
+
+
+def differs(path: str, content: FileData, *, mode: bool = True) -> bool | None:
+    """The one comparison of a rendered file with the disk (`compare`'s, and engine/reload.py's for a service's
+    config files): None when no file is at `path`, else whether its bytes differ from `content`'s, or its
+    permission bits unless `mode=False` (bytes only: what a container reads, reload's question)."""
+    on_disk = _file_at(path)
+    if on_disk is None:
+        return None
+    data, bits = on_disk
+    return data != content.data or (mode and bits != content.mode)
 
 
 def _file_at(path: str) -> tuple[bytes, int] | None:

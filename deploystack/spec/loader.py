@@ -107,6 +107,11 @@ def cross_checks(stack: Stack, document: CommentedMap, spec_dir: Path) -> list[P
         problems += _python_pin(name, app.python, source, document)
     problems += _database_problems(stack, document)
     problems += _bucket_problems(stack, document)
+    media_backups = stack.dbc.backups.media if stack.dbc.backups is not None else None
+    if media_backups is not None and (not stack.mmc.enabled or stack.mmc.backend != "seaweedfs"):
+        loc = ("dbc", "backups", "media")
+        problems.append(Problem(dotted(loc), "copies the buckets of the stack's own SeaweedFS: enable mmc "
+                                             "(backend: seaweedfs), or drop dbc.backups.media", line_of(document, loc)))
     offsite = stack.dbc.offsite
     if offsite is not None:
         lbc = stack.lbc

@@ -593,7 +593,8 @@ HOST_NAME = values.HOST_NAME
 
 
 class Offsite(Model):
-    """A replica on another host: the primary publishes its port for it, over TLS, with its own role."""
+    """A replica on another host: the primary (with ha: patroni, a proxy to the leader) publishes a port for
+    it, over TLS, with its own role and replication slot."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,30}$",
                       description="names its role and replication slot on the primary: offsite_<name>")
@@ -666,6 +667,13 @@ class BackupTarget(Model):
         return value
 
 
+class MediaBackups(Model):
+    """Snapshots of every media bucket to the backups' store (rclone S3-to-S3 copies, docs/media.md)."""
+
+    schedule: Schedule = Field("daily", description="how often a snapshot of every media bucket is taken")
+    keep: int = Field(7, ge=1, le=999, description="snapshots kept (older ones are removed after each one)")
+
+
 class Backups(Model):
     """Continuous WAL archiving and scheduled base backups with pgBackRest (ha: patroni only)."""
 
@@ -681,6 +689,8 @@ class Backups(Model):
     target: BackupTarget | None = Field(None, description="an off-host S3 store; default: the bucket `backups` "
                                                           "on the stack's own media store (same host: not a "
                                                           "disaster copy)")
+    media: MediaBackups | None = Field(None, description="scheduled snapshots of the media buckets to the same "
+                                                         "store, with retention (none: no media backups)")
 
 
 class DBC(Model):
@@ -715,8 +725,6 @@ class DBC(Model):
     def _patroni_options(self) -> DBC:
         if self.synchronous and self.ha != "patroni":
             raise ValueError("synchronous: true needs ha: patroni (streaming replicas are asynchronous)")
-        if self.ha == "patroni" and self.offsite is not None:
-            raise ValueError("offsite is not available with ha: patroni yet: drop one of them")
         if self.backups is not None and self.ha != "patroni":
             raise ValueError("dbc.backups needs ha: patroni (PostgreSQL 17 with pgBackRest): set dbc.ha: patroni on "
                              "a new stack, or move this one with `deploystack db upgrade`")

@@ -7,5 +7,5 @@ RUN apt-get update -qq \
     && rm -rf /var/lib/apt/lists/*
 COPY node-entrypoint.sh /usr/local/bin/node-entrypoint
 VOLUME /var/lib/docker
-EXPOSE 2375
+EXPOSE 2376
 ENTRYPOINT ["/usr/local/bin/node-entrypoint"]

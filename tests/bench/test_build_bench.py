@@ -20,7 +20,7 @@ from ruamel.yaml import YAML
 
 from deploystack.engine import images
 from deploystack.engine.report import Silent
-from deploystack.operations import Target, render
+from deploystack.operations import Session, Target
 from deploystack.render.project import Rendered
 from deploystack.render.writer import compare, write
 from tests.bench.conftest import publish
@@ -35,7 +35,7 @@ REBUILDS = 3  # code-only rebuilds measured per variant (median)
 
 
 def generated(spec: Path, output: Path) -> Rendered:
-    rendered = render(Target(spec, output))
+    rendered = Session(Target(spec, output)).rendered
     write(rendered.files, output, compare(rendered.files, output))
     return dataclasses.replace(rendered, plan=dataclasses.replace(
         rendered.plan, services=(rendered.plan.service("backend"),)))

@@ -33,7 +33,7 @@ import requests
 from docker.models.containers import Container
 from ruamel.yaml import YAML
 
-from deploystack.operations import app_database
+from deploystack.operations.db import app_database
 from deploystack.render.envfile import read_env
 from deploystack.render.project import ENV_FILE
 from deploystack.spec import load_stack

@@ -1,6 +1,6 @@
 """One multi-node swarm for a test session (scripts/cluster.sh: three Docker-in-Docker managers, a registry),
 shared by tests/cluster and tests/swarm, and stacks deployed on it by the deploystack command through
-DOCKER_HOST, as from another machine.
+DOCKER_HOST over TLS with a client certificate (DOCKER_TLS_VERIFY, DOCKER_CERT_PATH), as from another machine.
 
 The fixtures are imported by tests/conftest.py, so that both folders get the same session's cluster. The
 cluster has a name and ports of its own (several runs, and a `make cluster`, can be up at once); at the end
@@ -8,7 +8,8 @@ it is removed whole (containers, volumes, network, cgroups). The host's engine i
 swarm command runs in a node.
 
 The edge node (node 1) publishes the LBC's ports 8080/8443 on the host: one stack with an LBC at a time
-(the stacks' fixtures are package-scoped, so each folder's stack is gone before the next folder's).
+(the stacks' fixtures are package- or module-scoped, so each stack is gone before the next deploys).
+A test that kills a node leaves it down; `restore_nodes` starts it again (the next module's fixture does).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +29,10 @@ import docker
 import docker.errors
 import pytest
 import requests
+from docker.tls import TLSConfig
 from ruamel.yaml import YAML
 
+from deploystack.engine.client import EngineAddress, client_for
 from deploystack.testing import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,11 +58,29 @@ class Cluster:
     def registry(self) -> str:
         return f"127.0.0.1:{self.registry_port}"
 
+    @property
+    def certs(self) -> Path:
+        """The cluster's CA and this client's certificate and key (ca.pem, cert.pem, key.pem)."""
+        return ROOT / ".cluster" / self.name
+
+    def client_env(self) -> dict[str, str]:
+        """What points the docker CLI, docker-py and deploystack at node 1's engine, as from another machine."""
+        return {"DOCKER_HOST": self.docker_host, "DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": str(self.certs)}
+
+    def address(self, client_certificate: bool = True) -> EngineAddress:
+        """Node 1's engine, as deploystack reaches it (with or without this client's certificate)."""
+        cert = (str(self.certs / "cert.pem"), str(self.certs / "key.pem")) if client_certificate else None
+        return EngineAddress(self.docker_host, "the test cluster",
+                             TLSConfig(client_cert=cert, ca_cert=str(self.certs / "ca.pem"), verify=True))
+
+    def client(self, timeout: int = 120) -> docker.DockerClient:
+        return client_for(self.address(), timeout)
+
     def node(self, number: int) -> str:
         return f"{self.name}-node{number}"
 
     def env(self) -> dict[str, str]:
-        return {"CLUSTER": self.name, "CLUSTER_API_PORT": str(self.api_port),
+        return {"CLUSTER": self.name, "CLUSTER_CERTS": str(self.certs), "CLUSTER_API_PORT": str(self.api_port),
                 "CLUSTER_REGISTRY_PORT": str(self.registry_port), "CLUSTER_HTTP_PORT": str(self.http_port),
                 "CLUSTER_HTTPS_PORT": str(self.https_port)}
 
@@ -69,8 +91,42 @@ class Cluster:
         return result.stdout
 
 
+def add_node(cluster: Cluster) -> str:
+    """`cluster.sh add`: one more node, a worker with no label; its name."""
+    return cluster.script("add").split()[-1]
+
+
+def remove_node(cluster: Cluster, name: str) -> None:
+    """`cluster.sh remove N`: drained, out of the swarm, gone."""
+    cluster.script("remove", name.rsplit("node", 1)[1])
+
+
 def host_swarm_state(host: docker.DockerClient) -> str:
     return str(host.info()["Swarm"]["LocalNodeState"])
+
+
+def ready_nodes(cluster: Cluster) -> set[str]:
+    """The nodes the swarm sees ready, as managers it reaches."""
+    return {n.attrs["Description"]["Hostname"] for n in cluster.manager.nodes.list()
+            if n.attrs["Status"]["State"] == "ready"
+            and (n.attrs.get("ManagerStatus") or {}).get("Reachability") == "reachable"}
+
+
+def restore_nodes(cluster: Cluster, host: docker.DockerClient, timeout_s: float = 180.0) -> list[str]:
+    """Start again every node container a test killed (its /var/lib/docker volume kept, so it rejoins the
+    swarm as the machine would after a power loss) and wait until the swarm has all NODES ready; the
+    nodes restarted."""
+    restarted = []
+    for number in range(1, NODES + 1):
+        container = host.containers.get(cluster.node(number))
+        if container.status != "running":
+            container.start()
+            restarted.append(container.name)
+    deadline = time.monotonic() + timeout_s
+    while len(ready := ready_nodes(cluster)) < NODES:
+        assert time.monotonic() < deadline, f"only {sorted(ready)} ready {timeout_s:.0f} s after restarting {restarted}"
+        time.sleep(2)
+    return restarted
 
 
 @pytest.fixture(scope="session")
@@ -85,7 +141,7 @@ def cluster(host_engine: docker.DockerClient) -> Iterator[Cluster]:
     made = Cluster(f"dsc{secrets.token_hex(2)}", free_port(), free_port(), free_port(), free_port())
     try:
         made.script("up")
-        made.manager = docker.DockerClient(base_url=made.docker_host, timeout=120)
+        made.manager = made.client()
         yield made
     finally:
         made.script("down")
@@ -113,8 +169,11 @@ class ClusterStack:
     def http(self) -> str:
         return f"http://127.0.0.1:{self.cluster.http_port}"
 
+    def url(self, path: str) -> str:
+        return self.https + path
+
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        env = os.environ | {"DOCKER_HOST": self.cluster.docker_host}
+        env = os.environ | self.cluster.client_env()
         result = subprocess.run([sys.executable, "-m", "deploystack", *args, "-f", str(self.spec)],
                                 capture_output=True, text=True, timeout=1800, env=env)
         if check and result.returncode != 0:
@@ -179,8 +238,10 @@ def deployed_stack(cluster: Cluster, host_engine: docker.DockerClient, spec: Pat
         yield stack
     finally:
         stack.cli("down", "--engine", "swarm", "--volumes", check=False)
-        for image in host_engine.images.list():
-            for tag in image.tags:
+        # The low-level list: `images.list()` inspects each image and fails on one that an e2e test
+        # removes at the same moment.
+        for image in host_engine.api.images():
+            for tag in image.get("RepoTags") or []:
                 if tag.startswith((f"{cluster.registry}/", f"{project}/")):
                     with contextlib.suppress(docker.errors.NotFound):
                         host_engine.images.remove(tag, force=True)

@@ -36,7 +36,7 @@ swarm: {{registry: "{registry}", encrypted: false, update_delay: 3}}
 Deployed = ClusterStack  # what the tests here call it
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")  # gone before another module deploys (the edge's ports)
 def deployed(cluster: Cluster, host_engine: docker.DockerClient,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterStack]:
     project = f"clu{secrets.token_hex(2)}"

@@ -146,11 +146,11 @@ def test_etcd_members_are_replaced_one_at_a_time(old_stack: StackUnderTest) -> N
     stack = old_stack
     if stack.stack.dbc.ha != "patroni":
         pytest.skip("needs the stack the upgrade test left on Patroni")
-    from deploystack import operations
     from deploystack.engine.apply import Converger
     from deploystack.engine.client import connect
+    from deploystack.operations import Session
 
-    rendered = operations.render(stack.target)
+    rendered = Session(stack.target).rendered
     changed = tuple(dataclasses.replace(s, environment=(*s.environment, ("ETCD_LOG_LEVEL", "warn")))
                     if s.name.startswith("etcd-") else s for s in rendered.plan.services)
     rendered = dataclasses.replace(rendered, plan=dataclasses.replace(rendered.plan, services=changed))
@@ -163,6 +163,7 @@ def test_etcd_members_are_replaced_one_at_a_time(old_stack: StackUnderTest) -> N
     fewest_up = [3]
     samples = [0]
     writes = {"ok": 0, "failed": 0}
+    failures: list[str] = []  # when and how each failed write failed, for the message
 
     def watch() -> None:
         while not done.wait(0.2):
@@ -180,17 +181,21 @@ def test_etcd_members_are_replaced_one_at_a_time(old_stack: StackUnderTest) -> N
             if done.is_set():
                 return
             try:
-                ok = session.post(stack.url("/api/notes/"), json={"text": f"etcd roll {n}"}, verify=False,
-                                  timeout=5).status_code == 201
-            except requests.RequestException:
-                ok = False
+                response = session.post(stack.url("/api/notes/"), json={"text": f"etcd roll {n}"},
+                                        verify=False, timeout=5)
+                ok, what = response.status_code == 201, f"{response.status_code} {response.text[:120]!r}"
+            except requests.RequestException as exc:
+                ok, what = False, type(exc).__name__
             writes["ok" if ok else "failed"] += 1
+            if not ok:
+                failures.append(f"{time.monotonic() - started:.1f}s {what}")
             time.sleep(0.05)
 
     threads = [threading.Thread(target=watch, daemon=True), threading.Thread(target=write, daemon=True)]
+    started = time.monotonic()
+    since = int(time.time())
     for thread in threads:
         thread.start()
-    started = time.monotonic()
     try:
         Converger(connect(), rendered, stack.report).up()
     finally:
@@ -203,5 +208,9 @@ def test_etcd_members_are_replaced_one_at_a_time(old_stack: StackUnderTest) -> N
     assert all(after[name] != before[name] for name in members)  # each one was replaced
     assert samples[0] >= 20  # the watch ran all along
     assert fewest_up[0] >= 2  # a quorum all along
-    assert writes["failed"] == 0 and writes["ok"] > 0
+    if writes["failed"]:
+        for service in ("db-router", *(f"db-node-{n}" for n in (1, 2))):
+            logs = client.containers.get(container_name(stack.project, service)).logs(since=since, timestamps=True)
+            print(f"--- {service} since the roll began:\n{logs.decode(errors='replace')[-4000:]}")
+    assert writes["failed"] == 0 and writes["ok"] > 0, failures[:20]
     assert json.loads(cli(stack, "db", "status", "--json").stdout)["leader"] == leader

@@ -22,7 +22,8 @@ import docker.errors
 import psycopg
 import pytest
 
-from deploystack import operations
+from deploystack.operations import Session
+from deploystack.operations import stack as stack_ops
 from deploystack.render.envfile import read_env
 from deploystack.testing import StackUnderTest, free_port
 from tests.conftest import BLUEPRINTS, eventually
@@ -217,7 +218,7 @@ def test_db_status_lists_it_and_up_keeps_its_slot_while_it_is_away(offsite: Offs
     eventually(lambda: sql(offsite, primary(offsite),
                            f"SELECT active FROM pg_replication_slots WHERE slot_name = '{ROLE}'")[1] == "f",
                "the offsite slot inactive", 30)
-    operations.up(stack.target, stack.report, services=stack.services)  # drops stale slots: not this one
+    stack_ops.up(Session(stack.target, stack.report), services=stack.services)  # drops stale slots: not this one
     assert sql(offsite, primary(offsite), f"SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{ROLE}'"
                ) == (0, "1")
     code, out = sql(offsite, primary(offsite), "INSERT INTO orders VALUES (3, 'while it was away')")

@@ -18,7 +18,7 @@ import pytest
 import requests
 from ruamel.yaml import YAML
 
-from deploystack.operations import app_database
+from deploystack.operations.db import app_database
 from tests.conftest import eventually
 from tests.e2e.conftest import Stack
 

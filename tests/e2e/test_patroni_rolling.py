@@ -3,14 +3,14 @@ standbys one at a time, then a switchover, then the old leader, under write load
 the same stack: `db backup`, `db restore` and `db shell` work on whichever node leads; a killed standby
 costs no read and rejoins; a killed etcd member changes nothing.
 
-One stack for the module, its own (the helpers are test_patroni.py's). Run with -s to see the figures."""
+test_patroni's stack, after its tests (shared: tests/e2e/conftest.py; the helpers are test_patroni.py's).
+Run with -s to see the figures."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import docker
@@ -21,9 +21,20 @@ from ruamel.yaml import YAML
 
 from deploystack.testing import StackUnderTest
 from tests.conftest import eventually
-from tests.e2e.test_patroni import SPEC, WriteLoad, cli, cluster, healthy_cluster, leader_sql, members, missing_rows
+from tests.e2e.conftest import SharedStacks
+from tests.e2e.test_patroni import (
+    SPEC,
+    WriteLoad,
+    as_the_spec_says,
+    cli,
+    cluster,
+    healthy_cluster,
+    leader_sql,
+    members,
+    missing_rows,
+)
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, pytest.mark.shared_stack(SPEC)]  # test_patroni's stack, after its tests
 
 NODES = ("db-node-1", "db-node-2", "db-node-3")
 SWITCHOVER_FAILURES = 8  # refused while the router moves to the new leader (measured: 2-3; all nodes at once: 13)
@@ -31,10 +42,9 @@ LONGEST_GAP_S = 15.0
 
 
 @pytest.fixture(scope="module")
-def rolling_stack() -> Iterator[StackUnderTest]:
+def rolling_stack(shared_stacks: SharedStacks, request: pytest.FixtureRequest) -> StackUnderTest:
     urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
-    with StackUnderTest(SPEC) as under_test:  # patroni-ha's project name, a random suffix
-        yield under_test
+    return shared_stacks.up(SPEC, request, reset=as_the_spec_says)  # patroni-ha's, shared with test_patroni
 
 
 def node_ids(stack: StackUnderTest) -> dict[str, str]:
@@ -79,7 +89,11 @@ def test_up_replaces_the_nodes_one_at_a_time_and_writes_go_on(rolling_stack: Sta
     assert len(failed) <= SWITCHOVER_FAILURES and gap < LONGEST_GAP_S
     assert missing_rows(rolling_stack, load) == []
     eventually(lambda: healthy_cluster(rolling_stack, 3), "all three streaming again", timeout=60)
-    assert "replacing" not in cli(rolling_stack, "up").stderr  # converged: a second up does nothing
+    # What the user changed is what PostgreSQL runs with (Patroni keeps it in etcd: up wrote it there).
+    assert "Patroni's dynamic configuration: postgresql.parameters.max_connections=120" in out
+    assert leader_sql(rolling_stack, "SHOW max_connections") == "120"
+    again = cli(rolling_stack, "up").stderr
+    assert "replacing" not in again and "dynamic configuration" not in again  # converged: nothing to do
 
 
 def test_db_backup_restore_and_shell_use_the_leader(rolling_stack: StackUnderTest, tmp_path: Path) -> None:

@@ -25,8 +25,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from deploystack import operations
 from deploystack.engine.report import Silent
+from deploystack.operations import Session
+from deploystack.operations import stack as stack_ops
 from deploystack.testing import StackUnderTest
 
 pytestmark = pytest.mark.docker
@@ -59,7 +60,7 @@ def realworld() -> Iterator[StackUnderTest]:
 
 
 def image_of(stack: StackUnderTest, app: str) -> str:
-    return operations.render(stack.target).images[app]
+    return Session(stack.target).rendered.images[app]
 
 
 def test_django_6_on_python_3_13_from_a_uv_lock(realworld: StackUnderTest) -> None:
@@ -179,7 +180,7 @@ def build_broken(tmp_path: Path, extra: str) -> subprocess.CompletedProcess[str]
         return subprocess.run([sys.executable, "-m", "deploystack", "build", "-f", str(spec)], capture_output=True,
                               text=True, timeout=1200, env=os.environ | {"NO_COLOR": "1"})
     finally:
-        operations.remove_project_images(f"broken{os.getpid()}", Silent())
+        stack_ops.remove_project_images(f"broken{os.getpid()}", Silent())
 
 
 def test_an_unknown_debian_package_fails_the_build_naming_it(tmp_path: Path) -> None:

@@ -46,6 +46,9 @@ def test_scale_up_and_down_under_load_drops_nothing(running: Stack) -> None:
     assert "replicas: 2" in stack.spec.read_text()
 
 
+SLOWEST_AFTER_KILL_S = 2.0
+
+
 def test_a_killed_replica_costs_no_failed_or_slow_get(running: Stack) -> None:
     stack = running
     victim = sorted(stack.containers("backend"), key=lambda c: c.name)[-1]
@@ -56,7 +59,10 @@ def test_a_killed_replica_costs_no_failed_or_slow_get(running: Stack) -> None:
         load.wait_for(killed_at + 1500)
     result = load.result
     assert result.failures == [], result.failures[:5]
-    assert max(result.latencies) < 1.0, f"slowest request took {max(result.latencies):.2f}s"
+    # A request sent to the dead replica costs the LBC's connect timeout (250 ms) before its retry on
+    # another; what this guards against is a wait for the dead address (seconds: ARP gives up after 3 s,
+    # nginx's default connect timeout is 60 s). 1.07 s was seen on a loaded CI machine: the bound is 2 s.
+    assert max(result.latencies) < SLOWEST_AFTER_KILL_S, f"slowest request took {max(result.latencies):.2f}s"
 
 
 def test_a_database_replica_killed_under_read_load_costs_no_failed_read(running: Stack) -> None:

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from deploystack import operations
+from deploystack.operations import Session
+from deploystack.operations import stack as stack_ops
 from deploystack.testing import StackUnderTest
 from tests.conftest import BLUEPRINTS, eventually
 from tests.e2e.conftest import Stack
@@ -172,6 +173,6 @@ def test_up_moves_a_stack_of_the_shared_superuser_layout_to_one_role_per_app(tmp
                                 timeout=10).headers.get("X-DB-Alias") for _ in range(10)]
         assert "replica_1" in aliases, aliases
         assert requests.get(under.url("/bff/health/"), verify=False, timeout=10).status_code == 200
-        assert not operations.up(under.target, under.report).changed  # a second `up` changes nothing
+        assert not stack_ops.up(Session(under.target, under.report)).changed  # a second `up` changes nothing
     finally:
         under.stop()

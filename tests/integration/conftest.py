@@ -27,7 +27,7 @@ from ruamel.yaml import YAML  # noqa: E402
 from testcontainers.core.container import DockerContainer  # noqa: E402
 from testcontainers.core.wait_strategies import ExecWaitStrategy  # noqa: E402
 
-from deploystack.operations import Target, render  # noqa: E402
+from deploystack.operations import Session, Target  # noqa: E402
 from deploystack.render.project import Rendered  # noqa: E402
 from tests.conftest import BLUEPRINTS  # noqa: E402
 
@@ -85,7 +85,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
     data = yaml.load(spec)
     data["project"] = f"dsit{run_id}"
     yaml.dump(data, spec)
-    rendered = render(Target(spec, folder / "stack"))
+    rendered = Session(Target(spec, folder / "stack")).rendered
     write(rendered.files, rendered.output, compare(rendered.files, rendered.output))
     return Project(rendered, client, run_id)
 
@@ -94,10 +94,12 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
 def role_container(project: Project, service: str, port: int, timeout_s: float,
                    volumes: dict[str, str] | None = None,
                    env: dict[str, str] | None = None,
-                   writable: dict[str, str] | None = None) -> Iterator[tuple[DockerContainer, int]]:
+                   writable: dict[str, str] | None = None,
+                   mem_limit: str | None = None) -> Iterator[tuple[DockerContainer, int]]:
     """One container of `service`'s image, port `port` published on 127.0.0.1 (engine-picked host port),
     started and waited for with the image's own health script; yields (container, host port).
-    `env`: instead of the plan's environment. `volumes` are mounted read-only, `writable` read-write."""
+    `env`: instead of the plan's environment. `volumes` are mounted read-only, `writable` read-write.
+    `mem_limit`: instead of the plan's (a smaller one makes a memory bound cheap to test)."""
     planned = project.rendered.plan.service(service)
     health = planned.healthcheck
     assert health is not None, f"{service} has no health check"
@@ -105,7 +107,7 @@ def role_container(project: Project, service: str, port: int, timeout_s: float,
     container = (
         DockerContainer(project.image(service), cap_drop=list(planned.cap_drop), cap_add=list(planned.cap_add),
                         security_opt=list(planned.security_opt), read_only=planned.read_only,
-                        mem_limit=planned.mem_limit, pids_limit=planned.pids_limit)
+                        mem_limit=mem_limit or planned.mem_limit, pids_limit=planned.pids_limit)
         .with_name(f"deploystack-it-{service}-{project.run_id}-{uuid.uuid4().hex[:4]}")
         .with_envs(**(env if env is not None else project.environment(service)))
         .waiting_for(ExecWaitStrategy(list(health.test)).with_startup_timeout(timeout_s).with_poll_interval(0.5))

@@ -3,6 +3,7 @@ redis, memcached, rabbitmq, media (SeaweedFS S3) and db (PostgreSQL primary). Se
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 import uuid
@@ -257,6 +258,45 @@ def test_media_refuses_a_wrong_secret_key(project: Project, media: int, s3) -> N
     with pytest.raises(ClientError) as refused:
         wrong.list_buckets()
     assert refused.value.response["Error"]["Code"] in ("SignatureDoesNotMatch", "AccessDenied"), refused.value
+
+
+def test_media_serves_and_takes_an_object_larger_than_its_memory_limit(project: Project, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """SeaweedFS reads an S3 GET's chunks ahead of its client and takes uploads in flight without bound unless
+    told (-s3.readerCacheSizeMB, -s3.concurrentUploadLimitMB): a 470 MB pgBackRest repository file got weed
+    killed at the container's limit mid-GET (`db restore`: 'unexpected EOF reading HTTP content'). An object
+    above the limit, uploaded in 5 MiB parts as pgBackRest does, must come back whole from one GET."""
+    import hashlib
+
+    from boto3.s3.transfer import TransferConfig
+
+    part = 5 << 20
+    size = 52 * part  # 260 MiB
+    with role_container(project, "media", 8333, timeout_s=120, mem_limit="192m") as (container, port):
+        env = project.environment("media")
+        client = s3_client(port, env["S3_ACCESS_KEY"], env["S3_SECRET_KEY"])
+        bucket = env["S3_BUCKETS"].split(",")[0]
+        deadline = time.monotonic() + 60
+        while bucket not in {b["Name"] for b in client.list_buckets()["Buckets"]}:
+            assert time.monotonic() < deadline, f"bucket {bucket} not created within 60 s"
+            time.sleep(0.5)
+        source, sent = tmp_path / "big", hashlib.sha256()
+        with source.open("wb") as out:
+            for _ in range(size // part):
+                chunk = os.urandom(part)
+                sent.update(chunk)
+                out.write(chunk)
+        client.upload_file(str(source), bucket, "it/big", Config=TransferConfig(
+            multipart_threshold=part, multipart_chunksize=part, max_concurrency=2))
+        source.unlink()
+        received, length = hashlib.sha256(), 0
+        body = client.get_object(Bucket=bucket, Key="it/big")["Body"]  # one GET, read as it arrives
+        for chunk in iter(lambda: body.read(1 << 20), b""):
+            received.update(chunk)
+            length += len(chunk)
+        state = container.get_wrapped_container()
+        state.reload()
+        assert not state.attrs["State"]["OOMKilled"], "weed was killed at the container's memory limit"
+        assert (length, received.hexdigest()) == (size, sent.hexdigest())
 
 
 # --- db (PostgreSQL primary) ---------------------------------------------------------------------------

@@ -222,6 +222,32 @@ def test_up_refuses_a_swarm_without_the_labels_it_places_services_by(swarm_stack
         time.sleep(1)
 
 
+def test_up_refuses_patroni_on_a_swarm_stack_whose_data_is_on_postgresql_15(swarm_stack: Stack) -> None:
+    """`ha: patroni` would start an empty cluster beside db-primary's data: refused, nothing written or
+    deployed (db upgrade moves data on Compose only)."""
+    stack = swarm_stack
+    before = stack.spec.read_text(encoding="utf-8")
+    output = stack.spec.parent / "stack"
+    lock = output / ".deploystack" / "lock"  # taken (touched) by every command
+
+    def written() -> dict[str, int]:
+        return {str(p): p.stat().st_mtime_ns for p in output.rglob("*") if p.is_file() and p != lock}
+
+    files = written()
+    services = {s.id: s.version for s in stack.docker.services.list(
+        filters={"label": f"com.docker.stack.namespace={stack.project}"})}
+    stack.edit_spec(lambda data: data["dbc"].update({"ha": "patroni"}))
+    try:
+        result = stack.cli("up", *SWARM, check=False)
+    finally:
+        stack.spec.write_text(before, encoding="utf-8")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "runs PostgreSQL 15 (its db-primary service)" in result.stderr and "Traceback" not in result.stderr
+    assert written() == files
+    assert {s.id: s.version for s in stack.docker.services.list(
+        filters={"label": f"com.docker.stack.namespace={stack.project}"})} == services
+
+
 def test_scaling_the_database_adds_a_streaming_replica_and_scaling_down_drops_its_slot(swarm_stack: Stack) -> None:
     """The primary runs on node 2 and the replicas on node 3, neither of them the engine deploystack drives:
     the removed replica's slot is dropped by a job on the private network; its volume stays on node 3,

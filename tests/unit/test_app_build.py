@@ -11,7 +11,7 @@ import pytest
 
 from deploystack import appdeps
 from deploystack.errors import UsageError
-from deploystack.operations import Target, render
+from deploystack.operations import Session, Target
 from deploystack.plan.apc import app_image
 from deploystack.render.appimage import dockerfile
 from deploystack.render.sourcetree import source_tree
@@ -185,7 +185,7 @@ def test_uv_and_asset_stages() -> None:
 
 
 def test_rendered_contexts_hold_only_declared_dependency_files(tmp_path: Path) -> None:
-    rendered = render(Target(FIXTURES / "realworld.yaml", tmp_path / "out"))
+    rendered = Session(Target(FIXTURES / "realworld.yaml", tmp_path / "out")).rendered
     deps = sorted(name for name in rendered.files if name.startswith("build/apps/legacy/deps/"))
     assert deps == ["build/apps/legacy/deps/requirements.txt", "build/apps/legacy/deps/requirements/base.txt",
                     "build/apps/legacy/deps/requirements/constraints.txt",

@@ -19,6 +19,7 @@ from deploystack.engine.containers import container_spec
 from deploystack.errors import SpecError
 from deploystack.render.envfile import quote
 from deploystack.render.project import render_project
+from deploystack.render.state import read_output_state
 from deploystack.render.swarm import Settings, stack_data
 from deploystack.render.writer import compare, write
 from deploystack.spec import load_stack
@@ -82,7 +83,8 @@ def test_values_from_the_host_and_env_files_resolve_in_order(tmp_path: Path) -> 
 
 def test_generate_writes_references_only_and_the_values_into_the_0600_env(tmp_path: Path) -> None:
     spec = layout(tmp_path)
-    rendered = render_project(load_stack(spec), spec, tmp_path / "stack", b"", environ=HOST)
+    rendered = render_project(load_stack(spec), spec, tmp_path / "stack", b"", environ=HOST,
+                              state=read_output_state(tmp_path / "stack", load_stack(spec)))
     compose = rendered.files["compose.yaml"].data.decode()
     for value in (*HOST.values(), "tok3n@sentry", SMTP, "smtp-pa", "us-east-1", "eu-west-1"):
         assert value not in compose
@@ -117,10 +119,12 @@ def test_quote_falls_back_to_compose_double_quotes_for_quotes_and_backslashes() 
 def test_a_changed_value_changes_only_the_hash_of_the_app_using_it(tmp_path: Path) -> None:
     spec = layout(tmp_path)
     stack = load_stack(spec)
-    before = render_project(stack, spec, tmp_path / "stack", b"", environ=HOST)
+    before = render_project(stack, spec, tmp_path / "stack", b"", environ=HOST,
+                            state=read_output_state(tmp_path / "stack", stack))
     write(before.files, before.output, compare(before.files, before.output))  # the generated secrets stay
     (tmp_path / "secrets" / "backend.env").write_text("SMTP_PASSWORD=rotated-value\nREGION=us-east-1\n")
-    after = render_project(stack, spec, tmp_path / "stack", b"", environ=HOST)
+    after = render_project(stack, spec, tmp_path / "stack", b"", environ=HOST,
+                           state=read_output_state(tmp_path / "stack", stack))
 
     def hashes(rendered: object) -> dict[str, str]:
         return {s.name: container_spec(rendered, s, 1).config_hash  # type: ignore[arg-type]
@@ -131,7 +135,8 @@ def test_a_changed_value_changes_only_the_hash_of_the_app_using_it(tmp_path: Pat
     label_values = " ".join(container_spec(after, after.plan.service("backend"), 1).labels.values())
     assert "rotated-value" not in label_values and labels.CONFIG_HASH
     # A host variable changes only its app too.
-    host = render_project(stack, spec, tmp_path / "stack", b"", environ=HOST | {"SENTRY_TOKEN": "other"})
+    host = render_project(stack, spec, tmp_path / "stack", b"", environ=HOST | {"SENTRY_TOKEN": "other"},
+                          state=read_output_state(tmp_path / "stack", stack))
     assert {name for name, h in hashes(host).items() if new[name] != h} == {"backend", "backend-migrate"}
 
 
@@ -141,7 +146,7 @@ def test_generated_secrets_are_kept_and_stale_app_values_dropped(tmp_path: Path)
     output = tmp_path / "stack"
     output.mkdir()
     (output / ".env").write_text("DJANGO_SECRET_KEY=kept\nAPP_GONE__X='old\nvalue='\n")
-    rendered = render_project(stack, spec, output, b"", environ=HOST)
+    rendered = render_project(stack, spec, output, b"", environ=HOST, state=read_output_state(output, stack))
     text = rendered.files[".env"].data.decode()
     assert "DJANGO_SECRET_KEY=kept" in text and "APP_GONE__X" not in text and "value=" not in text
 
@@ -152,7 +157,8 @@ def test_an_env_file_inside_the_app_source_stays_out_of_its_build_context(tmp_pa
     (tmp_path / "apps" / "backend" / "keep.txt").write_text("kept\n")
     stack = load_stack(spec)
     assert stack.env_file_paths() == ("shared.env", "apps/backend/prod.env")
-    rendered = render_project(stack, spec, tmp_path / "stack", b"", environ=HOST)
+    rendered = render_project(stack, spec, tmp_path / "stack", b"", environ=HOST,
+                              state=read_output_state(tmp_path / "stack", stack))
     assert "build/apps/backend/app/keep.txt" in rendered.files
     assert "build/apps/backend/app/prod.env" not in rendered.files
     assert all(b"inside-the-source" not in f.data for name, f in rendered.files.items() if name.startswith("build/"))
@@ -160,7 +166,8 @@ def test_an_env_file_inside_the_app_source_stays_out_of_its_build_context(tmp_pa
 
 def test_swarm_gets_app_values_as_secrets_not_in_the_stack_file(tmp_path: Path) -> None:
     spec = layout(tmp_path)
-    rendered = render_project(load_stack(spec), spec, tmp_path / "stack", b"", environ=HOST)
+    rendered = render_project(load_stack(spec), spec, tmp_path / "stack", b"", environ=HOST,
+                              state=read_output_state(tmp_path / "stack", load_stack(spec)))
     data = stack_data(rendered.plan, rendered.images, Settings(), {}, rendered.secrets)
     backend = data["services"]["backend"]
     assert backend["environment"]["STRIPE_KEY"] == "$${APP_BACKEND__STRIPE_KEY}"
@@ -256,11 +263,14 @@ def test_in_the_cdc_an_unset_host_variable_keeps_the_value_the_host_resolved(tmp
     """A push-to-deploy renders inside the CDC container, which has none of the shell's variables."""
     spec = layout(tmp_path)
     stack = load_stack(spec)
-    host = render_project(stack, spec, tmp_path / "stack", b"", environ=HOST)
+    host = render_project(stack, spec, tmp_path / "stack", b"", environ=HOST,
+                          state=read_output_state(tmp_path / "stack", stack))
     write(host.files, host.output, compare(host.files, host.output))
     with pytest.raises(SpecError):  # on the host, a variable that is not set is an error
-        render_project(stack, spec, tmp_path / "stack", b"", environ={})
-    cdc = render_project(stack, spec, tmp_path / "stack", b"", environ={"DEPLOYSTACK_HOST_ENV_FROM_OUTPUT": "1"})
+        render_project(stack, spec, tmp_path / "stack", b"", environ={},
+                       state=read_output_state(tmp_path / "stack", stack))
+    cdc = render_project(stack, spec, tmp_path / "stack", b"", environ={"DEPLOYSTACK_HOST_ENV_FROM_OUTPUT": "1"},
+                         state=read_output_state(tmp_path / "stack", stack))
     assert cdc.files[".env"].data == host.files[".env"].data
     assert cdc.secrets["APP_BACKEND__SENTRY_DSN"] == "https://tok3n@sentry.example/1"
     assert cdc.app_env["backend"]["STRIPE_KEY"].origin == "$STRIPE_KEY (kept)"

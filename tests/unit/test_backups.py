@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -15,6 +16,7 @@ from deploystack.plan import backups as b
 from deploystack.plan import build_plan
 from deploystack.plan.model import ProjectPlan
 from deploystack.render.project import config_text, render_project
+from deploystack.render.state import read_output_state
 from deploystack.spec import Stack, load_stack
 from tests.conftest import write_spec
 
@@ -69,6 +71,12 @@ def test_schedules_are_intervals_in_seconds(schedule: str, expected: int) -> Non
                            "interval such as 10m, 6h, 2d, 1w (minutes, hours, days, weeks; from 1 to 9999)"),
     ("    keep_full: 0\n", "dbc.backups.keep_full (line 11): must be ≥ 1 (got 0)"),
     ("    archive_timeout: 1\n", "dbc.backups.archive_timeout (line 11): must be ≥ 10 (got 1)"),
+    ("    media: {schedule: 30s}\n", "dbc.backups.media.schedule (line 11): '30s' is not a schedule: hourly, daily, "
+                                   "weekly, or an interval such as 10m, 6h, 2d, 1w (minutes, hours, days, weeks; "
+                                   "from 1 to 9999)"),
+    ("    media: {keep: 0}\n", "dbc.backups.media.keep (line 11): must be ≥ 1 (got 0)"),
+    ("    media: {keep: 1000}\n", "dbc.backups.media.keep (line 11): must be ≤ 999 (got 1000)"),
+    ("    media: {every: daily}\n", "dbc.backups.media.every (line 11): unknown key"),
     ("    target: {endpoint: 'https://s3.example.org', bucket: dr-db, access_key_env: K, secret_key_env: S}\n",
      "dbc.backups.target.endpoint (line 11): 'https://s3.example.org' is not host[:port] (no scheme: the store is "
      "reached over HTTPS)"),
@@ -101,6 +109,20 @@ def test_the_default_store_needs_seaweedfs_and_keeps_its_bucket_to_itself(tmp_pa
     with pytest.raises(SpecError) as caught:
         load_stack(write_spec(tmp_path, SPEC.format(backups=DEFAULT) + "mmc: {buckets: [media, backups]}\n"))
     assert "no app or mmc bucket may take that name" in str(caught.value.problems[0])
+
+
+def test_media_backups_need_the_stacks_own_seaweedfs(tmp_path: Path) -> None:
+    target = ("    target: {endpoint: s3.example.org, bucket: dr-db, access_key_env: K, secret_key_env: S}\n"
+              "    media: {schedule: 1h}\n")
+    with pytest.raises(SpecError) as caught:
+        load_stack(write_spec(tmp_path, SPEC.format(backups=target) + "mmc: {enabled: false}\n"))
+    assert [str(p) for p in caught.value.problems] == [
+        "dbc.backups.media (line 12): copies the buckets of the stack's own SeaweedFS: enable mmc (backend: "
+        "seaweedfs), or drop dbc.backups.media"]
+    backups = stack_of(tmp_path, DEFAULT + "    media: {}\n").dbc.backups
+    assert backups is not None and backups.media is not None
+    assert (backups.media.schedule, backups.media.keep) == ("daily", 7)
+    assert stack_of(tmp_path).dbc.backups.media is None  # type: ignore[union-attr]
 
 
 def test_nodes_archive_every_wal_segment_to_the_backup_service(tmp_path: Path) -> None:
@@ -164,9 +186,11 @@ def test_an_off_host_target_takes_its_keys_by_name_from_an_env_file(tmp_path: Pa
     spec = tmp_path / "deploystack.yaml"
     with pytest.raises(UsageError, match="DR_KEY, DR_SECRET not set in"):
         (tmp_path / "dr.env").write_text("OTHER=1\n")
-        render_project(stack, spec, tmp_path / "stack", b"", environ={})
+        render_project(stack, spec, tmp_path / "stack", b"", environ={},
+                       state=read_output_state(tmp_path / "stack", stack))
     (tmp_path / "dr.env").write_text("DR_KEY=AKIAEXAMPLE\nDR_SECRET=s3cr3t\n")
-    rendered = render_project(stack, spec, tmp_path / "stack", b"", environ={})
+    rendered = render_project(stack, spec, tmp_path / "stack", b"", environ={},
+                              state=read_output_state(tmp_path / "stack", stack))
     assert rendered.secrets["BACKUP_TARGET_ACCESS_KEY"] == "AKIAEXAMPLE"
     assert "s3cr3t" not in spec.read_text() and "s3cr3t" not in rendered.files["compose.yaml"].data.decode()
 
@@ -174,7 +198,8 @@ def test_an_off_host_target_takes_its_keys_by_name_from_an_env_file(tmp_path: Pa
 def test_tls_certificates_name_every_possible_node_and_are_kept(tmp_path: Path) -> None:
     stack = stack_of(tmp_path)
     spec = tmp_path / "deploystack.yaml"
-    first = render_project(stack, spec, tmp_path / "stack", b"", environ={})
+    first = render_project(stack, spec, tmp_path / "stack", b"", environ={},
+                           state=read_output_state(tmp_path / "stack", stack))
     node = x509.load_pem_x509_certificate(first.files["config/patroni/backup-tls/node.crt"].data)
     names = node.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
         x509.DNSName)
@@ -185,7 +210,8 @@ def test_tls_certificates_name_every_possible_node_and_are_kept(tmp_path: Path) 
         target = tmp_path / "stack" / path
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data.data)
-    again = render_project(stack, spec, tmp_path / "stack", b"", environ={})
+    again = render_project(stack, spec, tmp_path / "stack", b"", environ={},
+                           state=read_output_state(tmp_path / "stack", stack))
     node_crt = "config/patroni/backup-tls/node.crt"
     assert again.files[node_crt].data == first.files[node_crt].data
 
@@ -243,6 +269,36 @@ def test_doctor_fails_on_a_failing_archive_and_names_the_wal_held_back() -> None
                             None)
     assert healthy.status == "ok" and "7 segments archived" in healthy.detail
     assert archive_check(None, "project x is not up").status == "warn"
+
+
+class _Backup:
+    def __init__(self, health: dict[str, Any]) -> None:
+        self.attrs = {"State": {"Status": "running", "Health": health}}
+
+
+def test_the_backup_services_health_check_is_what_doctor_and_db_status_report(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A missed or failed backup: the engine's record of backup-health (its last output, lib.sh's die line)."""
+    from deploystack.doctor import schedule_check
+    from deploystack.engine import backups as engine_backups
+
+    said = "2026-12-02T14:00:00Z backup-health: error: the full backup due 400s ago was missed\n"
+    monkeypatch.setattr(engine_backups, "backup_service", lambda client, project: _Backup(
+        {"Status": "unhealthy", "Log": [{"ExitCode": 0, "Output": ""}, {"ExitCode": 1, "Output": said}]}))
+    problem = engine_backups.scheduler_health(None, "shop")  # type: ignore[arg-type]
+    assert problem == "the full backup due 400s ago was missed"
+    check = schedule_check(problem)
+    assert (check.status, check.detail) == ("FAIL", problem)
+    for status in ("healthy", "starting"):  # starting: a new container, not a failure yet
+        monkeypatch.setattr(engine_backups, "backup_service", lambda client, project, s=status: _Backup(
+            {"Status": s, "Log": []}))
+        assert engine_backups.scheduler_health(None, "shop") is None  # type: ignore[arg-type]
+    assert schedule_check(None).status == "ok"
+
+    def gone(client: object, project: str) -> None:
+        raise UsageError("project shop has no running backup container (is the stack up? deploystack ps)")
+
+    monkeypatch.setattr(engine_backups, "backup_service", gone)
+    assert "no running backup container" in (engine_backups.scheduler_health(None, "shop") or "")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(("args", "expected"), [

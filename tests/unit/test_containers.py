@@ -10,7 +10,8 @@ import pytest
 
 from deploystack.engine.containers import container_spec, interpolate
 from deploystack.errors import UsageError
-from deploystack.operations import Target, generate, render
+from deploystack.operations import Session, Target
+from deploystack.operations.stack import generate
 from tests.conftest import BLUEPRINTS
 
 
@@ -29,8 +30,9 @@ def spec(tmp_path: Path) -> Path:
 
 
 def hashes(spec: Path, out: Path, ca: Path) -> dict[str, str]:
-    generate(Target(spec, out), ca)  # keeps .env, so the secrets (which count in the hashes) stay put
-    rendered = render(Target(spec, out), ca)
+    # keeps .env, so the secrets (which count in the hashes) stay put
+    generate(Session(Target(spec, out), ca_bundle=ca))
+    rendered = Session(Target(spec, out), ca_bundle=ca).rendered
     return {s.name: container_spec(rendered, s, 1).config_hash for s in rendered.plan.services}
 
 

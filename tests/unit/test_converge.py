@@ -11,6 +11,7 @@ from deploystack.engine.converge import (
     plan_service,
     roll_members,
     roll_nodes,
+    stop_waves,
 )
 
 
@@ -92,3 +93,30 @@ def test_etcd_members_are_replaced_together_when_no_quorum_would_stay() -> None:
     # Only the running member changes while the others are down: no quorum either way, together as before.
     assert roll_members(["etcd-1"], ["etcd-1"], 3) is None
     assert roll_members(["etcd-1"], [], 3) is None
+
+
+def test_stop_waves_stop_what_depends_on_a_service_before_it() -> None:
+    # The default blueprint's shape: the LBC, then the apps, then what they use, each as late as it can
+    # (the worker, which nothing needs, with the replica); a replica before its primary.
+    graph = {
+        "db-primary": set(), "db-replica-1": {"db-primary"}, "redis": set(),
+        "backend": {"db-primary", "db-replica-1", "redis", "backend-migrate"},
+        "backend-worker": {"db-primary", "redis"}, "cdc-runner": set(), "cdc": {"cdc-runner"},
+        "lbc": {"backend", "cdc"},
+    }
+    assert stop_waves(graph) == [
+        ["lbc"], ["backend"], ["backend-worker", "cdc", "db-replica-1"], ["cdc-runner", "db-primary", "redis"]]
+
+
+def test_stop_waves_stop_patroni_nodes_together_and_etcd_last() -> None:
+    etcd = {"etcd-1", "etcd-2", "etcd-3"}
+    graph = {"etcd-1": set(), "etcd-2": set(), "etcd-3": set(), "db-node-1": etcd, "db-node-2": etcd,
+             "db-node-3": etcd, "db-router": {"db-node-1"}, "backend": {"db-router"}, "lbc": {"backend"}}
+    assert stop_waves(graph) == [["lbc"], ["backend"], ["db-router"], ["db-node-1", "db-node-2", "db-node-3"],
+                                 ["etcd-1", "etcd-2", "etcd-3"]]
+
+
+def test_stop_waves_ignore_services_not_there_and_stop_a_cycle_with_what_depends_on_it() -> None:
+    assert stop_waves({"backend": {"gone", "backend"}}) == [["backend"]]
+    assert stop_waves({"lbc": {"a"}, "a": {"b"}, "b": {"a"}, "db": set()}) == [["a", "b", "lbc"], ["db"]]
+    assert stop_waves({}) == []

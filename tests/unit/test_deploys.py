@@ -14,10 +14,11 @@ from typer.testing import CliRunner
 
 from deploystack import gitsource, history
 from deploystack.cli import app
-from deploystack.deploys import apps_to_deploy
 from deploystack.errors import StackError, UsageError
+from deploystack.operations.deploys import apps_to_deploy
 from deploystack.plan.project import build_plan
 from deploystack.render.project import render_project
+from deploystack.render.state import read_output_state
 from deploystack.render.templates import render_template
 from deploystack.spec import load_stack
 from deploystack.spec.models import GitSource
@@ -202,7 +203,7 @@ def test_the_cdc_sees_an_output_folder_outside_the_spec_folder(spec_dir: Path,
     stack = load_stack(spec)
 
     def cdc_mounts(output: Path) -> tuple[dict[str, str], dict[str, str]]:
-        rendered = render_project(stack, spec, output, b"")
+        rendered = render_project(stack, spec, output, b"", state=read_output_state(output, stack))
         (cdc,) = [s for s in rendered.plan.services if s.name == "cdc-runner"]
         assert dict(cdc.environment)["DEPLOYSTACK_OUTPUT"] == "${DEPLOYSTACK_OUTPUT}"
         return {m.target: m.source for m in cdc.mounts}, rendered.secrets

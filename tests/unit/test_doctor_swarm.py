@@ -1,10 +1,11 @@
-"""doctor on a swarm manager: whether the encrypted private overlay can carry traffic between nodes."""
+"""doctor on a swarm manager: whether the encrypted private overlay can carry traffic between nodes, and
+whether a Patroni DBC's members each have a node of their own."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from deploystack.doctor import overlay_encryption_check
+from deploystack.doctor import overlay_encryption_check, patroni_placement_check
 from deploystack.engine.doctor import EngineFacts
 from deploystack.spec import load_stack
 from tests.conftest import write_spec
@@ -31,3 +32,30 @@ def test_remote_nodes_are_not_guessed_and_the_fallback_says_its_cost(tmp_path: P
     plain = overlay_encryption_check(load_stack(write_spec(tmp_path, MINIMAL + "swarm: {encrypted: false}\n")),
                                      REMOTE, None)
     assert plain.status == "ok" and "unencrypted" in plain.detail and "swarm of 3 node(s)" in plain.detail
+
+
+PATRONI = MINIMAL + "dbc: {ha: patroni, replicas: 1}\n"
+MEMBER = "deploystack.db-member-{}".format
+
+
+def test_patroni_members_one_per_node(tmp_path: Path) -> None:
+    stack = load_stack(write_spec(tmp_path, PATRONI))
+    spread = {"n1": frozenset({MEMBER(3), "deploystack.edge"}), "n2": frozenset({MEMBER(1)}),
+              "n3": frozenset({MEMBER(2)})}
+    check = patroni_placement_check(stack, spread)
+    assert (check.name, check.status) == ("Patroni placement", "ok")
+    assert "3 members on 3 nodes, one each" in check.detail
+
+
+def test_fewer_nodes_than_patroni_members_are_said_with_what_a_loss_costs(tmp_path: Path) -> None:
+    stack = load_stack(write_spec(tmp_path, PATRONI))
+    two = {"n1": frozenset({MEMBER(1), MEMBER(3)}), "n2": frozenset({MEMBER(2)})}
+    check = patroni_placement_check(stack, two)
+    assert check.status == "warn" and "3 members for 2 node(s)" in check.detail
+    assert ("n1 holds deploystack.db-member-1, deploystack.db-member-3: losing it loses 1 PostgreSQL node(s) and "
+            "2 of the 3 etcd members (no quorum: no failover until it is back)") in check.detail
+    assert "--label-add deploystack.db-member-K=true" in check.fix
+    missing = patroni_placement_check(stack, {"n1": frozenset({MEMBER(1)}), "n2": frozenset({MEMBER(2)})})
+    assert missing.status == "FAIL" and "no node is labelled deploystack.db-member-3" in missing.detail
+    doubled = patroni_placement_check(stack, {**two, "n3": frozenset({MEMBER(2)})})
+    assert "deploystack.db-member-2 is on n2, n3" in doubled.detail

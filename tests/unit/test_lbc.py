@@ -13,7 +13,8 @@ from ruamel.yaml import YAML
 
 from deploystack.engine import lbc as engine_lbc
 from deploystack.errors import SpecError, UsageError
-from deploystack.operations import Target, export_swarm, render
+from deploystack.operations import Session, Target
+from deploystack.operations.swarm import export_swarm
 from deploystack.plan import lbc as plan
 from deploystack.plan.model import Mount
 from deploystack.render.project import Rendered
@@ -58,7 +59,7 @@ def edit(spec: Path, lbc: dict[str, object]) -> None:
 def rendered_of(spec: Path, tmp_path: Path) -> Rendered:
     ca = tmp_path / "empty-ca.crt"
     ca.write_bytes(b"")
-    return render(Target(spec, spec.parent / "stack"), ca)
+    return Session(Target(spec, spec.parent / "stack"), ca_bundle=ca).rendered
 
 
 def text(rendered: Rendered, path: str) -> str:
@@ -274,7 +275,7 @@ def test_websocket_routes_pass_upgrades_and_wait_long(blueprint: Path, tmp_path:
 
 def test_websocket_routes_on_swarm_name_the_tasks(blueprint: Path, tmp_path: Path) -> None:
     add_chat_app(blueprint)
-    exported = export_swarm(Target.of(blueprint, None))
+    exported = export_swarm(Session(Target.of(blueprint, None)))
     found = locations(exported.files["config/lbc/nginx.conf"].data.decode())
     assert found["/live/"][:4] == ["set $tasks_chat tasks.chat:8000;", "proxy_pass http://$tasks_chat;",
                                    "proxy_set_header Upgrade $http_upgrade;",
@@ -495,7 +496,7 @@ def test_filters_and_rendered_files_in_the_lbc_image(blueprint: Path, tmp_path: 
         pytest.skip("no Docker engine")
     # The image `deploystack up` builds (its tag is the content hash of compose/lbc plus the host CA
     # bundle): built here when missing, so this check never silently skips on a machine with an engine.
-    probe = render(Target(blueprint, tmp_path / "probe"))
+    probe = Session(Target(blueprint, tmp_path / "probe")).rendered
     image = probe.images["lbc"]
     only_lbc = dataclasses.replace(probe, plan=dataclasses.replace(probe.plan, services=(probe.plan.service("lbc"),)))
     write(probe.files, probe.output, compare(probe.files, probe.output))
@@ -531,7 +532,7 @@ def test_filters_and_rendered_files_in_the_lbc_image(blueprint: Path, tmp_path: 
     # On a swarm the routes name tasks.<app> in variables, resolved per request: nothing to resolve for -t.
     swarm_spec = blueprint.parent.parent / "swarm" / "deploystack.yaml"
     shutil.copytree(blueprint.parent, swarm_spec.parent)
-    exported = export_swarm(Target.of(swarm_spec, None))
+    exported = export_swarm(Session(Target.of(swarm_spec, None)))
     swarm_files = {k: v for k, v in exported.files.items() if k.startswith("config/")}
     write(swarm_files, work / "swarm", compare(swarm_files, work / "swarm"))
     output = client.containers.run(image, entrypoint=["bash", "-c", IN_IMAGE], volumes={str(work): {"bind": "/t"}},

@@ -14,7 +14,9 @@ from ruamel.yaml import YAML
 
 from deploystack import dbparse as db
 from deploystack.errors import UsageError
-from deploystack.operations import Target, export_replica, generate
+from deploystack.operations import Session, Target
+from deploystack.operations.export import export_replica
+from deploystack.operations.stack import generate
 from deploystack.plan import build_plan
 from deploystack.plan.dbc import PRIMARY
 from deploystack.render.envfile import read_env
@@ -60,7 +62,7 @@ def test_the_primary_publishes_on_bind_only_with_its_own_role(spec: Path) -> Non
 
 
 def test_pg_hba_takes_the_offsite_role_over_tls_only(spec: Path) -> None:
-    generate(Target.of(spec, None))
+    generate(Session(Target.of(spec, None)))
     hba = [line.split() for line in (spec.parent / "stack/config/db/pg_hba.conf").read_text().splitlines()
            if line and not line.startswith("#")]
     offsite = [rule for rule in hba if "offsite_dr" in rule]
@@ -79,7 +81,7 @@ def _mode(path: Path) -> int:
 
 def test_tls_files_are_private_and_kept_across_regenerations(spec: Path) -> None:
     target = Target.of(spec, None)
-    generate(target)
+    generate(Session(target))
     out = target.output
     files = ["offsite/ca.crt", "offsite/ca.key", "config/db/tls/server.crt", "config/db/tls/server.key"]
     first = {name: (out / name).read_bytes() for name in files}
@@ -90,11 +92,11 @@ def test_tls_files_are_private_and_kept_across_regenerations(spec: Path) -> None
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert names.get_values_for_type(x509.DNSName) == ["db.example.org"]
 
-    assert generate(target).any is False  # nothing new: same CA, certificate and keys
+    assert generate(Session(target)).any is False  # nothing new: same CA, certificate and keys
     assert {name: (out / name).read_bytes() for name in files} == first
 
     spec.write_text(OFFSITE.replace("db.example.org", "192.0.2.10"))
-    generate(target)
+    generate(Session(target))
     renewed = x509.load_pem_x509_certificate((out / "config/db/tls/server.crt").read_bytes())
     san = renewed.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert [str(a) for a in san.get_values_for_type(x509.IPAddress)] == ["192.0.2.10"]
@@ -105,7 +107,7 @@ def test_tls_files_are_private_and_kept_across_regenerations(spec: Path) -> None
 def test_export_writes_a_self_contained_folder(spec: Path, tmp_path: Path) -> None:
     target = Target.of(spec, None)
     bundle = tmp_path / "bundle"
-    export_replica(target, bundle)
+    export_replica(Session(target), bundle)
     env = read_env(bundle / "replica.env")
     secrets = read_env(target.output / ".env")
     assert _mode(bundle / "replica.env") == 0o600
@@ -127,17 +129,17 @@ def test_export_writes_a_self_contained_folder(spec: Path, tmp_path: Path) -> No
     assert (service["container_name"], compose["volumes"]["data"]["name"]) == (
         "shop-offsite-dr", "shop-offsite-dr-data")
 
-    assert export_replica(target, bundle).any is False  # again: identical
+    assert export_replica(Session(target), bundle).any is False  # again: identical
 
 
 def test_export_refuses_a_spec_without_offsite_and_a_foreign_folder(spec_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="dbc.offsite is not declared"):
-        export_replica(Target.of(write_spec(spec_dir, MINIMAL), None), tmp_path / "bundle")
+        export_replica(Session(Target.of(write_spec(spec_dir, MINIMAL), None)), tmp_path / "bundle")
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine\n")
     with pytest.raises(UsageError, match="not empty"):
-        export_replica(Target.of(write_spec(spec_dir, OFFSITE), None), foreign)
+        export_replica(Session(Target.of(write_spec(spec_dir, OFFSITE), None)), foreign)
     assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
 
 

@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from deploystack import operations
 from deploystack.cli import app
 from deploystack.cli.run import parse_env
 from deploystack.engine.oneoff import oneoff_spec
 from deploystack.errors import UsageError
 from deploystack.logopts import parse_since, parse_tail
-from deploystack.operations import Target, generate, render
+from deploystack.operations import Session, Target
+from deploystack.operations import oneoff as oneoff_ops
+from deploystack.operations.stack import generate
 from tests.conftest import BLUEPRINTS
 
 
@@ -65,8 +66,8 @@ def test_a_oneoff_is_a_replica_definition_labelled_as_compose_labels_one_offs(sp
     ca = tmp_path / "ca.crt"
     ca.write_bytes(b"")
     target = Target(spec, tmp_path / "out")
-    generate(target, ca)
-    rendered = render(target, ca)
+    generate(Session(target, ca_bundle=ca))
+    rendered = Session(target, ca_bundle=ca).rendered
     service = rendered.plan.service("backend")
     slug = "ab" * 32
     oneoff = oneoff_spec(rendered, service, "demo/backend:pinned", {"EXTRA": "1", "DJANGO_DEBUG": "1"}, slug)
@@ -88,16 +89,16 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[object, ...]]:
     """What the commands hand to operations (the parsing under test stops there: no engine)."""
     seen: list[tuple[object, ...]] = []
 
-    def run_oneoff(target: Target, name: str, command: list[str], env: dict[str, str]) -> int:
-        seen.append(("run", target.spec, name, command, env))
+    def run_oneoff(session: Session, name: str, command: list[str], env: dict[str, str]) -> int:
+        seen.append(("run", session.spec, name, command, env))
         return 7
 
-    def exec_service(target: Target, service: str, number: int, command: list[str]) -> int:
-        seen.append(("exec", target.spec, service, number, command))
+    def exec_in(session: Session, service: str, number: int, command: list[str]) -> int:
+        seen.append(("exec", session.spec, service, number, command))
         return 3
 
-    monkeypatch.setattr(operations, "run_oneoff", run_oneoff)
-    monkeypatch.setattr(operations, "exec_service", exec_service)
+    monkeypatch.setattr(oneoff_ops, "run_oneoff", run_oneoff)
+    monkeypatch.setattr(oneoff_ops, "exec_in", exec_in)
     return seen
 
 

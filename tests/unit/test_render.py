@@ -16,7 +16,8 @@ import pytest
 from ruamel.yaml import YAML
 
 from deploystack.errors import SpecError
-from deploystack.operations import Target, generate, render
+from deploystack.operations import Session, Target
+from deploystack.operations.stack import generate
 from deploystack.render.envfile import read_env
 from tests.conftest import BLUEPRINTS
 
@@ -52,7 +53,7 @@ def test_golden_compose_file(spec: Path, tmp_path: Path) -> None:
     copy = tmp_path / spec.parent.name
     shutil.copytree(spec.parent, copy, ignore=shutil.ignore_patterns("staticfiles", "db.sqlite3", "__pycache__",
                                                                        "stack", ".deploystack"))
-    rendered = render(Target(copy / spec.name, copy / "stack"), empty_ca(tmp_path))
+    rendered = Session(Target(copy / spec.name, copy / "stack"), ca_bundle=empty_ca(tmp_path)).rendered
     text = normalized(rendered.files["compose.yaml"].data.decode())
     golden = GOLDEN / f"{spec.parent.name}.compose.yaml"
     if os.environ.get("UPDATE_GOLDEN"):
@@ -62,7 +63,7 @@ def test_golden_compose_file(spec: Path, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("spec", BLUEPRINT_SPECS, ids=lambda p: p.parent.name)
 def test_compose_file_follows_the_compose_specification(spec: Path, tmp_path: Path) -> None:
-    rendered = render(Target(spec, tmp_path / "out"), empty_ca(tmp_path))
+    rendered = Session(Target(spec, tmp_path / "out"), ca_bundle=empty_ca(tmp_path)).rendered
     data = YAML(typ="safe").load(rendered.files["compose.yaml"].data)
     schema = json.loads(COMPOSE_SCHEMA.read_text())
     jsonschema.validate(data, schema)
@@ -70,7 +71,7 @@ def test_compose_file_follows_the_compose_specification(spec: Path, tmp_path: Pa
 
 def test_generate_writes_a_private_env_and_no_secret_elsewhere(blueprint: Path, tmp_path: Path) -> None:
     out = tmp_path / "stack"
-    generate(Target(blueprint, out), empty_ca(tmp_path))
+    generate(Session(Target(blueprint, out), ca_bundle=empty_ca(tmp_path)))
     env = read_env(out / ".env")
     assert {"DB_PASSWORD_BACKEND", "DJANGO_SECRET_KEY_BACKEND", "CDC_WEBHOOK_SECRET"} <= set(env)
     assert stat.S_IMODE((out / ".env").stat().st_mode) == 0o600
@@ -83,9 +84,9 @@ def test_generate_writes_a_private_env_and_no_secret_elsewhere(blueprint: Path, 
 
 def test_regenerating_is_byte_identical(blueprint: Path, tmp_path: Path) -> None:
     out = tmp_path / "stack"
-    first = generate(Target(blueprint, out), empty_ca(tmp_path))
+    first = generate(Session(Target(blueprint, out), ca_bundle=empty_ca(tmp_path)))
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    second = generate(Target(blueprint, out), empty_ca(tmp_path))
+    second = generate(Session(Target(blueprint, out), ca_bundle=empty_ca(tmp_path)))
     after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert first.created and not second.any
     assert before == after
@@ -93,34 +94,34 @@ def test_regenerating_is_byte_identical(blueprint: Path, tmp_path: Path) -> None
 
 def test_failed_generate_leaves_previous_output_untouched(blueprint: Path, tmp_path: Path) -> None:
     out = tmp_path / "stack"
-    generate(Target(blueprint, out), empty_ca(tmp_path))
+    generate(Session(Target(blueprint, out), ca_bundle=empty_ca(tmp_path)))
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     blueprint.write_text(blueprint.read_text().replace("replicas: 2", "replicas: 0", 1))
     with pytest.raises(SpecError):
-        generate(Target(blueprint, out), empty_ca(tmp_path))
+        generate(Session(Target(blueprint, out), ca_bundle=empty_ca(tmp_path)))
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
 def test_dry_run_lists_changes_and_writes_nothing(blueprint: Path, tmp_path: Path) -> None:
     out = tmp_path / "stack"
-    generate(Target(blueprint, out), empty_ca(tmp_path))
+    generate(Session(Target(blueprint, out), ca_bundle=empty_ca(tmp_path)))
     blueprint.write_text(blueprint.read_text().replace("replicas: 2", "replicas: 3", 1))
     conf = (out / "config/lbc/nginx.conf").read_bytes()
-    changes = generate(Target(blueprint, out), empty_ca(tmp_path), dry_run=True)
+    changes = generate(Session(Target(blueprint, out), ca_bundle=empty_ca(tmp_path)), dry_run=True)
     assert "config/lbc/nginx.conf" in changes.changed and "compose.yaml" in changes.changed
     assert (out / "config/lbc/nginx.conf").read_bytes() == conf
 
 
 def test_changing_one_app_changes_only_its_image_tag(blueprint: Path, tmp_path: Path) -> None:
-    before = render(Target(blueprint, tmp_path / "o"), empty_ca(tmp_path)).images
+    before = Session(Target(blueprint, tmp_path / "o"), ca_bundle=empty_ca(tmp_path)).rendered.images
     views = blueprint.parent / "apps/bff/bff/views.py"
     views.write_text(views.read_text() + "\n# a change\n")
-    after = render(Target(blueprint, tmp_path / "o"), empty_ca(tmp_path)).images
+    after = Session(Target(blueprint, tmp_path / "o"), ca_bundle=empty_ca(tmp_path)).rendered.images
     assert {name for name in before if before[name] != after[name]} == {"bff", "bff-migrate"}
 
 
 def test_nginx_conf_lists_each_replica(blueprint: Path, tmp_path: Path) -> None:
-    rendered = render(Target(blueprint, tmp_path / "o"), empty_ca(tmp_path))
+    rendered = Session(Target(blueprint, tmp_path / "o"), ca_bundle=empty_ca(tmp_path)).rendered
     conf = rendered.files["config/lbc/nginx.conf"].data.decode()
     for server in ("demo-backend-1:8000", "demo-backend-2:8000", "demo-frontend-2:8000", "demo-bff-1:8000"):
         assert f"server {server}" in conf

@@ -17,7 +17,8 @@ import pytest
 from ruamel.yaml import YAML
 
 from deploystack.errors import SpecError, UsageError
-from deploystack.operations import Target, export_swarm, render
+from deploystack.operations import Session, Target
+from deploystack.operations.swarm import export_swarm
 from deploystack.render.swarm import not_carried_over, registry_image, swarm_value
 from deploystack.resources import compose_root
 from deploystack.spec import load_stack
@@ -36,7 +37,7 @@ def export_copy(spec: Path, tmp_path: Path, stack_file: Path | None = None) -> t
     copy = tmp_path / spec.parent.name
     shutil.copytree(spec.parent, copy, ignore=shutil.ignore_patterns("staticfiles", "db.sqlite3", "__pycache__",
                                                                        "stack", ".deploystack"))
-    exported = export_swarm(Target(copy / spec.name, copy / "stack"), stack_file, empty_ca(tmp_path))
+    exported = export_swarm(Session(Target(copy / spec.name, copy / "stack"), ca_bundle=empty_ca(tmp_path)), stack_file)
     return exported.stack_file, YAML(typ="safe").load(exported.stack_yaml)
 
 
@@ -178,7 +179,7 @@ def test_registry_names_the_images(tmp_path: Path) -> None:
     assert registry_image("shop/backend:abc", "registry.example.com:5000/team") == \
         "registry.example.com:5000/team/shop/backend:abc"
     spec = write_spec(tmp_path, MINIMAL + "swarm:\n  registry: registry.example.com:5000\n  endpoint_mode: vip\n")
-    exported = export_swarm(Target.of(spec, None), None, empty_ca(tmp_path))
+    exported = export_swarm(Session(Target.of(spec, None), ca_bundle=empty_ca(tmp_path)))
     data = YAML(typ="safe").load(exported.stack_yaml)
     assert data["services"]["backend"]["image"].startswith("registry.example.com:5000/shop/backend:")
     assert data["services"]["backend"]["deploy"]["endpoint_mode"] == "vip"
@@ -187,7 +188,7 @@ def test_registry_names_the_images(tmp_path: Path) -> None:
 def test_an_unencrypted_private_network_is_a_choice_said_aloud(tmp_path: Path) -> None:
     """Kernels without ESP or AES-GCM carry no traffic on an encrypted overlay (docs/swarm.md)."""
     spec = write_spec(tmp_path, MINIMAL + "swarm:\n  encrypted: false\n")
-    exported = export_swarm(Target.of(spec, None), None, empty_ca(tmp_path))
+    exported = export_swarm(Session(Target.of(spec, None), ca_bundle=empty_ca(tmp_path)))
     assert YAML(typ="safe").load(exported.stack_yaml)["networks"]["private"] == {"driver": "overlay", "internal": True}
     assert any("swarm.encrypted is false" in note for note in not_carried_over(load_stack(spec), exported.plan))
     with pytest.raises(SpecError) as caught:
@@ -210,7 +211,7 @@ def test_bad_swarm_settings(tmp_path: Path, extra: str, message: str) -> None:
 def test_tls_files_is_refused_on_a_swarm_and_nothing_is_written(tmp_path: Path) -> None:
     spec = write_spec(tmp_path, MINIMAL + "lbc:\n  tls: files\n  cert_file: tls/cert.pem\n  key_file: tls/key.pem\n")
     with pytest.raises(UsageError, match="lbc.tls: files is not supported with --engine swarm"):
-        export_swarm(Target.of(spec, None), None, empty_ca(tmp_path))
+        export_swarm(Session(Target.of(spec, None), ca_bundle=empty_ca(tmp_path)))
     written = [p for p in (tmp_path / "stack").rglob("*") if p.is_file() and ".deploystack" not in p.parts]
     assert written == []
 
@@ -232,8 +233,8 @@ def test_export_swarm_cli(tmp_path: Path) -> None:
 
 def test_the_compose_output_does_not_change_for_a_swarm_export(tmp_path: Path) -> None:
     spec = write_spec(tmp_path, MINIMAL)
-    before = render(Target.of(spec, None), empty_ca(tmp_path)).files["compose.yaml"].data
-    export_swarm(Target.of(spec, None), None, empty_ca(tmp_path))
+    before = Session(Target.of(spec, None), ca_bundle=empty_ca(tmp_path)).rendered.files["compose.yaml"].data
+    export_swarm(Session(Target.of(spec, None), ca_bundle=empty_ca(tmp_path)))
     assert (tmp_path / "stack" / "compose.yaml").read_bytes() == before
 
 
@@ -261,3 +262,81 @@ def test_lib_sh_exports_secret_files_and_fills_references(tmp_path: Path) -> Non
 def test_lib_sh_changes_nothing_without_secret_files(tmp_path: Path) -> None:
     out = run_lib({"DB_PASSWORD": "${POSTGRES_PASSWORD}"}, tmp_path / "absent", 'printf "%s" "$DB_PASSWORD"')
     assert out == "${POSTGRES_PASSWORD}"
+
+
+def patroni_export(tmp_path: Path, replicas: int) -> tuple[dict[str, Any], list[str]]:
+    spec = write_spec(tmp_path, MINIMAL + f"dbc:\n  ha: patroni\n  replicas: {replicas}\n  synchronous: true\n")
+    exported = export_swarm(Session(Target.of(spec, None), ca_bundle=empty_ca(tmp_path)))
+    return YAML(typ="safe").load(exported.stack_yaml)["services"], not_carried_over(load_stack(spec), exported.plan)
+
+
+def placement(service: dict[str, Any]) -> list[str]:
+    return list(service["deploy"].get("placement", {}).get("constraints", []))
+
+
+def test_patroni_members_each_have_a_node_of_their_own_and_the_router_runs_anywhere(tmp_path: Path) -> None:
+    """etcd-K and db-node-K share place K (a node label): a lost node takes one etcd member and one node."""
+    services, notes = patroni_export(tmp_path, replicas=1)
+    member = "node.labels.deploystack.db-member-{} == true".format
+    assert {name: placement(services[name]) for name in ("etcd-1", "etcd-2", "etcd-3", "db-node-1", "db-node-2")} \
+        == {"etcd-1": [member(1)], "etcd-2": [member(2)], "etcd-3": [member(3)],
+            "db-node-1": [member(1)], "db-node-2": [member(2)]}
+    assert placement(services["db-router"]) == []
+    assert not any("db-replica" in c or "db-primary" in c for s in services.values() for c in placement(s))
+    # Peers and clients by service name (a task that moves has a new address, never a new name), and
+    # each member one task: a DNS name for one address.
+    env = services["etcd-2"]["environment"]
+    assert env["ETCD_INITIAL_ADVERTISE_PEER_URLS"] == "http://etcd-2:2380"
+    assert env["ETCD_INITIAL_CLUSTER"] == "etcd-1=http://etcd-1:2380,etcd-2=http://etcd-2:2380,etcd-3=http://etcd-3:2380"
+    for name in ("etcd-1", "db-node-1", "db-router"):
+        assert services[name]["deploy"]["replicas"] == (2 if name == "db-router" else 1)
+        assert services[name]["deploy"]["endpoint_mode"] == "dnsrr"
+        assert services[name]["deploy"]["update_config"]["order"] == "stop-first"
+    # The router: two, spread over nodes, so that losing the node of one leaves the other answering.
+    assert services["db-router"]["deploy"]["placement"]["preferences"] == [{"spread": "node.id"}]
+    # A swarm's DNS names only healthy tasks: an etcd member is healthy once it runs, before a quorum.
+    assert services["etcd-1"]["healthcheck"]["test"] == ["CMD", "etcd-health", "--answers"]
+    assert services["db-node-1"]["healthcheck"]["test"] == ["CMD", "patroni-health"]
+    # ... and restarts an unhealthy task: the router's check must not need a leader there.
+    assert services["db-router"]["healthcheck"]["test"] == ["CMD", "db-router-health", "--answers"]
+    (labels,) = [n for n in notes if n.startswith("services are placed by node label")]
+    assert "deploystack.db-member-1, deploystack.db-member-2, deploystack.db-member-3" in labels
+    (patroni_note,) = [n for n in notes if n.startswith("dbc.ha patroni")]
+    assert "(3 nodes)" in patroni_note and "two etcd members" in patroni_note
+
+
+def test_etcd_is_on_an_encrypted_internal_overlay_of_its_own_with_the_nodes(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, MINIMAL + "dbc:\n  ha: patroni\n  replicas: 1\n")
+    data = YAML(typ="safe").load(export_swarm(Session(Target.of(spec, None), ca_bundle=empty_ca(tmp_path))).stack_yaml)
+    assert data["networks"]["dcs"] == data["networks"]["private"] == {
+        "driver": "overlay", "internal": True, "driver_opts": {"encrypted": "true"}}
+    services = data["services"]
+    assert {name for name, s in services.items() if "dcs" in s["networks"]} == {
+        "etcd-1", "etcd-2", "etcd-3", "db-node-1", "db-node-2"}
+    assert services["etcd-1"]["networks"] == {"dcs": {}}
+    assert services["db-node-1"]["networks"] == {"private": {}, "dcs": {}}
+
+
+def test_more_patroni_nodes_than_etcd_members_need_more_places(tmp_path: Path) -> None:
+    services, notes = patroni_export(tmp_path, replicas=3)
+    assert placement(services["db-node-4"]) == ["node.labels.deploystack.db-member-4 == true"]
+    assert "etcd-4" not in services
+    assert any("deploystack.db-member-4" in n and "(4 nodes)" in n for n in notes)
+
+
+def test_up_checks_every_member_label(tmp_path: Path) -> None:
+    from deploystack.engine.swarm import labels_used
+
+    services, _ = patroni_export(tmp_path, replicas=1)
+    assert labels_used({"services": services}) == {
+        "deploystack.edge", "deploystack.data",  # the media store and the cache
+        "deploystack.db-member-1", "deploystack.db-member-2", "deploystack.db-member-3"}
+
+
+def test_backups_are_refused_on_a_swarm_before_anything_is_written(tmp_path: Path) -> None:
+    """pgBackRest's TLS files are not Swarm configs yet: archiving would fail on every WAL segment there."""
+    spec = write_spec(tmp_path, MINIMAL + "dbc:\n  ha: patroni\n  replicas: 1\n  backups: {full: daily}\n")
+    with pytest.raises(UsageError, match=r"^dbc.backups does not run on a swarm yet"):
+        export_swarm(Session(Target.of(spec, None), ca_bundle=empty_ca(tmp_path)))
+    written = [p.relative_to(tmp_path).as_posix() for p in (tmp_path / "stack").rglob("*") if p.is_file()]
+    assert written == ["stack/.deploystack/lock"]  # the command's lock only

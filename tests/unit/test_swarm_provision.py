@@ -12,7 +12,8 @@ from pathlib import Path
 from ruamel.yaml import YAML
 
 from deploystack.engine.provision import job_script, swarm_target
-from deploystack.operations import Target, export_swarm, render
+from deploystack.operations import Session, Target
+from deploystack.operations.swarm import export_swarm
 from deploystack.plan import build_plan
 from deploystack.spec import load_stack
 from tests.conftest import write_spec
@@ -26,8 +27,8 @@ REJECT_LINE = "host    all          all                  all      reject"
 
 def test_only_the_swarm_primary_takes_the_superuser_over_tcp_with_a_password(tmp_path: Path) -> None:
     spec = write_spec(tmp_path, MINIMAL)
-    compose = render(Target.of(spec, None), empty_ca(tmp_path))
-    exported = export_swarm(Target.of(spec, None), None, empty_ca(tmp_path))
+    compose = Session(Target.of(spec, None), ca_bundle=empty_ca(tmp_path)).rendered
+    exported = export_swarm(Session(Target.of(spec, None), ca_bundle=empty_ca(tmp_path)))
     compose_hba = compose.files["config/db/pg_hba.conf"].data.decode()
     swarm_hba = (exported.folder / "config" / "db" / "pg_hba.conf").read_text()
     assert "postgres" not in compose_hba.replace("local   all          postgres", "")

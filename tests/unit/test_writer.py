@@ -9,13 +9,25 @@ import os
 from pathlib import Path
 
 from deploystack.render.sourcetree import FileData, tree
-from deploystack.render.writer import compare, write
+from deploystack.render.writer import compare, differs, write
 
 
 def put(path: Path, text: str, mode: int = 0o644) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     path.chmod(mode)
+
+
+def test_differs_compares_bytes_and_mode_or_bytes_only(tmp_path: Path) -> None:
+    """compare's question (bytes and mode) and reload's (bytes only: what the container reads), one helper."""
+    put(tmp_path / "f", "same\n", 0o644)
+    os.mkfifo(tmp_path / "fifo")  # not a file: as missing, and never opened
+    assert differs(str(tmp_path / "missing"), FileData(b"x")) is None
+    assert differs(str(tmp_path / "fifo"), FileData(b"x"), mode=False) is None
+    assert differs(str(tmp_path / "f"), FileData(b"same\n", 0o644)) is False
+    assert differs(str(tmp_path / "f"), FileData(b"same\n", 0o600)) is True
+    assert differs(str(tmp_path / "f"), FileData(b"same\n", 0o600), mode=False) is False
+    assert differs(str(tmp_path / "f"), FileData(b"other\n", 0o644), mode=False) is True
 
 
 def test_compare_sorts_every_file_into_one_kind_and_write_converges(tmp_path: Path) -> None:

@@ -19,18 +19,13 @@ from typing import TYPE_CHECKING
 from deploystack import gitsource, history
 from deploystack.engine.report import Reporter
 from deploystack.errors import DeployError, StackError, UsageError
-from deploystack.operations import (
-    Target,
-    project_lock,
-    refuse_pending_upgrade,
-    render,
-    require_generated,
-    write_rendered,
-)
+from deploystack.operations.output import write_rendered
+from deploystack.operations.session import Session
 from deploystack.plan.apc import migrate_job, worker_service
 from deploystack.plan.project import subset
 from deploystack.render.project import Rendered
-from deploystack.spec import Stack, load_stack
+from deploystack.spec import Stack
+from deploystack.target import Target
 
 if TYPE_CHECKING:
     from deploystack.engine.client import DockerClient
@@ -62,36 +57,30 @@ def apps_to_deploy(stack: Stack, app: str | None, ref: str | None) -> list[str]:
     return list(stack.apc.apps)
 
 
-def deploy(target: Target, app: str | None, ref: str | None, report: Reporter,
-           trigger: str | None = None, wait_s: float = QUEUE_WAIT_S,
-           descendants_only: bool = False) -> list[history.Deploy]:
+def deploy(session: Session, app: str | None, ref: str | None, trigger: str | None = None,
+           wait_s: float = QUEUE_WAIT_S, descendants_only: bool = False) -> list[history.Deploy]:
     """`descendants_only`: the CDC's runner deploys a push only if its commit follows the deployed one
     (gitsource.NotDescendant otherwise); `deploystack deploy --ref` by hand deploys any commit."""
-    from deploystack.engine import client
-
     if ref is not None:
         gitsource.check_ref(ref)
-    stack = load_stack(target.spec)
+    stack = session.stack
     names = apps_to_deploy(stack, app, ref)
-    require_generated(target, stack.project)
-    docker_client = client.connect()
-    refuse_pending_upgrade(docker_client, stack.project, stack.dbc.ha == "patroni")
-    with project_lock(target.output, wait_s, report):
-        return [Deployer(docker_client, target, stack, name, trigger or default_trigger(), report,
-                         descendants_only=descendants_only).deploy(ref)
+    session.require_generated()
+    session.connect()
+    session.refuse_pending_upgrade(stack.project, stack.dbc.ha == "patroni")
+    with session.lock(wait_s, session.report):
+        return [Deployer(session, name, trigger or default_trigger(), descendants_only=descendants_only).deploy(ref)
                 for name in names]
 
 
-def rollback(target: Target, app: str | None, report: Reporter, trigger: str | None = None,
+def rollback(session: Session, app: str | None, trigger: str | None = None,
              wait_s: float = QUEUE_WAIT_S) -> list[history.Deploy]:
-    from deploystack.engine import client
-
-    stack = load_stack(target.spec)
-    require_generated(target, stack.project)
-    docker_client = client.connect()
-    refuse_pending_upgrade(docker_client, stack.project, stack.dbc.ha == "patroni")
-    with project_lock(target.output, wait_s, report):
-        records = history.read(target.output)
+    stack = session.stack
+    session.require_generated()
+    session.connect()
+    session.refuse_pending_upgrade(stack.project, stack.dbc.ha == "patroni")
+    with session.lock(wait_s, session.report):
+        records = history.read(session.output)
         names = apps_to_deploy(stack, app, None) if app else sorted({r.app for r in records if r.result == history.OK})
         done = []
         for name in names:
@@ -100,7 +89,7 @@ def rollback(target: Target, app: str | None, report: Reporter, trigger: str | N
                 if app is not None:
                     raise UsageError(f"{name} has no earlier deploy to roll back to (deploystack history)")
                 continue
-            deployer = Deployer(docker_client, target, stack, name, trigger or default_trigger(), report)
+            deployer = Deployer(session, name, trigger or default_trigger())
             done.append(deployer.rollback(back_to))
         if not done:
             raise UsageError("nothing to roll back: no app has an earlier deploy (deploystack history)")
@@ -109,14 +98,29 @@ def rollback(target: Target, app: str | None, report: Reporter, trigger: str | N
 
 @dataclass
 class Deployer:
-    client: DockerClient
-    target: Target
-    stack: Stack
+    """One app's deploy or rollback in a session (which holds the spec, the engine and the lock)."""
+
+    session: Session
     app: str
     trigger: str
-    report: Reporter
     previous_ref: str = ""
     descendants_only: bool = False
+
+    @property
+    def client(self) -> DockerClient:
+        return self.session.client
+
+    @property
+    def target(self) -> Target:
+        return self.session.target
+
+    @property
+    def stack(self) -> Stack:
+        return self.session.stack
+
+    @property
+    def report(self) -> Reporter:
+        return self.session.report
 
     def deploy(self, ref: str | None) -> history.Deploy:
         from deploystack.engine import images
@@ -133,7 +137,7 @@ class Deployer:
                 commit = gitsource.fetch(self.app, git, self.target.spec.resolve().parent, self.target.output, ref,
                                          old_commit if self.descendants_only else None)
                 self.report.step(f"{self.app}: {git.url} {git.branch} at {commit[:12]}")
-            new = render(self.target)
+            new = self.session.render()  # the source has moved: rendered again
             write_rendered(new)
             images.ensure_base_images(self.client, new, self.report)
             images.build_images(self.client, new, self.report)
@@ -169,7 +173,7 @@ class Deployer:
         """The rendered project as it runs: a local source may have changed since its image was built."""
         from deploystack.engine import lookup
 
-        rendered = render(self.target)
+        rendered = self.session.render()  # now: an earlier app of this deploy changed the output
         image = lookup.running_image(self.client, rendered.plan.project, self.app)
         if image is None or image == rendered.images[self.app]:
             return rendered
