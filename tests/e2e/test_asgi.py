@@ -149,7 +149,7 @@ class SocketLoad:
                 ws = open_socket(self.stack)
             except (OSError, InvalidHandshake, TimeoutError) as exc:
                 with self._lock:
-                    self.result.handshake_failures.append(f"{type(exc).__name__}: {exc}")
+                    self.result.handshake_failures.append(f"{time.strftime('%H:%M:%S')} {type(exc).__name__}: {exc}")
                 time.sleep(0.2)
                 continue
             with ws:
@@ -168,7 +168,7 @@ class SocketLoad:
                 except ConnectionClosed as exc:
                     with self._lock:
                         if exc.rcvd is None:  # no close frame came: the connection was cut (1006)
-                            self.result.abnormal.append(f"{type(exc).__name__}: {exc}")
+                            self.result.abnormal.append(f"{time.strftime('%H:%M:%S')} {type(exc).__name__}: {exc}")
                         else:
                             self.result.server_closed[exc.rcvd.code] += 1
                 except (OSError, TimeoutError) as exc:

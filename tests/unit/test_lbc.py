@@ -263,7 +263,8 @@ def test_websocket_routes_pass_upgrades_and_wait_long(blueprint: Path, tmp_path:
     for prefix in ("/chat/ws/", "/live/"):
         assert found[prefix] == ["proxy_pass http://chat;", "proxy_set_header Upgrade $http_upgrade;",
                                  "proxy_set_header Connection $connection_upgrade;", *common,
-                                 "proxy_read_timeout 900s;", "proxy_send_timeout 900s;"], prefix
+                                 "proxy_read_timeout 900s;", "proxy_send_timeout 900s;",
+                                 "lingering_close always;"], prefix
     # Every header the plain routes send, a websocket route sends too (it cannot inherit them).
     assert {line for line in server_level.splitlines() if "proxy_set_header" in line and "Connection" not in line} \
         <= {"        " + line for line in common}
@@ -280,7 +281,7 @@ def test_websocket_routes_on_swarm_name_the_tasks(blueprint: Path, tmp_path: Pat
     assert found["/live/"][:4] == ["set $tasks_chat tasks.chat:8000;", "proxy_pass http://$tasks_chat;",
                                    "proxy_set_header Upgrade $http_upgrade;",
                                    "proxy_set_header Connection $connection_upgrade;"]
-    assert found["/live/"][-2:] == ["proxy_read_timeout 900s;", "proxy_send_timeout 900s;"]
+    assert found["/live/"][-3:] == ["proxy_read_timeout 900s;", "proxy_send_timeout 900s;", "lingering_close always;"]
 
 
 def location(conf: str, head: str) -> str:
